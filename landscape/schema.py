@@ -1,0 +1,48 @@
+"""The HDF5 file layout (one self-describing file per run). Writers: :mod:`landscape.store`;
+readers: :mod:`landscape.results`. Changing anything here bumps ``FORMAT_VERSION``.
+
+::
+
+    /                         attrs: format="landscape", format_version, landscape_version,
+                                     torch_version, created (ISO 8601), command (argv string),
+                                     config (JSON: every option that shaped the numbers),
+                                     model_fingerprint (sha256 of θ), data_fingerprint, title
+    /coords/{x,y,z}           float64 1-D; only the axes in use (1D: x; 2D: x, y; 3D: x, y, z)
+    /directions/{x,y,z}/<p>   float32, one dataset per tensor name <p> ("layers.0.weight");
+                              group attrs: kind (random|hessian|interp|pca|plane|file), norm,
+                              ignore, dir_type, seed, orthogonalized, eigenvalue (hessian),
+                              scale (coordinate unit: ‖d‖), explained_variance (pca)
+    /surfaces/<split>_<metric>  float64, shape = grid shape (nx,), (nx,ny) or (nx,ny,nz);
+                              Z[i,j,k] is the value at (x[i], y[j], z[k]); NaN = not computed.
+                              split ∈ {train, test}; metric ∈ {loss, acc, lambda_max,
+                              lambda_min, convexity}
+    /surfaces/done            uint8, grid shape, 1 where a point is computed
+    /paths/<name>/alpha       float64 (n,)       name: "interpolation" (θ₀→θ₁) by default
+    /paths/<name>/<split>_loss, <split>_acc      float64 (n,), NaN = not computed
+    /paths/<name>/done        uint8 (n,)
+                              attrs: bumps (JSON list of [alpha_start, alpha_peak, height]),
+                              n_bumps, max_bump, monotonic (bool), tolerance, distance ‖θ₁−θ₀‖,
+                              relative_distance, barrier, bn_reestimated (bool)
+    /trajectory/coords        float64 (n_checkpoints, 2): each checkpoint projected on (x, y)
+    /trajectory               attrs: explained_variance (list), checkpoints (JSON list of paths)
+    /curvature/eigenvalues    float64 (k,), descending; attrs: method, tol, iterations, matvecs,
+                              seed, residuals (list)
+    /curvature/eigenvectors/<i>/<p>   float32 (optional)
+    /curvature/smallest       float64 scalar (optional)
+    /curvature/trace          float64 scalar; attrs: stderr, method, matvecs, seed
+    /curvature/density/grid, /curvature/density/values   float64 (m,); attrs: runs, steps, sigma
+    /metrics/<name>           float64 scalar or array; attrs: the parameters used (JSON-able)
+    /layerwise/<quantity>     float64 (n_layers,) per-layer arrays; attrs: layers (JSON list)
+
+Li et al.'s loss-landscape files (``xcoordinates``, ``ycoordinates``, ``train_loss``,
+``train_acc``, ``test_loss``, ``test_acc`` at the root) are read too; their 2D arrays are stored
+as Z[j, i] (meshgrid order) and are transposed on read so that Z[i, j] is at (x[i], y[j]).
+Attributes hold only strings, numbers and arrays of numbers: nothing is ever unpickled.
+"""
+
+FORMAT = "landscape"
+FORMAT_VERSION = 1
+AXES = ("x", "y", "z")
+SPLITS = ("train", "test")
+SURFACE_METRICS = ("loss", "acc", "lambda_max", "lambda_min", "convexity")
+LI_ET_AL_KEYS = ("xcoordinates", "ycoordinates", "zcoordinates")
