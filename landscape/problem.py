@@ -136,7 +136,8 @@ def read_state_dict(path: str, unsafe_load: bool = False) -> dict[str, Tensor]:
             "(save model.state_dict() instead, or pass --unsafe-load if you trust the file)"
         ) from e
     except Exception as e:  # noqa: BLE001
-        raise LandscapeError(f"checkpoint {path!r} could not be read ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise LandscapeError(f"checkpoint {path!r} could not be read ({type(e).__name__}: {first})") from e
     if unsafe_load:
         warnings.warn(f"--unsafe-load: {path} was unpickled with full code execution", stacklevel=2)
     if isinstance(obj, nn.Module):
@@ -225,7 +226,8 @@ def load_data(spec: str) -> Batch:
     if spec.startswith("zoo:"):
         name, _, split = spec[4:].partition(":")
         if name not in zoo.DATASETS:
-            raise LandscapeError(f"--data: unknown zoo data set {name!r}; choose one of {', '.join(sorted(zoo.DATASETS))}")
+            names = ", ".join(sorted(zoo.DATASETS))
+            raise LandscapeError(f"--data: unknown zoo data set {name!r}; choose one of {names}")
         try:
             obj = zoo.DATASETS[name](split or "all")
         except ValueError as e:

@@ -1,0 +1,70 @@
+"""The ``landscape`` command. Each subcommand lives in ``landscape/commands/<name>.py`` and
+exposes ``add_parser(subparsers)`` (which sets ``func``); this module only dispatches and turns
+:class:`~landscape.errors.LandscapeError` into one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import LandscapeError
+
+COMMANDS = ("surface", "interpolate", "hessian", "sharpness", "train", "plot", "report", "info",
+            "export", "demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (exit 2), like every other error here."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="landscape", description="Loss landscapes, paths, curvature and sharpness of PyTorch models.")
+    parser.add_argument("--version", action="version", version=f"landscape {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"landscape.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"landscape.commands.{name}":
+                continue  # not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LandscapeError as e:
+        from .parallel import world
+
+        w = world()
+        if w.rank == 0 or getattr(e, "rank_specific", False):
+            prefix = f"[rank {w.rank}] " if w.size > 1 else ""
+            print(f"landscape {args.command}: error: {prefix}{e}", file=sys.stderr, flush=True)
+        w.fail(e.exit_code)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"landscape {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+def entry() -> None:  # pragma: no cover - console script wrapper
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``landscape`` subcommand; shared option groups live in :mod:`.common`."""

@@ -1,0 +1,84 @@
+"""Option groups shared by subcommands, and turning parsed options into objects."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from ..errors import LandscapeError
+
+
+def positive_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not an integer") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text}")
+        return v
+
+    return parse
+
+
+def positive_float(flag: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a number") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text}")
+        return v
+
+    return parse
+
+
+def add_problem_args(p: argparse.ArgumentParser, checkpoint: bool = True, data_required: bool = True) -> None:
+    """``--model --model-args --checkpoint --data --test-data --loss --samples --batch-size
+    --seed --device --unsafe-load``."""
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", required=True, metavar="SPEC",
+                   help="zoo:NAME (mlp, cnn, resnet20, resnet56, resnet110, vgg9, ...) or package.module:callable")
+    g.add_argument("--model-args", default="", metavar="K=V,...",
+                   help="keyword arguments for the model constructor, e.g. depth=4,width=64,bn=true")
+    if checkpoint:
+        g.add_argument("--checkpoint", metavar="FILE",
+                       help="state_dict (.pt/.pth, loaded with weights_only=True) or .safetensors")
+    g.add_argument("--data", required=data_required, metavar="SPEC",
+                   help="zoo:digits[:train|test], zoo:synthetic, torchvision:CLASS:ROOT or package.module:callable")
+    g.add_argument("--test-data", metavar="SPEC", help="a second split evaluated beside --data (test_loss, test_acc)")
+    g.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse"))
+    g.add_argument("--samples", type=positive_int("--samples"), metavar="N",
+                   help="evaluate on a fixed, seeded subset of N examples (default: all)")
+    g.add_argument("--batch-size", type=positive_int("--batch-size"), default=512, metavar="B")
+    g.add_argument("--seed", type=int, default=0, help="seed for directions, sampling and estimators (default 0)")
+    g.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="auto: cuda:(local_rank %% n_gpus) when CUDA is available, else CPU")
+    g.add_argument("--unsafe-load", action="store_true",
+                   help="allow checkpoints that unpickle arbitrary code (only for files you trust)")
+
+
+def problem_from_args(args, world=None):
+    from ..problem import make_problem
+
+    local_rank = world.local_rank if world is not None else 0
+    return make_problem(
+        args.model, data=args.data, checkpoint=getattr(args, "checkpoint", None), model_args=args.model_args,
+        loss=args.loss, samples=args.samples, seed=args.seed, batch_size=args.batch_size, device=args.device,
+        test_data=getattr(args, "test_data", None), unsafe_load=args.unsafe_load, local_rank=local_rank,
+    )
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
+
+
+def check_output_path(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise LandscapeError(f"--out: folder {folder!r} does not exist (create it first or choose another path)")
+    if os.path.isdir(path):
+        raise LandscapeError(f"--out: {path!r} is a folder; give a file name such as {os.path.join(path, 'run.h5')}")
