@@ -96,6 +96,8 @@ class Directions:
     vectors: list[Named]
     dir_type: str = "weights"
     meta: list[dict] = field(default_factory=list)
+    #: extra datasets for the result file, ``{"trajectory/coords": (array, attrs)}`` (e.g. PCA paths)
+    extras: dict = field(default_factory=dict)
 
     @property
     def ndim(self) -> int:
@@ -107,8 +109,8 @@ class Directions:
         return hashlib.sha256("".join(P.fingerprint(v) for v in self.vectors).encode()).hexdigest()
 
     def to(self, device) -> Directions:
-        return Directions(P.clone(self.center, device=device), [P.clone(v, device=device) for v in self.vectors],
-                          self.dir_type, self.meta)
+        vectors = [P.clone(v, device=device) for v in self.vectors]
+        return Directions(P.clone(self.center, device=device), vectors, self.dir_type, self.meta, self.extras)
 
 
 def make_random_directions(

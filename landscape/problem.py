@@ -89,8 +89,12 @@ def import_callable(spec: str, what: str) -> Callable:
     return obj
 
 
-def load_model(spec: str, model_args: dict | str | None = None) -> nn.Module:
-    """Build a model from ``zoo:NAME`` or ``package.module:callable``."""
+def load_model(spec: str, model_args: dict | str | None = None, seed: int = 0) -> nn.Module:
+    """Build a model from ``zoo:NAME`` or ``package.module:callable``.
+
+    Construction runs under ``torch.manual_seed(seed)`` (in a forked RNG state), so a model used
+    without a checkpoint has the same initial weights on every rank and every run.
+    """
     from . import zoo
 
     kwargs = parse_kwargs(model_args) if isinstance(model_args, str) or model_args is None else dict(model_args)
@@ -102,8 +106,10 @@ def load_model(spec: str, model_args: dict | str | None = None) -> nn.Module:
     else:
         factory = import_callable(spec, "--model")
     try:
-        model = factory(**kwargs)
-    except TypeError as e:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = factory(**kwargs)
+    except (TypeError, ValueError) as e:
         raise LandscapeError(f"--model-args: {spec} does not accept {kwargs} ({e})") from e
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"--model: {spec} returned {type(model).__name__}, not a torch.nn.Module")
@@ -384,7 +390,7 @@ def make_problem(
     if loss not in LOSSES:
         raise LandscapeError(f"--loss: {loss!r} is not one of {', '.join(LOSSES)}")
     dev = resolve_device(device, local_rank)
-    net = load_model(model, model_args) if isinstance(model, str) else model
+    net = load_model(model, model_args, seed=seed) if isinstance(model, str) else model
     if checkpoint:
         load_checkpoint(net, checkpoint, unsafe_load=unsafe_load)
     net = net.to(dev).eval()

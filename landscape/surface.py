@@ -1,0 +1,257 @@
+"""Run a surface: directions + grid + scheduler + evaluator + store, with progress.
+
+``run_surface`` is the library entry point (one process or every MPI rank calls it with the same
+arguments); ``landscape surface`` is a thin wrapper around it.
+
+Example:
+    >>> import tempfile, os
+    >>> from landscape.problem import make_problem
+    >>> p = make_problem("zoo:mlp", data="zoo:synthetic", samples=64, device="cpu")
+    >>> out = os.path.join(tempfile.mkdtemp(), "s.h5")
+    >>> res = run_surface(p, SurfaceSpec(x="-1:1:3", y="-1:1:2"), out, progress=False)
+    >>> res.shape, res.done
+    ((3, 2), 6)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import params as P
+from .directions import Directions, make_random_directions
+from .errors import LandscapeError
+from .evaluate import PointEvaluator
+from .grid import Grid
+from .parallel import World, auto_chunk_size, run_points, world
+from .problem import Problem
+from .store import (
+    GridStore,
+    WriterLock,
+    base_attrs,
+    check_readable,
+    compare_identity,
+    create_surface_file,
+    load_directions,
+    peek_surface,
+    surface_identity,
+)
+
+
+@dataclass
+class SurfaceSpec:
+    """Everything that shapes a surface's numbers (recorded as the file's ``config``)."""
+
+    x: str = "-1:1:51"
+    y: str | None = None
+    z: str | None = None
+    directions: str = "random"  # random | hessian | interp | pca | FILE.h5
+    norm: str = "filter"
+    ignore: str = "biasbn"
+    dir_type: str = "weights"
+    orthogonalize: bool = False
+    seed: int = 0
+    curvature_map: bool = False
+    # path-based directions (issue: paths)
+    from_ckpt: str | None = None
+    to_ckpt: str | None = None
+    plane: list[str] | None = None
+    trajectory: str | None = None
+    # execution (not part of the identity)
+    flush_every: float = 10.0
+    chunk_size: int | None = None
+    points_per_batch: str = "auto"
+
+
+@dataclass
+class SurfaceResult:
+    path: str
+    shape: tuple[int, ...]
+    done: int
+    computed: int
+    seconds: float
+
+
+def build_directions(problem: Problem, spec: SurfaceSpec, ndim: int, out: str | None) -> Directions:
+    """Make (or load) the directions a spec asks for. Runs on rank 0 only."""
+    kind = spec.directions
+    if spec.plane:
+        from .interpolation import plane_directions
+
+        return plane_directions(problem, spec, ndim)
+    if kind == "random":
+        return make_random_directions(problem.model, ndim, seed=spec.seed, norm=spec.norm, ignore=spec.ignore,
+                                      dir_type=spec.dir_type, orthogonal=spec.orthogonalize)
+    if kind == "hessian":
+        from .curvature.directions import hessian_directions
+
+        return hessian_directions(problem, ndim, spec)
+    if kind == "interp":
+        from .interpolation import interp_directions
+
+        return interp_directions(problem, spec, ndim)
+    if kind == "pca":
+        from .trajectory import pca_directions
+
+        return pca_directions(problem, spec, ndim)
+    if kind.endswith((".h5", ".hdf5")):
+        return load_directions(kind, P.clone(P.select(problem.model, spec.dir_type)), ndim)
+    raise LandscapeError(f"--directions: {kind!r} is not random, hessian, interp, pca or a FILE.h5")
+
+
+def metric_names(problem: Problem, spec: SurfaceSpec) -> list[str]:
+    names = [f"{s}_{m}" for s in problem.splits for m in ("loss", "acc")]
+    if spec.curvature_map:
+        names += ["train_lambda_max", "train_lambda_min", "train_convexity"]
+    return names
+
+
+def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: SurfaceSpec):
+    """``compute(flat_indices) -> {metric: values}`` for this rank."""
+    evaluator = PointEvaluator(problem, directions)
+    if spec.curvature_map:
+        from .curvature.maps import CurvatureMapEvaluator
+
+        evaluator = CurvatureMapEvaluator(problem, directions, evaluator, seed=spec.seed)
+    else:
+        try:
+            from .evaluate import make_evaluator  # batched (vmap) path, when available
+        except ImportError:
+            pass
+        else:
+            evaluator = make_evaluator(problem, directions, spec.points_per_batch)
+
+    def compute(indices: np.ndarray) -> dict[str, np.ndarray]:
+        return evaluator(grid.points(indices))
+
+    return compute
+
+
+def _config(problem: Problem, spec: SurfaceSpec) -> dict:
+    cfg = {k: v for k, v in asdict(spec).items() if k not in ("flush_every", "chunk_size", "points_per_batch")}
+    info = {k: v for k, v in problem.info.items() if not k.endswith("_indices")}
+    cfg.update(model=info.get("model"), model_args=info.get("model_args"), checkpoint=info.get("checkpoint"),
+               data=info.get("train_data"), test_data=info.get("test_data"), loss=problem.loss,
+               samples=info.get("samples"), batch_size=info.get("batch_size"),
+               sample_seed=info.get("seed"), n_samples=info.get("train_samples"), device=str(problem.device))
+    return cfg
+
+
+def _same_direction_request(stored: dict, spec: SurfaceSpec) -> bool:
+    keys = ("directions", "norm", "ignore", "dir_type", "orthogonalize", "seed", "from_ckpt", "to_ckpt", "plane",
+            "trajectory")
+    return all(stored.get(k) == getattr(spec, k) for k in keys)
+
+
+def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: bool = False,
+                command: str = "", progress: bool = True, w: World | None = None) -> SurfaceResult:
+    """Compute (or finish) the surface of ``spec`` into ``out``; every rank calls this."""
+    w = w or world()
+    t0 = time.perf_counter()
+    grid = Grid.from_ranges(spec.x, spec.y, spec.z)
+    names = metric_names(problem, spec)
+    config = _config(problem, spec)
+    model_fp = P.fingerprint(P.select(problem.model, "states"))
+    data_fp = problem.info.get("data_fingerprint", "")
+
+    def setup_root():
+        existing = None
+        if os.path.exists(out):
+            if overwrite:
+                check_lock_free(out)
+            else:
+                existing = peek_surface(out)
+        if existing is not None and _same_direction_request(existing["config"], spec):
+            dirs = load_directions(out, P.clone(P.select(problem.model, spec.dir_type)), grid.ndim)
+        else:
+            dirs = build_directions(problem, spec, grid.ndim, out)
+        identity = surface_identity(config, grid.coords, model_fp, data_fp, dirs.fingerprint())
+        if existing is not None:
+            compare_identity(out, existing["identity"], identity)
+        else:
+            attrs = base_attrs(command, config, model_fp, data_fp, kind="surface")
+            attrs["title"] = _title(config, grid, dirs)
+            create_surface_file(out, attrs=attrs, identity=identity, coords=grid.coords, directions=dirs,
+                                metrics=names)
+        store = GridStore(out, [f"surfaces/{n}" for n in names], "surfaces/done", grid.shape, spec.flush_every)
+        return dirs, store
+
+    dirs, store = w.collective(setup_root if w.is_root else (lambda: (None, None)))
+    # every rank gets rank 0's directions, bit for bit
+    center = w.bcast_named(dirs.center if w.is_root else None, like=P.select(problem.model, spec.dir_type))
+    vectors = [w.bcast_named(dirs.vectors[i] if w.is_root else None, like=center) for i in range(grid.ndim)]
+    meta = w.bcast(dirs.meta if w.is_root else None)
+    dirs = Directions(center, vectors, spec.dir_type, meta)
+    P.assign_(P.select(problem.model, spec.dir_type), center)
+
+    compute = w.collective(lambda: make_compute(problem, dirs, grid, spec))
+    todo = store.todo() if w.is_root else None
+    n_todo = w.bcast(len(todo) if w.is_root else 0)
+    chunk = spec.chunk_size or auto_chunk_size(n_todo, w.size)
+    bar = _progress(w, progress, grid.size, grid.size - n_todo, out)
+    interrupted = False
+    old = _install_sigterm() if w.is_root else None
+    try:
+        run_points(w, todo, compute, store.add if w.is_root else None, chunk_size=chunk,
+                   progress=bar.update if bar is not None else None)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+        if w.is_root:
+            store.close()
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
+    if interrupted:
+        print(f"landscape: interrupted; {store.n_done}/{grid.size} points are saved in {out}; "
+              "run the same command again to compute the rest", file=sys.stderr, flush=True)
+        w.abort(130)
+    done = store.n_done if w.is_root else grid.size
+    return SurfaceResult(out, grid.shape, done, n_todo, time.perf_counter() - t0)
+
+
+def check_lock_free(path: str) -> None:
+    """Refuse to replace a file another process is writing."""
+    try:
+        WriterLock(path).release()
+    except LandscapeError:
+        raise
+    except OSError:
+        pass
+    try:
+        check_readable(path)
+    except LandscapeError:
+        pass
+
+
+def _install_sigterm():
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _progress(w: World, enabled: bool, total: int, initial: int, out: str):
+    if not (w.is_root and enabled):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="pt", desc=os.path.basename(out), dynamic_ncols=True,
+                smoothing=0.1, file=sys.stderr)
+
+
+def _title(config: dict, grid: Grid, dirs: Directions) -> str:
+    m = dirs.meta[0] if dirs.meta else {}
+    kind = m.get("kind", config.get("directions"))
+    norm = f", {m.get('norm')}-normalized" if kind == "random" else ""
+    shape = "×".join(str(n) for n in grid.shape)
+    return f"{config.get('model')} — {kind} directions{norm} — {shape} grid"
