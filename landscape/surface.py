@@ -211,7 +211,9 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     if interrupted:
         print(f"landscape: interrupted; {store.n_done}/{grid.size} points are saved in {out}; "
               "run the same command again to compute the rest", file=sys.stderr, flush=True)
-        w.abort(130)
+        if w.size > 1:
+            w.abort(130)  # take the other ranks down with us
+        raise KeyboardInterrupt
     done = store.n_done if w.is_root else grid.size
     return SurfaceResult(out, grid.shape, done, n_todo, time.perf_counter() - t0)
 

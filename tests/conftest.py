@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny problems that run in milliseconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+@pytest.fixture
+def tiny_problem():
+    from landscape.problem import make_problem
+
+    return make_problem("zoo:mlp", data="zoo:synthetic", samples=96, batch_size=40, device="cpu",
+                        model_args={"width": 8, "depth": 1})
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``landscape ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from landscape.cli import main
+
+    def run(*args: str):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
