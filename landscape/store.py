@@ -289,3 +289,47 @@ def load_directions(path: str, model_tensors: Named, ndim: int | None = None):
     for m in meta:
         m["source"] = path
     return Directions(center, vectors, dir_type, meta[: len(vectors)])
+
+
+class update_file:  # noqa: N801 - used as a context manager, reads like a function
+    """``with update_file(path, kind, attrs) as f:`` add groups to a result file.
+
+    An existing landscape file (a surface, say) is opened in place under the writer lock, so
+    metrics and curvature can sit beside the surfaces they describe; otherwise a new file of
+    ``kind`` is created atomically with ``attrs`` as its root attributes.
+    """
+
+    def __init__(self, path: str, kind: str, attrs: dict):
+        self.path, self.kind, self.attrs = path, kind, attrs
+        self._lock: WriterLock | None = None
+        self._file: h5py.File | None = None
+
+    def __enter__(self) -> h5py.File:
+        if not os.path.exists(self.path):
+            atomic_create(self.path, lambda f: f.attrs.update(self.attrs))
+        else:
+            check_readable(self.path)
+        self._lock = WriterLock(self.path)
+        self._file = h5py.File(self.path, "r+", **H5_KW)
+        return self._file
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._file is not None:
+                self._file.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+
+def replace_group(parent: h5py.Group, name: str) -> h5py.Group:
+    if name in parent:
+        del parent[name]
+    return parent.create_group(name, track_order=True)
+
+
+def set_attrs(obj, attrs: dict) -> None:
+    for k, v in attrs.items():
+        if v is None:
+            continue
+        obj.attrs[k] = v if isinstance(v, str | int | float | bool | np.ndarray | np.generic) else _json(v)

@@ -1,0 +1,99 @@
+"""``landscape demo``: train a small MLP on scikit-learn's digits, then draw its landscape.
+
+Everything runs through the same subcommands a user would type, so the demo doubles as an
+end-to-end check of the tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+
+from ..errors import LandscapeError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="train a small MLP on digits and draw its landscape (a few minutes on a laptop)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--fast", action="store_true", help="smaller grids and a shorter training run (under a minute)")
+    p.add_argument("--out", default=os.path.join("outputs", "demo"), metavar="DIR", help="folder for everything")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def _step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def _call(*argv: str) -> None:
+    from ..cli import main
+
+    code = main([str(a) for a in argv])
+    if code:
+        raise LandscapeError(f"demo step 'landscape {' '.join(map(str, argv[:1]))}' failed (exit {code})")
+
+
+def _have(command: str) -> bool:
+    from ..cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return command in sub.choices
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise LandscapeError("the demo uses scikit-learn's digits: pip install 'landscape[demo]'") from None
+    model = ["--model", "zoo:mlp", "--model-args", "width=32,depth=2"]
+    data = ["--data", "zoo:digits"]
+    quiet = ["--no-progress"] if not sys.stderr.isatty() else []
+    fast = args.fast
+    grid2d = "-1:1:15" if fast else "-1:1:41"
+
+    _step("1/6 training an MLP on digits (init.pt, final.pt and checkpoints along the way)")
+    _call("train", *model, *data, "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+          "--epochs", "8" if fast else "30", "--batch-size", "64", "--save-every", "10" if fast else "25",
+          "--seed", args.seed, "--out-dir", out)
+    final = os.path.join(out, "final.pt")
+    init = os.path.join(out, "init.pt")
+
+    _step("2/6 1D filter-normalized surface around final.pt")
+    one = os.path.join(out, "surface_1d.h5")
+    _call("surface", *model, *data, "--checkpoint", final, "--x=-1:1:51", "--seed", args.seed, "--out", one,
+          "--overwrite", *quiet)
+    _call("plot", one)
+
+    _step(f"3/6 2D filter-normalized surface ({grid2d.split(':')[-1]}×{grid2d.split(':')[-1]})")
+    two = os.path.join(out, "surface_2d.h5")
+    _call("surface", *model, *data, "--checkpoint", final, f"--x={grid2d}", f"--y={grid2d}", "--seed", args.seed,
+          "--out", two, "--overwrite", *quiet)
+    _call("plot", two)
+
+    _step("4/6 linear interpolation init → final")
+    mli = os.path.join(out, "interpolation.h5")
+    _call("interpolate", *model, *data, "--from", init, "--to", final, "--alpha=-0.5:1.5:41" if fast else
+          "--alpha=-0.5:1.5:81", "--out", mli, "--overwrite", *quiet)
+    _call("plot", mli, "--kind", "path")
+
+    _step("5/6 the training trajectory over the PCA plane of its checkpoints")
+    ckpts = sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))
+    if len(ckpts) >= 2:
+        pca = os.path.join(out, "trajectory.h5")
+        _call("surface", *model, *data, "--checkpoint", final, "--directions", "pca", "--trajectory",
+              os.path.join(out, "ckpt_*.pt"), "--x=-1:1:15" if fast else "--x=-1:1:31",
+              "--y=-1:1:15" if fast else "--y=-1:1:31", "--out", pca, "--overwrite", *quiet)
+        _call("plot", pca, "--kind", "trajectory")
+
+    _step("6/6 curvature and sharpness at final.pt, and the report")
+    _call("hessian", *model, *data, "--checkpoint", final, "--top-k", "3", "--trace", "--density", "--out", two)
+    _call("sharpness", *model, *data, "--checkpoint", final, "--metrics", "all", "--lr", "0.1", "--out", two)
+    _call("report", two)
+    print(f"\ndemo done in {time.perf_counter() - t0:.0f} s; pictures and HDF5 files are in {out}/")
+    return 0
