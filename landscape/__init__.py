@@ -1,3 +1,43 @@
-"""landscape: see and measure the geometry of a neural network's loss around trained weights."""
+"""landscape: see and measure the geometry of a neural network's loss around trained weights.
+
+The public API (imported on first use, so ``import landscape`` stays cheap)::
+
+    from landscape import make_problem, SurfaceSpec, run_surface, open_result
+    problem = make_problem("zoo:mlp", checkpoint="final.pt", data="zoo:digits")
+    run_surface(problem, SurfaceSpec(x="-1:1:41", y="-1:1:41"), "outputs/mlp.h5")
+
+Modules: ``problem`` (models, data, loss), ``params`` (named tensor arithmetic), ``directions``,
+``grid``, ``evaluate``, ``parallel`` (MPI), ``store``/``results`` (HDF5), ``surface``,
+``interpolation``, ``trajectory``, ``train``, ``curvature``, ``sharpness``, ``layerwise``, ``plot``.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_API = {
+    "Problem": "problem", "make_problem": "problem", "load_model": "problem", "load_checkpoint": "problem",
+    "load_data": "problem",
+    "Directions": "directions", "make_random_directions": "directions", "normalize_direction": "directions",
+    "orthogonalize": "directions", "target_direction": "directions",
+    "Grid": "grid", "parse_range": "grid",
+    "PointEvaluator": "evaluate", "evaluate_batches": "evaluate",
+    "world": "parallel", "run_points": "parallel",
+    "SurfaceSpec": "surface", "run_surface": "surface",
+    "open_result": "results",
+    "LandscapeError": "errors",
+}
+_MODULES = ("problem", "params", "directions", "grid", "evaluate", "parallel", "store", "schema", "results",
+            "surface", "interpolation", "trajectory", "train", "curvature", "sharpness", "layerwise", "plot", "zoo")
+
+__all__ = sorted(_API) + list(_MODULES) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'landscape' has no attribute {name!r}")
