@@ -1,0 +1,783 @@
+"""Sharpness metrics of a trained model (science.md §3), each available alone.
+
+Notation: θ the trainable parameters, L(θ) = (1/N) Σ_b Σ_{i∈b} ℓ_i(θ) the mean loss over the
+problem's batches, g = ∇L(θ), H = ∇²L(θ).
+
+=====================================  ========================================================
+function                               metric(s)
+=====================================  ========================================================
+:func:`curvature_metrics`              λ_max, λ_min, tr H, λ_max / tr H, η·λ_max/2 (Cohen et al.)
+:func:`eps_sharpness`                  [max_{y∈C_ε} L(θ+y) − L(θ)] / (1 + L(θ)) × 100,
+                                       C_ε = {|y_i| ≤ ε(|θ_i| + 1)} (Keskar et al.)
+:func:`worst_case_sharpness`           max_{‖δ⊙c⁻¹‖_p ≤ ρ} L_B(θ+δ) − L_B(θ), averaged over batches
+                                       B of m examples; c = |θ| (adaptive) or 1 (standard), Auto-PGD
+:func:`average_case_sharpness`         E_{δ~N(0, ρ² diag(c²))} L_B(θ+δ) − L_B(θ), same batching
+:func:`flatness_sigma`                 largest σ with E_u dev(θ+u) ≤ τ, u ~ N(0, σ²I) or
+                                       u_i ~ N(0, σ²θ_i² + ε²) (Jiang et al.), by bisection
+:func:`gradient_path_metrics`          over η: range of L(θ−ηg), ‖g − ∇L(θ−ηg)‖,
+                                       β_eff = max_η ‖g − ∇L(θ−ηg)‖/‖ηg‖ (Santurkar et al.)
+:func:`directional_sharpness`          uᵀHu/‖u‖² next to gᵀu and cos(g, u) (Pan & Li)
+=====================================  ========================================================
+
+All metrics evaluate the network through :func:`torch.func.functional_call` with perturbed copies
+of θ, so the model's own tensors are never written: its weights are exactly what they were before,
+and the model stays in eval mode throughout (BatchNorm uses its running statistics; the mode is
+forced to eval and put back afterwards). Every randomized metric takes a ``seed`` and draws from its
+own :class:`torch.Generator`.
+
+Example:
+    >>> from landscape.problem import make_problem
+    >>> p = make_problem("zoo:mlp", data="zoo:synthetic", samples=64, device="cpu")
+    >>> m = eps_sharpness(p, eps=1e-3, steps=5)
+    >>> m.name, m.value >= 0
+    ('eps_sharpness', True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .errors import LandscapeError
+from .params import Named
+from .problem import Batch, Problem
+
+
+# =========================================================================== results
+@dataclass
+class Metric:
+    """One metric: its value (a float or an array), the parameters used, and optional extra arrays
+    (``extras[name] = (array, attrs)``, stored beside it under /metrics)."""
+
+    name: str
+    value: float | np.ndarray
+    params: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+
+    def __float__(self) -> float:
+        return float(np.asarray(self.value).reshape(-1)[0]) if np.size(self.value) else float("nan")
+
+
+# =========================================================================== functional core
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Force eval mode (BatchNorm on running statistics) and restore every module's flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, t in flags:
+            m.training = t
+
+
+def trainable(model: nn.Module) -> Named:
+    """Detached copies of the trainable parameters θ (``requires_grad``), in registration order."""
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def _buffers(model: nn.Module) -> Named:
+    return dict(model.named_buffers())
+
+
+def _frozen(model: nn.Module, theta: Named) -> Named:
+    """Parameters not in θ (frozen ones) plus buffers: passed unchanged to ``functional_call``."""
+    out = {k: v for k, v in model.named_parameters() if k not in theta}
+    out.update(_buffers(model))
+    return out
+
+
+def _forward(problem: Problem, theta: Named, x: Tensor) -> Tensor:
+    return functional_call(problem.model, {**_frozen(problem.model, theta), **theta}, (x,))
+
+
+def _n(batches: Sequence[Batch]) -> int:
+    return sum(len(x) for x, _ in batches)
+
+
+def loss_at(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None) -> float:
+    """L(θ) = (1/N) Σ_b ℓ_sum(b): mean loss over ``batches`` (default: the problem's) at weights θ."""
+    batches = problem.batches if batches is None else batches
+    total = torch.zeros((), dtype=torch.float64, device=problem.device)
+    with torch.no_grad(), eval_mode(problem.model):
+        for x, y in batches:
+            total += problem.loss_sum(_forward(problem, theta, x), y).double()
+    return float(total) / _n(batches)
+
+
+def loss_acc_at(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy (NaN for regression) at θ."""
+    batches = problem.batches if batches is None else batches
+    total = torch.zeros((), dtype=torch.float64, device=problem.device)
+    correct = torch.zeros((), dtype=torch.float64, device=problem.device)
+    with torch.no_grad(), eval_mode(problem.model):
+        for x, y in batches:
+            out = _forward(problem, theta, x)
+            total += problem.loss_sum(out, y).double()
+            if problem.classification:
+                correct += problem.correct(out, y).double()
+    n = _n(batches)
+    return float(total) / n, (float(correct) / n if problem.classification else float("nan"))
+
+
+def loss_grad(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None) -> tuple[float, Named]:
+    """L(θ) and ∇L(θ) = Σ_b ∇ℓ_sum(b)/N (batch-size weighted; unused parameters get zeros)."""
+    batches = problem.batches if batches is None else batches
+    n = _n(batches)
+    keys = list(theta)
+    leaves = [theta[k].detach().requires_grad_(True) for k in keys]
+    grads = [torch.zeros_like(t) for t in leaves]
+    total = 0.0
+    with eval_mode(problem.model):
+        for x, y in batches:
+            loss = problem.loss_sum(_forward(problem, dict(zip(keys, leaves)), x), y) / n
+            gs = torch.autograd.grad(loss, leaves, allow_unused=True)
+            for acc, gb in zip(grads, gs):
+                if gb is not None:
+                    acc.add_(gb)
+            total += float(loss.detach())
+    return total, dict(zip(keys, grads))
+
+
+def hvp(problem: Problem, theta: Named, v: Named, batches: Sequence[Batch] | None = None) -> Named:
+    """H v = Σ_b ∇_θ((∇ℓ_sum(b)/N)ᵀ v) by double backward, batch-size weighted (science.md §2)."""
+    batches = problem.batches if batches is None else batches
+    n = _n(batches)
+    keys = list(theta)
+    leaves = [theta[k].detach().requires_grad_(True) for k in keys]
+    out = [torch.zeros_like(t) for t in leaves]
+    with eval_mode(problem.model):
+        for x, y in batches:
+            loss = problem.loss_sum(_forward(problem, dict(zip(keys, leaves)), x), y) / n
+            gs = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+            pairs = [(g, v[k]) for g, k in zip(gs, keys) if g is not None and g.requires_grad]
+            if not pairs:
+                continue
+            dot = sum((g * vv).sum() for g, vv in pairs)
+            hs = torch.autograd.grad(dot, leaves, allow_unused=True)
+            for acc, h in zip(out, hs):
+                if h is not None:
+                    acc.add_(h)
+    return dict(zip(keys, out))
+
+
+def _dot(a: Named, b: Named) -> float:
+    return float(sum((a[k].double() * b[k].double()).sum() for k in a))
+
+
+def _norm(a: Named) -> float:
+    return math.sqrt(max(_dot(a, a), 0.0))
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _randn_like(t: Tensor, g: torch.Generator) -> Tensor:
+    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(device=t.device, dtype=t.dtype)
+
+
+# =========================================================================== 1. curvature
+def _curvature_api():
+    try:
+        from . import curvature as C
+    except ImportError:
+        return None
+    if hasattr(C, "hessian_eigenpairs") and hasattr(C, "hessian_trace"):
+        return C
+    return None
+
+
+def _lanczos(problem: Problem, theta: Named, steps: int, seed: int) -> np.ndarray:
+    """Ritz values of H after ``steps`` Lanczos steps with full reorthogonalization (ascending)."""
+    keys = list(theta)
+    flat = torch.cat([theta[k].reshape(-1) for k in keys])
+    dim = flat.numel()
+    steps = max(1, min(steps, dim))
+    dtype = torch.float64
+
+    def mv(vec: Tensor) -> Tensor:
+        v, i = {}, 0
+        for k in keys:
+            m = theta[k].numel()
+            v[k] = vec[i: i + m].view_as(theta[k]).to(theta[k].dtype)
+            i += m
+        hv = hvp(problem, theta, v)
+        return torch.cat([hv[k].reshape(-1).to(dtype) for k in keys])
+
+    q = torch.randn(dim, generator=_gen(seed), dtype=dtype).to(flat.device)
+    q /= q.norm()
+    Q = [q]
+    alphas, betas = [], []
+    for j in range(steps):
+        w = mv(Q[-1])
+        a = float(w @ Q[-1])
+        alphas.append(a)
+        Qm = torch.stack(Q)
+        w = w - Qm.T @ (Qm @ w)
+        w = w - Qm.T @ (Qm @ w)
+        b = float(w.norm())
+        if j == steps - 1 or b < 1e-10 * max(1.0, abs(a)):
+            break
+        betas.append(b)
+        Q.append(w / b)
+    T = np.diag(alphas) + np.diag(betas[: len(alphas) - 1], 1) + np.diag(betas[: len(alphas) - 1], -1)
+    return np.linalg.eigvalsh(T)
+
+
+def _hutchinson(problem: Problem, theta: Named, matvecs: int, seed: int) -> tuple[float, float]:
+    g = _gen(seed)
+    vals = []
+    for _ in range(matvecs):
+        v = {k: (torch.randint(0, 2, t.shape, generator=g) * 2 - 1).to(t) for k, t in theta.items()}
+        vals.append(_dot(v, hvp(problem, theta, v)))
+    arr = np.asarray(vals)
+    return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else float("nan")
+
+
+def _first_float(obj, *names: str) -> float | None:
+    for n in names:
+        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
+        if v is not None:
+            return v
+    return None
+
+
+def curvature_metrics(problem: Problem, *, lr: float | None = None, lanczos_steps: int = 30,
+                      trace_matvecs: int = 30, trace_method: str = "hutch++", seed: int = 0) -> dict[str, Metric]:
+    """λ_max, λ_min of H (Lanczos), tr H (Hutch++ / Hutchinson), λ_max/tr H and, given the step size η
+    (``lr``), the edge-of-stability ratio η·λ_max/2 (Cohen et al. 2021: GD on a quadratic diverges along
+    the top eigenvector when η·λ_max/2 > 1).
+
+    Uses :mod:`landscape.curvature` (``hessian_eigenpairs``, ``hessian_trace``) when available, else a
+    built-in Lanczos with full reorthogonalization and Hutchinson's estimator.
+    """
+    theta = trainable(problem.model)
+    C = _curvature_api()
+    params = {"seed": seed}
+    lmax = lmin = tr = tr_err = None
+    if C is not None:
+        try:
+            res = C.hessian_eigenpairs(problem, 1, which="both", seed=seed)
+            lmax, lmin = _eig_extremes(res)
+            tres = C.hessian_trace(problem, trace_matvecs, trace_method, seed=seed)
+            tr, tr_err = _trace_value(tres)
+            params.update(backend="landscape.curvature", trace_method=trace_method, trace_matvecs=trace_matvecs)
+        except (TypeError, AttributeError, ValueError, KeyError):
+            lmax = lmin = tr = None
+    if lmax is None or tr is None:
+        with eval_mode(problem.model):
+            ritz = _lanczos(problem, theta, lanczos_steps, seed)
+            tr, tr_err = _hutchinson(problem, theta, trace_matvecs, seed + 1)
+        lmax, lmin = float(ritz[-1]), float(ritz[0])
+        params.update(backend="builtin", lanczos_steps=lanczos_steps, trace_method="hutchinson",
+                      trace_matvecs=trace_matvecs)
+    out = {
+        "lambda_max": Metric("lambda_max", lmax, dict(params)),
+        "lambda_min": Metric("lambda_min", lmin, dict(params)),
+        "trace": Metric("trace", tr, {**params, "stderr": tr_err}),
+        "lambda_max_over_trace": Metric("lambda_max_over_trace", lmax / tr if tr else float("nan"), dict(params)),
+    }
+    if lr is not None:
+        out["eos_ratio"] = Metric("eos_ratio", lr * lmax / 2.0, {**params, "lr": lr, "two_over_lr": 2.0 / lr})
+    return out
+
+
+def _eig_extremes(res) -> tuple[float, float]:
+    """(λ_max, λ_min) from whatever ``hessian_eigenpairs`` returns (object, dict or (values, vectors))."""
+    vals = _first_float(res, "eigenvalues", "values") if not isinstance(res, tuple | list) else res[0]
+    if vals is None:
+        raise TypeError("no eigenvalues")
+    if isinstance(vals, dict):  # {'LA': ..., 'SA': ...}
+        la, sa = np.asarray(vals.get("LA")).reshape(-1), np.asarray(vals.get("SA")).reshape(-1)
+        return float(la.max()), float(sa.min())
+    arr = np.asarray(torch.as_tensor(vals).detach().cpu(), dtype=np.float64).reshape(-1)
+    return float(arr.max()), float(arr.min())
+
+
+def _trace_value(res) -> tuple[float, float]:
+    if isinstance(res, tuple | list):
+        return float(res[0]), float(res[1]) if len(res) > 1 else float("nan")
+    if isinstance(res, float | int | Tensor):
+        return float(res), float("nan")
+    est = _first_float(res, "estimate", "trace", "value")
+    err = _first_float(res, "stderr", "std_error", "standard_error")
+    if est is None:
+        raise TypeError("no trace")
+    return float(est), float(err) if err is not None else float("nan")
+
+
+# =========================================================================== 2. ε-sharpness
+def eps_sharpness(problem: Problem, *, eps: float = 1e-3, steps: int = 10, step_size: float | None = None,
+                  seed: int = 0, batches: Sequence[Batch] | None = None) -> Metric:
+    """Keskar et al. (ICLR 2017): φ = [max_{y∈C_ε} L(θ+y) − L(θ)] / (1 + L(θ)) × 100 with the box
+    C_ε = {|y_i| ≤ ε(|θ_i| + 1)}.
+
+    Projected (sign) gradient ascent in the box: y₀ uniform in C_ε/2 (seeded), then
+    y ← Π_C(y + s·b ⊙ sign ∇L(θ+y)) with b = ε(|θ|+1) and s = ``step_size`` (default 2/steps, so a
+    coordinate can cross the box once); the best L seen is kept (the paper maximizes with L-BFGS-B).
+    """
+    theta = trainable(problem.model)
+    bound = {k: eps * (v.abs() + 1) for k, v in theta.items()}
+    s = 2.0 / steps if step_size is None else step_size
+    g = _gen(seed)
+    y = {k: (torch.rand(v.shape, generator=g, dtype=torch.float64).to(v) * 2 - 1) * 0.5 * bound[k]
+         for k, v in theta.items()}
+    base = loss_at(problem, theta, batches)
+    best = base
+    for _ in range(steps + 1):
+        pert = {k: theta[k] + y[k] for k in theta}
+        val, grad = loss_grad(problem, pert, batches)
+        best = max(best, val)
+        y = {k: torch.maximum(torch.minimum(y[k] + s * bound[k] * grad[k].sign(), bound[k]), -bound[k]) for k in y}
+    value = (best - base) / (1.0 + base) * 100.0
+    return Metric("eps_sharpness", value, {"eps": eps, "steps": steps, "step_size": s, "seed": seed,
+                                           "base_loss": base, "max_loss": best})
+
+
+# =========================================================================== 3. adaptive sharpness
+def _example_batches(problem: Problem, m: int, max_examples: int | None, seed: int) -> list[Batch]:
+    """The problem's examples regrouped into batches of ``m`` (seeded shuffle; at most ``max_examples``)."""
+    X = torch.cat([x for x, _ in problem.batches])
+    Y = torch.cat([y for _, y in problem.batches])
+    n = len(X)
+    perm = torch.randperm(n, generator=_gen(seed)).to(X.device)
+    if max_examples is not None:
+        perm = perm[: min(n, max_examples)]
+    m = max(1, min(m, len(perm)))
+    return [(X[perm[i: i + m]], Y[perm[i: i + m]]) for i in range(0, len(perm) - m + 1, m)]
+
+
+def _scale(theta: Named, adaptive: bool, c_eps: float = 0.0) -> Named:
+    return {k: (v.abs() + c_eps) if adaptive else torch.ones_like(v) for k, v in theta.items()}
+
+
+def _project(gamma: Named, p: str, rho: float) -> Named:
+    if p == "linf":
+        return {k: v.clamp(-rho, rho) for k, v in gamma.items()}
+    nrm = _norm(gamma)
+    if nrm <= rho:
+        return gamma
+    return {k: v * (rho / nrm) for k, v in gamma.items()}
+
+
+def _ascent_dir(grad: Named, p: str) -> Named:
+    if p == "linf":
+        return {k: v.sign() for k, v in grad.items()}
+    nrm = _norm(grad)
+    return {k: v / (nrm + 1e-30) for k, v in grad.items()}
+
+
+def _apgd(problem: Problem, theta: Named, c: Named, batch: Batch, *, p: str, rho: float, steps: int,
+          momentum: float = 0.75, rand_init: bool = False, g: torch.Generator | None = None) -> float:
+    """Auto-PGD (Croce & Hein 2020, as used by Andriushchenko et al.) for max_{‖γ‖_p ≤ ρ} L_B(θ + c⊙γ).
+
+    Step η₀ = 2ρ, momentum α = 0.75: z = Π(x_k + η ∇̂), x_{k+1} = Π(x_k + α(z − x_k) + (1−α)(x_k − x_{k−1}));
+    at checkpoints (22%, 19%, ... of the budget) η is halved and the iterate reset to the best point when
+    fewer than 75% of the steps since the last checkpoint increased the loss (or nothing improved).
+    Returns max L_B(θ+δ) found (the starting value included).
+    """
+    batches = [batch]
+
+    def f(gamma: Named) -> tuple[float, Named]:
+        val, gr = loss_grad(problem, {k: theta[k] + c[k] * gamma[k] for k in theta}, batches)
+        return val, {k: gr[k] * c[k] for k in gr}  # chain rule: ∂/∂γ = c ⊙ ∇L
+
+    if rand_init and g is not None:
+        x = _project({k: _randn_like(v, g) * rho * 1e-3 for k, v in theta.items()}, p, rho)
+    else:
+        x = {k: torch.zeros_like(v) for k, v in theta.items()}
+    # checkpoints w_j of Croce & Hein: p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)
+    pj = [0.0, 0.22]
+    while pj[-1] < 1:
+        pj.append(pj[-1] + max(pj[-1] - pj[-2] - 0.03, 0.06))
+    checkpoints = sorted({int(math.ceil(q * steps)) for q in pj[1:] if q <= 1})
+    eta = 2.0 * rho
+    fx, gx = f(x)
+    f_best, x_best, g_best = fx, x, gx
+    x_prev = x
+    n_inc, last_ck, eta_at_last, fbest_at_last = 0, 0, eta, f_best
+    for k in range(steps):
+        d = _ascent_dir(gx, p)
+        z = _project({kk: x[kk] + eta * d[kk] for kk in x}, p, rho)
+        if k == 0:
+            x_new = z
+        else:
+            x_new = _project({kk: x[kk] + momentum * (z[kk] - x[kk]) + (1 - momentum) * (x[kk] - x_prev[kk])
+                              for kk in x}, p, rho)
+        f_new, g_new = f(x_new)
+        if f_new > fx:
+            n_inc += 1
+        x_prev, x, fx, gx = x, x_new, f_new, g_new
+        if f_new > f_best:
+            f_best, x_best, g_best = f_new, x_new, g_new
+        if k + 1 in checkpoints:
+            span = k + 1 - last_ck
+            if n_inc < 0.75 * span or (eta == eta_at_last and f_best == fbest_at_last):
+                eta_at_last = eta
+                eta /= 2.0
+                x, fx, gx, x_prev = x_best, f_best, g_best, x_best
+            else:
+                eta_at_last = eta
+            n_inc, last_ck, fbest_at_last = 0, k + 1, f_best
+    return f_best
+
+
+def worst_case_sharpness(problem: Problem, *, p: str = "l2", adaptive: bool = True, rho: float | None = None,
+                         m: int = 128, max_examples: int | None = 1024, steps: int = 20, c_eps: float = 0.0,
+                         seed: int = 0) -> Metric:
+    """Andriushchenko et al. (ICML 2023): S = (1/|𝔅|) Σ_{B∈𝔅} [max_{‖δ⊙c⁻¹‖_p ≤ ρ} L_B(θ+δ) − L_B(θ)] over
+    batches B of m examples (m-sharpness), c = |θ| (+c_eps) when ``adaptive`` else 1, p ∈ {l2, linf},
+    each maximum by Auto-PGD (:func:`_apgd`).
+
+    Default ρ: adaptive ℓ2 0.5, adaptive ℓ∞ 1e-3, standard ℓ2 0.05, standard ℓ∞ 5e-4.
+    """
+    if p not in ("l2", "linf"):
+        raise LandscapeError(f"worst-case sharpness: p must be l2 or linf, got {p!r}")
+    rho = default_rho(p, adaptive) if rho is None else rho
+    theta = trainable(problem.model)
+    c = _scale(theta, adaptive, c_eps)
+    batches = _example_batches(problem, m, max_examples, seed)
+    g = _gen(seed)
+    vals = []
+    with eval_mode(problem.model):
+        for b in batches:
+            base = loss_at(problem, theta, [b])
+            vals.append(_apgd(problem, theta, c, b, p=p, rho=rho, steps=steps, g=g) - base)
+    name = f"worst_{'adaptive' if adaptive else 'standard'}_{p}"
+    return Metric(name, float(np.mean(vals)), {"p": p, "adaptive": adaptive, "rho": rho, "m": len(batches[0][0]),
+                                                "n_batches": len(batches), "steps": steps, "c_eps": c_eps,
+                                                "method": "auto-pgd", "seed": seed, "stderr": _se(vals)})
+
+
+def average_case_sharpness(problem: Problem, *, adaptive: bool = True, rho: float | None = None, m: int = 128,
+                           max_examples: int | None = 1024, samples: int = 10, c_eps: float = 0.0,
+                           seed: int = 0) -> Metric:
+    """Andriushchenko et al.: (1/|𝔅|) Σ_B E_{δ~N(0, ρ² diag(c²))} L_B(θ+δ) − L_B(θ), Monte Carlo with
+    ``samples`` draws per batch; c = |θ| (adaptive) or 1. Default ρ: 0.1 adaptive, 0.01 standard."""
+    rho = (0.1 if adaptive else 0.01) if rho is None else rho
+    theta = trainable(problem.model)
+    c = _scale(theta, adaptive, c_eps)
+    batches = _example_batches(problem, m, max_examples, seed)
+    g = _gen(seed)
+    vals = []
+    for b in batches:
+        base = loss_at(problem, theta, [b])
+        draws = [loss_at(problem, {k: theta[k] + rho * c[k] * _randn_like(v, g) for k, v in theta.items()}, [b])
+                 for _ in range(samples)]
+        vals.append(float(np.mean(draws)) - base)
+    name = f"avg_{'adaptive' if adaptive else 'standard'}"
+    return Metric(name, float(np.mean(vals)), {"adaptive": adaptive, "rho": rho, "m": len(batches[0][0]),
+                                                "n_batches": len(batches), "samples": samples, "c_eps": c_eps,
+                                                "seed": seed, "stderr": _se(vals)})
+
+
+def default_rho(p: str, adaptive: bool) -> float:
+    return {("l2", True): 0.5, ("linf", True): 1e-3, ("l2", False): 0.05, ("linf", False): 5e-4}[(p, adaptive)]
+
+
+def _se(vals: Sequence[float]) -> float:
+    return float(np.std(vals, ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else float("nan")
+
+
+# =========================================================================== 4. flatness σ
+def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: str | None = None,
+                   threshold: float = 0.1, samples: int = 10, iters: int = 20, sigma_max: float = 1.0,
+                   eps: float = 1e-3, seed: int = 0) -> Metric:
+    """Jiang et al. (ICLR 2020): the largest σ with dev(σ) = E_u[L(θ+u)] − L(θ) ≤ τ (``target='loss'``) or
+    acc(θ) − E_u[acc(θ+u)] ≤ τ (``target='acc'``, the paper's choice with τ = 0.1; default for
+    classification), u ~ N(0, σ²I) or, ``magnitude_aware``, u_i ~ N(0, σ²θ_i² + ε²).
+
+    The noise is drawn once (u = s(σ) ⊙ z with fixed seeded z, common random numbers), so dev is a
+    deterministic function of σ; σ_max is doubled until dev(σ_max) > τ (at most 30 times), then
+    ``iters`` bisection steps on [0, σ_max] return the lower end of the final bracket.
+    """
+    target = target or ("acc" if problem.classification else "loss")
+    if target not in ("loss", "acc"):
+        raise LandscapeError(f"flatness: target must be loss or acc, got {target!r}")
+    if target == "acc" and not problem.classification:
+        raise LandscapeError("flatness: target acc needs a classification problem; use target loss")
+    theta = trainable(problem.model)
+    g = _gen(seed)
+    zs = [{k: _randn_like(v, g) for k, v in theta.items()} for _ in range(samples)]
+    base_loss, base_acc = loss_acc_at(problem, theta)
+
+    def dev(sigma: float) -> float:
+        vals = []
+        for z in zs:
+            if magnitude_aware:
+                pert = {k: theta[k] + torch.sqrt(sigma ** 2 * theta[k] ** 2 + eps ** 2) * z[k] for k in theta}
+            else:
+                pert = {k: theta[k] + sigma * z[k] for k in theta}
+            loss, acc = loss_acc_at(problem, pert)
+            vals.append(loss - base_loss if target == "loss" else base_acc - acc)
+        return float(np.mean(vals))
+
+    hi, lo = sigma_max, 0.0
+    for _ in range(30):
+        if dev(hi) > threshold:
+            break
+        lo, hi = hi, hi * 2
+    else:
+        return _flat_metric(magnitude_aware, float("inf"), target, threshold, samples, iters, eps, seed)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if dev(mid) > threshold:
+            hi = mid
+        else:
+            lo = mid
+    return _flat_metric(magnitude_aware, lo, target, threshold, samples, iters, eps, seed, hi=hi)
+
+
+def _flat_metric(mag, value, target, threshold, samples, iters, eps, seed, hi=float("inf")) -> Metric:
+    name = "flatness_sigma_magnitude" if mag else "flatness_sigma"
+    prm = {"target": target, "threshold": threshold, "samples": samples, "iters": iters, "seed": seed,
+           "bracket_hi": hi, "magnitude_aware": mag}
+    if mag:
+        prm["eps"] = eps
+    return Metric(name, value, prm)
+
+
+# =========================================================================== 5. along the gradient
+def gradient_path_metrics(problem: Problem, *, etas: Sequence[float] | None = None) -> dict[str, Metric]:
+    """Santurkar et al. (NeurIPS 2018), along the full-batch gradient step θ − ηg for η ∈ ``etas``
+    (default 8 values in [0.05, 0.4]):
+
+    * loss variation: max_η L(θ−ηg) − min_η L(θ−ηg) (the range, with L(θ−ηg) stored per η);
+    * gradient predictiveness: ‖g − ∇L(θ−ηg)‖ per η; the scalar is its maximum over η;
+    * effective β-smoothness: max_η ‖g − ∇L(θ−ηg)‖ / ‖ηg‖.
+    On a quadratic ∇L(θ−ηg) = g − ηHg, so the predictiveness is exactly ‖H·ηg‖.
+    """
+    etas = list(np.linspace(0.05, 0.4, 8) if etas is None else etas)
+    theta = trainable(problem.model)
+    _, g = loss_grad(problem, theta)
+    gn = _norm(g)
+    losses, diffs, betas = [], [], []
+    for eta in etas:
+        moved = {k: theta[k] - eta * g[k] for k in theta}
+        val, g2 = loss_grad(problem, moved)
+        d = _norm({k: g[k] - g2[k] for k in g})
+        losses.append(val)
+        diffs.append(d)
+        betas.append(d / (eta * gn) if gn > 0 else float("nan"))
+    prm = {"etas": [float(e) for e in etas], "grad_norm": gn}
+    eta_arr = np.asarray(etas, dtype=np.float64)
+    return {
+        "loss_variation": Metric("loss_variation", float(np.max(losses) - np.min(losses)), dict(prm),
+                                 {"loss_along_gradient": (np.asarray(losses), {"eta": eta_arr})}),
+        "gradient_predictiveness": Metric("gradient_predictiveness", float(np.max(diffs)), dict(prm),
+                                          {"gradient_change": (np.asarray(diffs), {"eta": eta_arr})}),
+        "beta_smoothness": Metric("beta_smoothness", float(np.nanmax(betas)), dict(prm)),
+    }
+
+
+# =========================================================================== 6. directional sharpness
+def directional_sharpness(problem: Problem, direction: Named | None = None, *, label: str = "") -> dict[str, Metric]:
+    """Pan & Li (2023): uᵀHu/‖u‖² for an update direction u (default u = −g, the gradient-descent step),
+    reported with the gradient correlation gᵀu and cos(g, u) = gᵀu/(‖g‖‖u‖).
+
+    ``direction`` names (a subset of) the trainable parameters; missing ones are zero.
+    """
+    theta = trainable(problem.model)
+    _, g = loss_grad(problem, theta)
+    if direction is None:
+        u = {k: -v for k, v in g.items()}
+        label = label or "negative gradient"
+    else:
+        unknown = [k for k in direction if k not in theta]
+        if unknown:
+            raise LandscapeError(f"directional sharpness: the direction names tensors the model does not train: "
+                                 f"{', '.join(unknown[:3])}")
+        u = {k: direction[k].to(device=v.device, dtype=v.dtype) if k in direction else torch.zeros_like(v)
+             for k, v in theta.items()}
+    un = _norm(u)
+    if un == 0:
+        raise LandscapeError("directional sharpness: the direction is zero (are the two checkpoints identical?)")
+    hu = hvp(problem, theta, u)
+    gu = _dot(g, u)
+    prm = {"direction": label or "given", "direction_norm": un, "grad_norm": _norm(g)}
+    return {
+        "directional_sharpness": Metric("directional_sharpness", _dot(u, hu) / un ** 2, dict(prm)),
+        "gradient_correlation": Metric("gradient_correlation", gu, {**prm, "cosine": gu / (un * _norm(g) + 1e-300)}),
+    }
+
+
+# =========================================================================== all of them
+GROUPS: dict[str, tuple[str, ...]] = {
+    "curvature": ("lambda_max", "lambda_min", "trace", "lambda_max_over_trace", "eos_ratio"),
+    "eps": ("eps_sharpness",),
+    "worst": ("worst_adaptive_l2", "worst_adaptive_linf", "worst_standard_l2", "worst_standard_linf"),
+    "average": ("avg_adaptive", "avg_standard"),
+    "flatness": ("flatness_sigma", "flatness_sigma_magnitude"),
+    "gradient_path": ("loss_variation", "gradient_predictiveness", "beta_smoothness"),
+    "directional": ("directional_sharpness", "gradient_correlation"),
+    "layerwise": ("layerwise",),
+}
+ALL_METRICS: tuple[str, ...] = tuple(n for names in GROUPS.values() for n in names)
+
+
+def parse_metrics(text: str | Sequence[str]) -> list[str]:
+    """``all``, group names (curvature, eps, worst, average, flatness, gradient_path, directional,
+    layerwise) and metric names, comma separated → ordered unique metric names."""
+    items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    out: list[str] = []
+    for it in items:
+        names = ALL_METRICS if it == "all" else GROUPS.get(it, (it,) if it in ALL_METRICS else None)
+        if names is None:
+            raise LandscapeError(f"--metrics: unknown metric {it!r}; choose all, a group "
+                                 f"({', '.join(GROUPS)}) or a name ({', '.join(ALL_METRICS)})")
+        out.extend(n for n in names if n not in out)
+    return out
+
+
+def compute_metrics(problem: Problem, metrics: str | Sequence[str] = "all", *, lr: float | None = None,
+                    seed: int = 0, eps: float = 1e-3, eps_steps: int = 10, rho: float | None = None,
+                    m: int = 128, max_examples: int | None = 1024, apgd_steps: int = 20, avg_samples: int = 10,
+                    flat_target: str | None = None, flat_threshold: float = 0.1, flat_samples: int = 10,
+                    flat_iters: int = 20, etas: Sequence[float] | None = None, direction: Named | None = None,
+                    direction_label: str = "", lanczos_steps: int = 30, trace_matvecs: int = 30,
+                    progress=None) -> dict[str, Metric]:
+    """Every requested metric (names as in :func:`parse_metrics`; ``layerwise`` is skipped here, see
+    :func:`landscape.layerwise.layerwise`). ``eos_ratio`` is computed only when ``lr`` is given."""
+    names = parse_metrics(metrics)
+    out: dict[str, Metric] = {}
+    say = progress or (lambda s: None)
+
+    def want(group: str) -> list[str]:
+        return [n for n in GROUPS[group] if n in names]
+
+    if want("curvature"):
+        say("curvature")
+        res = curvature_metrics(problem, lr=lr, lanczos_steps=lanczos_steps, trace_matvecs=trace_matvecs, seed=seed)
+        out.update({k: v for k, v in res.items() if k in names})
+    if want("eps"):
+        say("eps-sharpness")
+        out["eps_sharpness"] = eps_sharpness(problem, eps=eps, steps=eps_steps, seed=seed)
+    for n in want("worst"):
+        say(n)
+        _, kind, p = n.split("_")
+        out[n] = worst_case_sharpness(problem, p=p, adaptive=kind == "adaptive",
+                                      rho=rho, m=m, max_examples=max_examples, steps=apgd_steps, seed=seed)
+    for n in want("average"):
+        say(n)
+        out[n] = average_case_sharpness(problem, adaptive=n.endswith("adaptive"), rho=rho, m=m,
+                                        max_examples=max_examples, samples=avg_samples, seed=seed)
+    for n in want("flatness"):
+        say(n)
+        out[n] = flatness_sigma(problem, magnitude_aware=n.endswith("magnitude"), target=flat_target,
+                                threshold=flat_threshold, samples=flat_samples, iters=flat_iters, seed=seed)
+    if want("gradient_path"):
+        say("gradient path")
+        out.update({k: v for k, v in gradient_path_metrics(problem, etas=etas).items() if k in names})
+    if want("directional"):
+        say("directional sharpness")
+        res = directional_sharpness(problem, direction, label=direction_label)
+        out.update({k: v for k, v in res.items() if k in names})
+    return out
+
+
+# =========================================================================== output
+def format_value(v) -> str:
+    if np.size(v) != 1:
+        return f"<array {np.shape(v)}>"
+    x = float(np.asarray(v).reshape(-1)[0])
+    if math.isnan(x) or math.isinf(x):
+        return str(x)
+    return f"{x:.6g}"
+
+
+def format_table(metrics: dict[str, Metric]) -> str:
+    """A plain-text table: metric, value, the main parameters."""
+    keys = ("rho", "p", "eps", "m", "steps", "lr", "target", "threshold", "direction", "stderr", "backend")
+    rows = []
+    for name, met in metrics.items():
+        prm = ", ".join(f"{k}={format_value(met.params[k]) if not isinstance(met.params[k], str) else met.params[k]}"
+                        for k in keys if k in met.params and met.params[k] is not None)
+        rows.append((name, format_value(met.value), prm))
+    w0 = max([len("metric")] + [len(r[0]) for r in rows])
+    w1 = max([len("value")] + [len(r[1]) for r in rows])
+    lines = [f"{'metric':<{w0}}  {'value':>{w1}}  parameters", f"{'-' * w0}  {'-' * w1}  {'-' * 10}"]
+    lines += [f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def _jsonable(v):
+    if isinstance(v, np.ndarray | Tensor):
+        return np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v).tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def _set_attrs(obj, params: dict) -> None:
+    for k, v in params.items():
+        if v is None:
+            continue
+        if isinstance(v, bool | int | float | str):
+            obj.attrs[k] = v
+        elif isinstance(v, np.ndarray) and v.dtype.kind in "fiu":
+            obj.attrs[k] = v
+        else:
+            obj.attrs[k] = json.dumps(_jsonable(v) if not isinstance(v, list | tuple | dict) else
+                                      json.loads(json.dumps(v, default=_jsonable)))
+
+
+def write_groups(f, metrics: dict[str, Metric] | None = None, layer=None) -> None:
+    """Write /metrics/<name> (and extras) and /layerwise/<quantity> into an open h5py file, replacing
+    datasets of the same name."""
+    def put(path: str, data, attrs: dict) -> None:
+        if path in f:
+            del f[path]
+        ds = f.create_dataset(path, data=np.asarray(data, dtype=np.float64))
+        _set_attrs(ds, attrs)
+
+    for name, met in (metrics or {}).items():
+        put(f"metrics/{name}", met.value, met.params)
+        for ename, (arr, eattrs) in met.extras.items():
+            put(f"metrics/{ename}", arr, {**eattrs, "of": name})
+    if layer is not None:
+        layer.write(f)
+
+
+def save_results(path: str, metrics: dict[str, Metric] | None = None, layer=None, *, command: str = "",
+                 config: dict | None = None, model_fingerprint: str = "", data_fingerprint: str = "") -> str:
+    """Store metrics (and a :class:`landscape.layerwise.LayerwiseResult`) in ``path``.
+
+    An existing landscape file (e.g. a surface) gets /metrics and /layerwise added in place (under the
+    writer lock; datasets of the same name are replaced); otherwise a new ``kind="sharpness"`` file is
+    created atomically. Returns ``"added"`` or ``"created"``.
+    """
+    import h5py
+
+    from .store import H5_KW, WriterLock, atomic_create, base_attrs, check_readable
+
+    if os.path.exists(path):
+        check_readable(path)
+        lock = WriterLock(path)
+        try:
+            with h5py.File(path, "r+", **H5_KW) as f:
+                write_groups(f, metrics, layer)
+                f.attrs["metrics_command"] = command
+        finally:
+            lock.release()
+        return "added"
+    attrs = base_attrs(command, config or {}, model_fingerprint, data_fingerprint, kind="sharpness")
+
+    def build(f) -> None:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        write_groups(f, metrics, layer)
+
+    atomic_create(path, build)
+    return "created"
