@@ -244,43 +244,36 @@ def _hutchinson(problem: Problem, theta: Named, matvecs: int, seed: int) -> tupl
     return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else float("nan")
 
 
-def _first_float(obj, *names: str) -> float | None:
-    for n in names:
-        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
-        if v is not None:
-            return v
-    return None
-
-
 def curvature_metrics(problem: Problem, *, lr: float | None = None, lanczos_steps: int = 30,
-                      trace_matvecs: int = 30, trace_method: str = "hutch++", seed: int = 0) -> dict[str, Metric]:
-    """λ_max, λ_min of H (Lanczos), tr H (Hutch++ / Hutchinson), λ_max/tr H and, given the step size η
-    (``lr``), the edge-of-stability ratio η·λ_max/2 (Cohen et al. 2021: GD on a quadratic diverges along
-    the top eigenvector when η·λ_max/2 > 1).
+                      trace_matvecs: int = 30, trace_method: str = "hutch++", tol: float = 1e-4,
+                      seed: int = 0) -> dict[str, Metric]:
+    """λ_max, λ_min of H (Lanczos), tr H (Hutch++ / Hutchinson, with its standard error), λ_max/tr H and,
+    given the step size η (``lr``), the edge-of-stability ratio η·λ_max/2 (Cohen et al. 2021: GD on a
+    quadratic diverges along the top eigenvector when η·λ_max/2 > 1).
 
-    Uses :mod:`landscape.curvature` (``hessian_eigenpairs``, ``hessian_trace``) when available, else a
-    built-in Lanczos with full reorthogonalization and Hutchinson's estimator.
+    Uses :mod:`landscape.curvature` (``hessian_eigenpairs(which='both')``, ``hessian_trace``) when it is
+    installed, else a built-in Lanczos with full reorthogonalization and Hutchinson's estimator.
     """
-    theta = trainable(problem.model)
+    params: dict = {"seed": seed, "trace_matvecs": trace_matvecs}
     C = _curvature_api()
-    params = {"seed": seed}
     lmax = lmin = tr = tr_err = None
     if C is not None:
-        try:
-            res = C.hessian_eigenpairs(problem, 1, which="both", seed=seed)
-            lmax, lmin = _eig_extremes(res)
-            tres = C.hessian_trace(problem, trace_matvecs, trace_method, seed=seed)
-            tr, tr_err = _trace_value(tres)
-            params.update(backend="landscape.curvature", trace_method=trace_method, trace_matvecs=trace_matvecs)
-        except (TypeError, AttributeError, ValueError, KeyError):
-            lmax = lmin = tr = None
-    if lmax is None or tr is None:
+        with eval_mode(problem.model):
+            eig = C.hessian_eigenpairs(problem, k=1, which="both", tol=tol, max_iter=max(lanczos_steps, 2),
+                                       seed=seed)
+            tres = C.hessian_trace(problem, matvecs=trace_matvecs, method=trace_method, seed=seed)
+        lmax = float(np.max(np.asarray(eig.eigenvalues, dtype=np.float64)))
+        small = getattr(eig, "smallest", None)
+        lmin = float(small) if small is not None else float("nan")
+        tr, tr_err = float(tres.estimate), float(tres.stderr)
+        params.update(backend="landscape.curvature", trace_method=trace_method, tol=tol, max_iter=lanczos_steps)
+    else:
+        theta = trainable(problem.model)
         with eval_mode(problem.model):
             ritz = _lanczos(problem, theta, lanczos_steps, seed)
             tr, tr_err = _hutchinson(problem, theta, trace_matvecs, seed + 1)
         lmax, lmin = float(ritz[-1]), float(ritz[0])
-        params.update(backend="builtin", lanczos_steps=lanczos_steps, trace_method="hutchinson",
-                      trace_matvecs=trace_matvecs)
+        params.update(backend="builtin", lanczos_steps=lanczos_steps, trace_method="hutchinson")
     out = {
         "lambda_max": Metric("lambda_max", lmax, dict(params)),
         "lambda_min": Metric("lambda_min", lmin, dict(params)),
@@ -290,30 +283,6 @@ def curvature_metrics(problem: Problem, *, lr: float | None = None, lanczos_step
     if lr is not None:
         out["eos_ratio"] = Metric("eos_ratio", lr * lmax / 2.0, {**params, "lr": lr, "two_over_lr": 2.0 / lr})
     return out
-
-
-def _eig_extremes(res) -> tuple[float, float]:
-    """(λ_max, λ_min) from whatever ``hessian_eigenpairs`` returns (object, dict or (values, vectors))."""
-    vals = _first_float(res, "eigenvalues", "values") if not isinstance(res, tuple | list) else res[0]
-    if vals is None:
-        raise TypeError("no eigenvalues")
-    if isinstance(vals, dict):  # {'LA': ..., 'SA': ...}
-        la, sa = np.asarray(vals.get("LA")).reshape(-1), np.asarray(vals.get("SA")).reshape(-1)
-        return float(la.max()), float(sa.min())
-    arr = np.asarray(torch.as_tensor(vals).detach().cpu(), dtype=np.float64).reshape(-1)
-    return float(arr.max()), float(arr.min())
-
-
-def _trace_value(res) -> tuple[float, float]:
-    if isinstance(res, tuple | list):
-        return float(res[0]), float(res[1]) if len(res) > 1 else float("nan")
-    if isinstance(res, float | int | Tensor):
-        return float(res), float("nan")
-    est = _first_float(res, "estimate", "trace", "value")
-    err = _first_float(res, "stderr", "std_error", "standard_error")
-    if est is None:
-        raise TypeError("no trace")
-    return float(est), float(err) if err is not None else float("nan")
 
 
 # =========================================================================== 2. ε-sharpness

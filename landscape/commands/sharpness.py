@@ -1,0 +1,159 @@
+"""``landscape sharpness``: sharpness metrics (science.md §3) and layer-wise conditioning (§5), printed as a
+table and stored under /metrics and /layerwise (added to an existing landscape file, or a new one)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from ..errors import LandscapeError
+from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
+
+
+def add_parser(sub) -> None:
+    from ..sharpness import ALL_METRICS, GROUPS
+
+    p = sub.add_parser("sharpness", help="sharpness metrics and layer-wise conditioning of the weights",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_problem_args(p)
+    g = p.add_argument_group("metrics")
+    g.add_argument("--metrics", default="all", metavar="all|NAME,...",
+                   help=f"groups ({', '.join(GROUPS)}) or names ({', '.join(ALL_METRICS)})")
+    g.add_argument("--lr", type=positive_float("--lr"), metavar="ETA",
+                   help="training step size η: adds the edge-of-stability ratio η·λmax/2")
+    g.add_argument("--lanczos-steps", type=positive_int("--lanczos-steps"), default=30)
+    g.add_argument("--trace-matvecs", type=positive_int("--trace-matvecs"), default=30)
+    g.add_argument("--eps", type=positive_float("--eps"), default=1e-3, help="ε-sharpness box size (Keskar et al.)")
+    g.add_argument("--eps-steps", type=positive_int("--eps-steps"), default=10, help="projected gradient ascent steps")
+    g.add_argument("--rho", type=positive_float("--rho"),
+                   help="radius of worst-/average-case sharpness (default per kind: adaptive ℓ2 0.5, ℓ∞ 1e-3; "
+                        "standard ℓ2 0.05, ℓ∞ 5e-4; average adaptive 0.1, standard 0.01)")
+    g.add_argument("--m", type=positive_int("--m"), default=128, help="examples per batch (m-sharpness)")
+    g.add_argument("--max-examples", type=positive_int("--max-examples"), default=1024,
+                   help="examples used by worst-/average-case sharpness (seeded subset)")
+    g.add_argument("--apgd-steps", type=positive_int("--apgd-steps"), default=20, help="Auto-PGD steps per batch")
+    g.add_argument("--avg-samples", type=positive_int("--avg-samples"), default=10,
+                   help="Gaussian draws per batch for average-case sharpness")
+    g.add_argument("--flat-target", choices=("acc", "loss"),
+                   help="flatness σ criterion (default acc for classification, else loss)")
+    g.add_argument("--flat-threshold", type=positive_float("--flat-threshold"), default=0.1)
+    g.add_argument("--flat-samples", type=positive_int("--flat-samples"), default=10)
+    g.add_argument("--flat-iters", type=positive_int("--flat-iters"), default=20, help="bisection steps")
+    g.add_argument("--etas", default="0.05:0.4:8", metavar="MIN:MAX:NUM",
+                   help="step sizes for loss variation / gradient predictiveness / β-smoothness")
+    g.add_argument("--direction-from", metavar="A.pt", help="directional sharpness along u = θ_B − θ_A")
+    g.add_argument("--direction-to", metavar="B.pt", help="(default direction: the negative gradient)")
+    g.add_argument("--fisher", default="empirical", choices=("empirical", "true"),
+                   help="layer-wise K-FAC factors with data labels or labels sampled from the model")
+    g.add_argument("--percentiles", default="50,90", metavar="P,...", help="percentile condition numbers κ_p")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default="outputs/sharpness.h5", metavar="FILE.h5",
+                   help="new file, or an existing landscape file (e.g. a surface) to add /metrics and /layerwise to")
+    o.add_argument("--plot-layers", metavar="FILE.png", help="also save the per-layer plot across depth")
+    o.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def _etas(text: str) -> list[float]:
+    import numpy as np
+
+    parts = text.split(":")
+    try:
+        if len(parts) == 3:
+            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+            if n < 1 or lo <= 0 or hi < lo:
+                raise ValueError
+            return [float(v) for v in np.linspace(lo, hi, n)]
+        vals = [float(v) for v in text.split(",")]
+        if not vals or min(vals) <= 0:
+            raise ValueError
+        return vals
+    except ValueError:
+        raise LandscapeError(f"--etas {text!r}: use MIN:MAX:NUM with 0 < MIN <= MAX (e.g. 0.05:0.4:8) "
+                             "or a comma list of positive numbers") from None
+
+
+def _percentiles(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+        if not vals or any(not 0 < v <= 100 for v in vals):
+            raise ValueError
+        return vals
+    except ValueError:
+        raise LandscapeError(f"--percentiles {text!r}: give numbers in (0, 100], e.g. 50,90") from None
+
+
+def _direction(args, problem):
+    if bool(args.direction_from) != bool(args.direction_to):
+        raise LandscapeError("--direction-from and --direction-to go together (u = θ_B − θ_A)")
+    if not args.direction_from:
+        return None, ""
+    from ..problem import read_state_dict
+    from ..sharpness import trainable
+
+    a = read_state_dict(args.direction_from, unsafe_load=args.unsafe_load)
+    b = read_state_dict(args.direction_to, unsafe_load=args.unsafe_load)
+    theta = trainable(problem.model)
+    for path, sd in ((args.direction_from, a), (args.direction_to, b)):
+        bad = [k for k in theta if k not in sd or tuple(sd[k].shape) != tuple(theta[k].shape)]
+        if bad:
+            raise LandscapeError(f"--direction: {path} does not match the model ({bad[0]} missing or of another "
+                                 "shape); use checkpoints of the same --model and --model-args")
+    u = {k: (b[k].double() - a[k].double()).to(device=v.device, dtype=v.dtype) for k, v in theta.items()}
+    return u, f"{os.path.basename(args.direction_to)} - {os.path.basename(args.direction_from)}"
+
+
+def run(args) -> int:
+    from .. import sharpness as S
+    from ..parallel import world
+    from ..params import fingerprint, select
+
+    w = world()
+    if not w.is_root:  # metrics run on one rank; the others have nothing to do
+        return 0
+    check_output_path(args.out)
+    names = S.parse_metrics(args.metrics)
+    etas = _etas(args.etas)
+    percentiles = _percentiles(args.percentiles)
+    if "eos_ratio" in names and args.lr is None and args.metrics.strip() not in ("all", "curvature"):
+        raise LandscapeError("--metrics eos_ratio needs --lr (the training step size η)")
+    problem = problem_from_args(args, w)
+    direction, label = _direction(args, problem)
+    print(f"landscape sharpness: {problem.n_samples} samples on {problem.device}, metrics: {', '.join(names)}",
+          file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+
+    def say(what: str) -> None:
+        if not args.quiet:
+            print(f"  [{time.perf_counter() - t0:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+    metrics = S.compute_metrics(
+        problem, names, lr=args.lr, seed=args.seed, eps=args.eps, eps_steps=args.eps_steps, rho=args.rho, m=args.m,
+        max_examples=args.max_examples, apgd_steps=args.apgd_steps, avg_samples=args.avg_samples,
+        flat_target=args.flat_target, flat_threshold=args.flat_threshold, flat_samples=args.flat_samples,
+        flat_iters=args.flat_iters, etas=etas, direction=direction, direction_label=label,
+        lanczos_steps=args.lanczos_steps, trace_matvecs=args.trace_matvecs, progress=say)
+    layer = None
+    if "layerwise" in names:
+        from ..layerwise import layerwise, plot_layerwise
+
+        say("layer-wise")
+        layer = layerwise(problem, fisher=args.fisher, percentiles=percentiles, seed=args.seed)
+        if args.plot_layers:
+            plot_layerwise(layer, args.plot_layers, title=f"{args.model} on {args.data}")
+    config = {k: v for k, v in vars(args).items() if k != "func" and isinstance(v, str | int | float | bool | None)}
+    how = S.save_results(args.out, metrics, layer, command=command_line(), config=config,
+                         model_fingerprint=fingerprint(select(problem.model, "states")),
+                         data_fingerprint=problem.info.get("data_fingerprint", ""))
+    if metrics:
+        print(S.format_table(metrics))
+    if layer is not None:
+        print()
+        print(layer.table())
+    parts = (["/metrics"] if metrics else []) + (["/layerwise"] if layer is not None else [])
+    print(f"→ {args.out} ({' and '.join(parts)} {how}, {time.perf_counter() - t0:.1f} s)")
+    if args.plot_layers and layer is not None:
+        print(f"→ {args.plot_layers}")
+    return 0
