@@ -466,8 +466,8 @@ def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: s
     acc(θ) − E_u[acc(θ+u)] ≤ τ (``target='acc'``, the paper's choice with τ = 0.1; default for
     classification), u ~ N(0, σ²I) or, ``magnitude_aware``, u_i ~ N(0, σ²θ_i² + ε²).
 
-    The noise is drawn once (u = s(σ) ⊙ z with fixed seeded z, common random numbers), so dev is a
-    deterministic function of σ; σ_max is doubled until dev(σ_max) > τ (at most 30 times), then
+    The noise is drawn once (u = s(σ) ⊙ z with fixed seeded z in antithetic pairs ±z, common random
+    numbers), so dev is a deterministic function of σ; σ_max is doubled until dev(σ_max) > τ (at most 30 times), then
     ``iters`` bisection steps on [0, σ_max] return the lower end of the final bracket.
     """
     target = target or ("acc" if problem.classification else "loss")
@@ -477,7 +477,11 @@ def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: s
         raise LandscapeError("flatness: target acc needs a classification problem; use target loss")
     theta = trainable(problem.model)
     g = _gen(seed)
-    zs = [{k: _randn_like(v, g) for k, v in theta.items()} for _ in range(samples)]
+    zs: list[Named] = []
+    while len(zs) < samples:  # antithetic pairs (z, −z): the first-order term cancels exactly
+        z = {k: _randn_like(v, g) for k, v in theta.items()}
+        zs += [z, {k: -v for k, v in z.items()}]
+    zs = zs[:samples]
     base_loss, base_acc = loss_acc_at(problem, theta)
 
     def dev(sigma: float) -> float:

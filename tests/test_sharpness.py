@@ -1,0 +1,258 @@
+"""Sharpness metrics against closed forms (float64), weight restoration, eval mode, storage and the command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape import sharpness as S
+from landscape.cli import main
+from landscape.problem import Problem, make_batches, make_problem
+from landscape.store import H5_KW, atomic_create, base_attrs
+
+
+class ToLogits(nn.Module):
+    """z ↦ (−z/2, z/2): cross-entropy on these logits is the logistic loss log(1 + exp(−(2y−1)·z))."""
+
+    def forward(self, z):
+        return torch.cat([-z / 2, z / 2], dim=-1)
+
+
+def _problem(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss: str, batch_size: int = 512) -> Problem:
+    model = model.double().eval()
+    batches = make_batches(X.double(), y if loss == "cross_entropy" else y.double(), batch_size, torch.device("cpu"))
+    return Problem(model=model, loss=loss, splits={"train": batches}, device=torch.device("cpu"),
+                   classification=loss == "cross_entropy")
+
+
+def _linear_data(n=6, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(1, d, generator=g, dtype=torch.float64)
+    return X, w
+
+
+def _linear(w: torch.Tensor) -> nn.Linear:
+    lin = nn.Linear(w.shape[1], 1, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    return lin
+
+
+def _diag_quadratic(s: torch.Tensor, w: torch.Tensor) -> Problem:
+    """L(w) = (1/d) Σ_n s_n² w_n² (mse, x_n = s_n e_n, t_n = 0): a diagonal quadratic, H = diag(2 s²/d)."""
+    d = len(s)
+    return _problem(_linear(w.reshape(1, d)), torch.diag(s), torch.zeros(d, 1), "mse")
+
+
+# ------------------------------------------------------------------ worst-case sharpness, closed forms
+@pytest.mark.parametrize("adaptive", [True, False])
+@pytest.mark.parametrize("p", ["l2", "linf"])
+def test_worst_case_logistic_closed_form(adaptive, p):
+    X, w = _linear_data()
+    y = (torch.arange(len(X)) % 2).long()
+    prob = _problem(nn.Sequential(_linear(w), ToLogits()), X, y, "cross_entropy")
+    rho = 0.3 if adaptive else 0.1
+    res = S.worst_case_sharpness(prob, p=p, adaptive=adaptive, rho=rho, m=1, max_examples=None, steps=10)
+    c = w.abs()[0] if adaptive else torch.ones_like(w[0])
+    sign = (2 * y - 1).double()
+    margin = sign * (X @ w[0])
+    shift = rho * ((c * X).norm(dim=1) if p == "l2" else (c * X).abs().sum(dim=1))
+    expected = (torch.nn.functional.softplus(-(margin - shift)) - torch.nn.functional.softplus(-margin)).mean()
+    assert res.name == f"worst_{'adaptive' if adaptive else 'standard'}_{p}"
+    assert res.value == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
+    assert res.params["rho"] == rho and res.params["m"] == 1
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_worst_case_squared_loss_closed_form(adaptive):
+    X, w = _linear_data(seed=1)
+    t = torch.randn(len(X), 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    prob = _problem(_linear(w), X, t, "mse")
+    rho = 0.2
+    res = S.worst_case_sharpness(prob, p="l2", adaptive=adaptive, rho=rho, m=1, max_examples=None, steps=10)
+    c = w.abs()[0] if adaptive else torch.ones_like(w[0])
+    r = (X @ w[0] - t[:, 0]).abs()
+    expected = ((r + rho * (c * X).norm(dim=1)) ** 2 - r ** 2).mean()
+    assert res.value == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_average_case_squared_loss():
+    X, w = _linear_data(n=4, seed=2)
+    t = (X @ w[0]).reshape(-1, 1)  # residual 0: E (δᵀx)² = ρ²‖c⊙x‖²
+    prob = _problem(_linear(w), X, t, "mse")
+    rho = 0.1
+    res = S.average_case_sharpness(prob, adaptive=True, rho=rho, m=4, max_examples=None, samples=3000, seed=0)
+    expected = float((rho ** 2 * ((w.abs()[0] * X) ** 2).sum(dim=1)).mean())
+    assert res.value == pytest.approx(expected, rel=0.1)
+    again = S.average_case_sharpness(prob, adaptive=True, rho=rho, m=4, max_examples=None, samples=3000, seed=0)
+    assert again.value == res.value  # seeded
+
+
+# ------------------------------------------------------------------ ε-sharpness, flatness: quadratics
+def test_eps_sharpness_quadratic():
+    s = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    w = torch.tensor([0.7, -1.2, 2.0, -0.5], dtype=torch.float64)
+    prob = _diag_quadratic(s, w)
+    eps = 1e-2
+    res = S.eps_sharpness(prob, eps=eps, steps=10, seed=0)
+    d = len(s)
+    base = float((s ** 2 * w ** 2).sum() / d)
+    top = float((s ** 2 * (w.abs() + eps * (w.abs() + 1)) ** 2).sum() / d)
+    assert res.value == pytest.approx((top - base) / (1 + base) * 100, rel=1e-9)
+
+
+def test_flatness_sigma_quadratic():
+    s = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    prob = _diag_quadratic(s, torch.zeros(3, dtype=torch.float64))
+    tau = 0.05
+    res = S.flatness_sigma(prob, target="loss", threshold=tau, samples=600, iters=30, seed=0)
+    # E L(u) = σ² (1/d) Σ s² for u ~ N(0, σ² I)
+    assert res.value == pytest.approx(math.sqrt(tau / float((s ** 2).mean())), rel=0.05)
+
+
+def test_flatness_sigma_magnitude_quadratic():
+    s = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    w = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    prob = _diag_quadratic(s, w)
+    tau, eps = 0.05, 1e-3
+    res = S.flatness_sigma(prob, magnitude_aware=True, target="loss", threshold=tau, samples=600, iters=30,
+                           eps=eps, seed=0)
+    # E L(w+u) − L(w) = (1/d) Σ s² (σ² w² + ε²)   (antithetic pairs cancel the linear term exactly)
+    a = float((s ** 2 * w ** 2).mean())
+    b = float((s ** 2).mean()) * eps ** 2
+    assert res.value == pytest.approx(math.sqrt((tau - b) / a), rel=0.05)
+
+
+# ------------------------------------------------------------------ gradient path, directional, curvature
+def _lsq(seed=0, n=8, d=4):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    t = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    w = torch.randn(1, d, generator=g, dtype=torch.float64)
+    prob = _problem(_linear(w), X, t, "mse", batch_size=3)  # uneven batches: size weighting matters
+    H = 2 * X.T @ X / n
+    grad = H @ w[0] - 2 * X.T @ t[:, 0] / n
+    return prob, X, t, w[0], H, grad
+
+
+def test_gradient_predictiveness_quadratic():
+    prob, X, t, w, H, g = _lsq()
+    etas = [0.05, 0.1, 0.2, 0.4]
+    res = S.gradient_path_metrics(prob, etas=etas)
+    change, attrs = res["gradient_predictiveness"].extras["gradient_change"]
+    expected = np.array([float((H @ (eta * g)).norm()) for eta in etas])
+    np.testing.assert_allclose(change, expected, rtol=1e-9)
+    np.testing.assert_allclose(attrs["eta"], etas)
+    assert res["gradient_predictiveness"].value == pytest.approx(expected.max(), rel=1e-9)
+    assert res["beta_smoothness"].value == pytest.approx(float((H @ g).norm() / g.norm()), rel=1e-9)
+    losses = [float(((X @ (w - eta * g) - t[:, 0]) ** 2).mean()) for eta in etas]
+    assert res["loss_variation"].value == pytest.approx(max(losses) - min(losses), rel=1e-9)
+
+
+def test_directional_sharpness_quadratic():
+    prob, X, t, w, H, g = _lsq(seed=1)
+    u = torch.tensor([[1.0, -2.0, 0.5, 0.0]], dtype=torch.float64)
+    res = S.directional_sharpness(prob, {"weight": u})
+    assert res["directional_sharpness"].value == pytest.approx(float(u[0] @ H @ u[0] / (u[0] @ u[0])), rel=1e-9)
+    assert res["gradient_correlation"].value == pytest.approx(float(g @ u[0]), rel=1e-9)
+    default = S.directional_sharpness(prob)
+    assert default["directional_sharpness"].value == pytest.approx(float(g @ H @ g / (g @ g)), rel=1e-9)
+    assert default["gradient_correlation"].params["cosine"] == pytest.approx(-1.0)
+
+
+def test_curvature_metrics_quadratic():
+    s = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=torch.float64)
+    prob = _diag_quadratic(s, torch.ones(5, dtype=torch.float64))
+    res = S.curvature_metrics(prob, lr=0.1, lanczos_steps=10, trace_matvecs=4, seed=0)
+    eig = 2 * s ** 2 / len(s)
+    assert res["lambda_max"].value == pytest.approx(float(eig.max()), rel=1e-6)
+    assert res["lambda_min"].value == pytest.approx(float(eig.min()), rel=1e-4)
+    assert res["trace"].value == pytest.approx(float(eig.sum()), rel=1e-6)  # exact for a diagonal H
+    assert res["eos_ratio"].value == pytest.approx(0.1 * float(eig.max()) / 2, rel=1e-6)
+    assert res["lambda_max_over_trace"].value == pytest.approx(float(eig.max() / eig.sum()), rel=1e-6)
+
+
+# ------------------------------------------------------------------ weights restored, BN in eval mode
+def test_metrics_leave_weights_and_bn_untouched():
+    prob = make_problem("zoo:mlp", data="zoo:synthetic", samples=96, batch_size=32, device="cpu",
+                        model_args="bn=true,depth=2,width=8")
+    prob.model.train()  # even if a caller left it in train mode, BatchNorm must use running statistics
+    before = {k: v.clone() for k, v in prob.model.state_dict().items()}
+    out = S.compute_metrics(prob, "all", lr=0.5, apgd_steps=3, max_examples=64, m=32, avg_samples=2,
+                            flat_samples=2, flat_iters=3, lanczos_steps=5, trace_matvecs=2, eps_steps=2)
+    after = prob.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert prob.model.training  # flags restored
+    expected = set(S.ALL_METRICS) - {"layerwise"}
+    assert set(out) == expected
+    for name, m in out.items():
+        assert np.all(np.isfinite(m.value)) or name.startswith("flatness"), name
+
+
+def test_parse_metrics_and_errors():
+    assert S.parse_metrics("eps,curvature")[:2] == ["eps_sharpness", "lambda_max"]
+    assert "layerwise" in S.parse_metrics("all")
+    with pytest.raises(S.LandscapeError, match="unknown metric"):
+        S.parse_metrics("sharpest")
+
+
+# ------------------------------------------------------------------ storage and command
+def test_save_adds_to_existing_file_and_replaces(tmp_path):
+    path = str(tmp_path / "surf.h5")
+
+    def build(f):
+        f.attrs.update(base_attrs("cmd", {}, "m", "d", kind="surface"))
+        f.create_dataset("surfaces/train_loss", data=np.zeros(3))
+
+    atomic_create(path, build)
+    met = {"lambda_max": S.Metric("lambda_max", 2.0, {"seed": 0, "etas": [0.1, 0.2]})}
+    assert S.save_results(path, met) == "added"
+    met["lambda_max"].value = 3.0
+    assert S.save_results(path, met) == "added"
+    with h5py.File(path, "r", **H5_KW) as f:
+        assert f.attrs["kind"] == "surface" and "surfaces/train_loss" in f
+        assert float(f["metrics/lambda_max"][()]) == 3.0
+        assert json.loads(f["metrics/lambda_max"].attrs["etas"]) == [0.1, 0.2]
+
+
+def test_command_new_file_and_direction(tmp_path, capsys):
+    args = ["--model", "zoo:mlp", "--model-args", "width=8", "--data", "zoo:synthetic", "--samples", "64",
+            "--device", "cpu"]
+    from landscape.problem import load_model
+
+    net = load_model("zoo:mlp", "width=8")
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save(net.state_dict(), a)
+    torch.save({k: v + 0.01 for k, v in net.state_dict().items()}, b)
+    out = str(tmp_path / "m.h5")
+    rc = main(["sharpness", *args, "--checkpoint", str(a), "--metrics", "directional,eps,curvature,layerwise",
+               "--lr", "0.2", "--direction-from", str(a), "--direction-to", str(b), "--out", out, "--quiet",
+               "--plot-layers", str(tmp_path / "l.png")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "directional_sharpness" in text and "eos_ratio" in text and "weight_domination" in text
+    with h5py.File(out, "r", **H5_KW) as f:
+        assert f.attrs["kind"] == "sharpness" and f.attrs["format"] == "landscape"
+        assert "b.pt - a.pt" in f["metrics/directional_sharpness"].attrs["direction"]
+        assert f["metrics/eos_ratio"].attrs["lr"] == 0.2
+        layers = json.loads(f["layerwise/kron_lambda_max"].attrs["layers"])
+        assert len(layers) == 3 and f["layerwise/kron_lambda_max"].shape == (3,)
+        assert set(f["layerwise/singular_values"]) == set(layers)
+    assert (tmp_path / "l.png").exists()
+
+
+def test_command_errors(tmp_path, capsys):
+    base = ["sharpness", "--model", "zoo:mlp", "--data", "zoo:synthetic", "--samples", "32", "--device", "cpu",
+            "--out", str(tmp_path / "x.h5")]
+    assert main([*base, "--metrics", "bogus"]) == 2
+    assert "unknown metric" in capsys.readouterr().err
+    assert main([*base, "--direction-from", "a.pt"]) == 2
+    assert "go together" in capsys.readouterr().err
+    assert main([*base, "--etas", "1:0:3"]) == 2
