@@ -170,10 +170,10 @@ def test_directional_sharpness_quadratic():
 def test_curvature_metrics_quadratic():
     s = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=torch.float64)
     prob = _diag_quadratic(s, torch.ones(5, dtype=torch.float64))
-    res = S.curvature_metrics(prob, lr=0.1, lanczos_steps=10, trace_matvecs=4, seed=0)
+    res = S.curvature_metrics(prob, lr=0.1, lanczos_steps=10, trace_matvecs=4, trace_method="hutchinson", seed=0)
     eig = 2 * s ** 2 / len(s)
     assert res["lambda_max"].value == pytest.approx(float(eig.max()), rel=1e-6)
-    assert res["lambda_min"].value == pytest.approx(float(eig.min()), rel=1e-4)
+    assert res["lambda_min"].value == pytest.approx(float(eig.min()), rel=1e-3)
     assert res["trace"].value == pytest.approx(float(eig.sum()), rel=1e-6)  # exact for a diagonal H
     assert res["eos_ratio"].value == pytest.approx(0.1 * float(eig.max()) / 2, rel=1e-6)
     assert res["lambda_max_over_trace"].value == pytest.approx(float(eig.max() / eig.sum()), rel=1e-6)
