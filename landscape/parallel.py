@@ -11,6 +11,11 @@ computes chunks itself in between, checking for finished chunks after each of it
 travel as (indices, arrays) messages -- a few numbers per point, never the whole grid -- and rank
 0 is the only process that hands them to the writer. A rank that raises prints its error once
 and aborts the whole job (``MPI_Abort``), so no rank waits forever.
+
+Waiting never spins: MPICH's blocking receives and barriers busy-poll a core at 100 %, which on a
+CPU node takes it from the ranks that compute. Every wait here (a worker's next chunk, the final
+barrier, the agreement after a setup step) polls with ``Iprobe``/``Test`` and sleeps in between,
+backing off from 50 µs to a few ms.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import torch
 
 from .errors import LandscapeError
 
-_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
+# SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is also set for a plain ``python`` line in an sbatch script
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE",
+                       "SLURM_STEP_NUM_TASKS")
 _LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK", "SLURM_LOCALID",
                     "MV2_COMM_WORLD_LOCAL_RANK")
 _TAG_WORK, _TAG_RESULT = 11, 12
@@ -53,6 +60,8 @@ class World:
     local_rank: int = 0
     local_size: int = 1
     comm: object | None = None
+    #: cores this rank may use for intra-op threads (None: decide from the affinity mask and local_size)
+    cpu_share: int | None = None
 
     @property
     def is_root(self) -> bool:
@@ -60,8 +69,9 @@ class World:
 
     # ---------------------------------------------------------------- collectives
     def barrier(self) -> None:
+        """A barrier that sleeps while it waits (MPICH's ``Barrier`` busy-polls a core)."""
         if self.comm is not None:
-            self.comm.Barrier()
+            _wait(self.comm.Ibarrier())
 
     def bcast(self, obj, root: int = 0):
         return obj if self.comm is None else self.comm.bcast(obj, root=root)
@@ -82,7 +92,8 @@ class World:
                 buf = named[k].detach().to("cpu").contiguous()
             else:
                 buf = torch.empty(shape, dtype=dt)
-            arr = buf.view(torch.uint8).numpy() if buf.numel() else np.empty(0, np.uint8)
+            # reshape(-1): a 0-d tensor cannot be viewed as bytes
+            arr = buf.reshape(-1).view(torch.uint8).numpy() if buf.numel() else np.empty(0, np.uint8)
             self.comm.Bcast(arr, root=root)
             dev = like[k].device if like is not None and k in like else "cpu"
             out[k] = named[k] if self.rank == root else buf.to(dev)
@@ -104,6 +115,7 @@ class World:
             if err is not None:
                 raise err
             return result
+        self.barrier()  # ranks that finished early sleep here instead of spinning in allgather
         failed = self.comm.allgather(err is not None)
         if any(failed):
             first = failed.index(True)
@@ -138,6 +150,22 @@ class AbortedElsewhere(LandscapeError):
     agreed = True
 
 
+def _wait(request, first_sleep: float = 5e-5, max_sleep: float = 0.005) -> None:
+    """Complete an MPI request without busy-polling: ``Test``, sleep, back off."""
+    pause = first_sleep
+    while not request.Test():
+        time.sleep(pause)
+        pause = min(max_sleep, pause * 2)
+
+
+def _wait_message(comm, source: int, tag: int, first_sleep: float = 5e-5, max_sleep: float = 0.005) -> None:
+    """Return once a message from ``source`` with ``tag`` can be received, sleeping while none has arrived."""
+    pause = first_sleep
+    while not comm.Iprobe(source=source, tag=tag):
+        time.sleep(pause)
+        pause = min(max_sleep, pause * 2)
+
+
 def _local_rank_from_env() -> int | None:
     for var in _LOCAL_RANK_VARS:
         if var in os.environ:
@@ -146,6 +174,27 @@ def _local_rank_from_env() -> int | None:
             except ValueError:
                 pass
     return None
+
+
+def _affinity() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return set(range(os.cpu_count() or 1))
+
+
+def cpu_share(own: set[int], node_sets: list[set[int]]) -> int:
+    """Cores for one rank, given its affinity mask and those of all ranks on its node.
+
+    Ranks pinned to disjoint core sets (``--bind-to core``, ``srun --cpu-bind``) keep their own
+    set; ranks that share cores (no binding, the MPICH default) split the union evenly.
+    """
+    if not node_sets:
+        return max(1, len(own))
+    union: set[int] = set().union(*node_sets)
+    if sum(len(c) for c in node_sets) == len(union):  # disjoint
+        return max(1, len(own))
+    return max(1, len(union) // len(node_sets))
 
 
 @lru_cache(maxsize=1)
@@ -157,30 +206,48 @@ def world() -> World:
         from mpi4py import MPI
     except ImportError:
         print("landscape: warning: launched under MPI but mpi4py is not installed; every rank runs alone "
-              "(pip install 'landscape[mpi]')", file=sys.stderr)
+              "(pip install mpi4py)", file=sys.stderr)
         return World()
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:
+        steps = os.environ.get("SLURM_STEP_NUM_TASKS", "1")
+        if steps.isdigit() and int(steps) > 1 and "PMI_SIZE" not in os.environ and "PMIX_SIZE" not in os.environ:
+            print(f"landscape: warning: srun started {steps} tasks but MPI sees only this one; every task would "
+                  "compute the whole grid (use srun --mpi=pmix or --mpi=pmi2)", file=sys.stderr)
         return World()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     local_rank = _local_rank_from_env()
+    own = _affinity()
+    share = cpu_share(own, node.allgather(own))
     w = World(rank=comm.Get_rank(), size=comm.Get_size(),
               local_rank=node.Get_rank() if local_rank is None else local_rank,
-              local_size=node.Get_size(), comm=comm)
+              local_size=node.Get_size(), comm=comm, cpu_share=share)
     node.Free()
     return w
 
 
 def configure_threads(w: World, device: torch.device) -> int:
-    """On CPU give each rank its share of this node's cores; returns the thread count."""
-    if device.type != "cpu" or w.size == 1:
+    """Give each rank its share of this node's cores for intra-op threads; returns the thread count.
+
+    A plain process keeps torch's default; ``mpiexec -n 1`` gets every core of its affinity mask.
+    Under MPI: ``LANDSCAPE_NUM_THREADS`` or ``OMP_NUM_THREADS`` when the user set one, else
+    :attr:`World.cpu_share` (cores // ranks on the node, or the rank's own cores when pinned).
+    On a GPU the CPU only launches kernels, but capping still avoids N ranks × all cores threads.
+    """
+    user = os.environ.get("LANDSCAPE_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if w.size == 1 and not (_launched_by_mpi() and not user):
         return torch.get_num_threads()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        cores = os.cpu_count() or 1
-    n = max(1, cores // max(1, w.local_size))
-    torch.set_num_threads(n)
+    if user and user.isdigit() and int(user) > 0:
+        n = int(user)
+    elif w.size == 1:  # `mpiexec -n 1`: Intel OpenMP reads MPI_LOCALNRANKS and would leave us one thread
+        n = len(_affinity())
+    elif w.cpu_share is not None:
+        n = w.cpu_share
+    else:
+        n = max(1, len(_affinity()) // max(1, w.local_size))
+    os.environ["OMP_NUM_THREADS"] = str(n)  # for anything started later (subprocesses, lazily loaded libs)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
     return n
 
 
@@ -208,6 +275,32 @@ def auto_chunk_size(n_todo: int, n_ranks: int, minimum: int = 1, maximum: int = 
     return int(np.clip(int(np.ceil(n_todo / max(1, 8 * n_ranks))), minimum, max(minimum, maximum)))
 
 
+class ChunkQueue:
+    """Hands out ``todo`` in order, ``size`` points at a time, smaller near the end (guided tail).
+
+    Once fewer than ``2 * n_ranks * size`` points remain, a chunk is ``ceil(remaining / (2 *
+    n_ranks))`` points, so the ranks finish within a fraction of a chunk of each other instead of
+    one rank computing a whole last chunk while the others wait.
+    """
+
+    def __init__(self, todo: np.ndarray, size: int, n_ranks: int = 1):
+        self.todo = np.asarray(todo, dtype=np.int64)
+        self.size, self.n_ranks, self.pos = max(1, int(size)), max(1, int(n_ranks)), 0
+
+    def __len__(self) -> int:
+        return len(self.todo) - self.pos
+
+    def __bool__(self) -> bool:
+        return self.pos < len(self.todo)
+
+    def pop(self) -> np.ndarray:
+        left = len(self)
+        n = min(self.size, max(1, -(-left // (2 * self.n_ranks))))
+        chunk = self.todo[self.pos : self.pos + n]
+        self.pos += len(chunk)
+        return chunk
+
+
 Compute = Callable[[np.ndarray], dict[str, np.ndarray]]
 Sink = Callable[[np.ndarray, dict[str, np.ndarray]], None]
 
@@ -230,7 +323,9 @@ def run_points(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink |
     ``compute(indices) -> {name: values}`` runs on any rank; ``sink(indices, values)`` and
     ``progress(n_done)`` run on rank 0 only. The result does not depend on the number of ranks
     (each point is computed by exactly one rank with identical inputs). Single process: a plain
-    loop. Failures on any rank abort the whole job with the error printed once.
+    loop over chunks of ``chunk_size``. Under MPI, chunks hold at most ``chunk_size`` points (fewer
+    near the end, see :class:`ChunkQueue`). Failures on any rank abort the whole job with the error
+    printed once.
     """
     if w.comm is None or w.size == 1:
         for chunk in chunks(np.asarray(todo, dtype=np.int64), chunk_size):
@@ -241,7 +336,7 @@ def run_points(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink |
                 progress(len(chunk))
         return
     if w.rank == 0:
-        _root_loop(w, np.asarray(todo, dtype=np.int64), compute, sink, chunk_size, progress, poll_interval)
+        _root_loop(w, ChunkQueue(todo, chunk_size, w.size), compute, sink, progress, poll_interval)
     else:
         _worker_loop(w, compute)
     w.barrier()
@@ -250,6 +345,7 @@ def run_points(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink |
 def _worker_loop(w: World, compute: Compute) -> None:
     comm = w.comm
     while True:
+        _wait_message(comm, 0, _TAG_WORK)  # usually there already: rank 0 keeps us two chunks ahead
         chunk = comm.recv(source=0, tag=_TAG_WORK)
         if chunk is None:
             return
@@ -260,13 +356,11 @@ def _worker_loop(w: World, compute: Compute) -> None:
         comm.send((chunk, res), dest=0, tag=_TAG_RESULT)
 
 
-def _root_loop(w: World, todo: np.ndarray, compute: Compute, sink: Sink | None, chunk_size: int,
+def _root_loop(w: World, queue: ChunkQueue, compute: Compute, sink: Sink | None,
                progress: Callable[[int], None] | None, poll_interval: float) -> None:
     from mpi4py import MPI
 
     comm = w.comm
-    queue = list(chunks(todo, chunk_size))
-    queue.reverse()  # pop() from the end = first chunk first
     outstanding = dict.fromkeys(range(1, w.size), 0)
     stopped: set[int] = set()
     status = MPI.Status()
@@ -306,5 +400,7 @@ def _root_loop(w: World, todo: np.ndarray, compute: Compute, sink: Sink | None, 
                 time.sleep(poll_interval)  # do not spin: the workers need the cores
         for r in range(1, w.size):
             give(r)  # stop any rank not stopped yet
+    except KeyboardInterrupt:
+        raise  # the caller saves what is done, then aborts the other ranks
     except BaseException as e:  # noqa: BLE001
         _report_and_abort(w, e)

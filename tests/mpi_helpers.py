@@ -1,0 +1,70 @@
+"""Callables for the MPI tests (``--data tests.mpi_helpers:failing_data`` etc.); they fail on rank 1 only.
+
+The subprocesses that use them run from the repository root with it on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+
+from landscape.parallel import world
+
+
+def _rank() -> int:
+    return world().rank
+
+
+def failing_data():
+    """``zoo:digits``, except that it raises on rank 1 (a failure while every rank sets up)."""
+    if _rank() == 1:
+        raise RuntimeError("injected failure in the data callable on rank 1")
+    from landscape.zoo.data import digits
+
+    return digits("all")
+
+
+class _FailLater(nn.Module):
+    """Wraps an MLP; on rank 1 its forward raises from the ``after``-th call on (mid-run failure)."""
+
+    def __init__(self, after: int):
+        super().__init__()
+        from landscape.zoo.models import MLP
+
+        self.net = MLP()
+        self.after = after
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if _rank() == 1 and self.calls >= self.after:
+            raise RuntimeError("injected failure in the forward pass on rank 1")
+        return self.net(x)
+
+
+def failing_model():
+    """A model whose forward pass starts raising on rank 1 once the surface is under way."""
+    return _FailLater(after=int(os.environ.get("LANDSCAPE_TEST_FAIL_AFTER", "3")))
+
+
+class _Slow(nn.Module):
+    """An MLP whose forward pass also sleeps (a slow run that leaves the cores free)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        from landscape.zoo.models import MLP
+
+        self.net = MLP()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.net(x)
+
+
+def slow_model():
+    """MLP + ``LANDSCAPE_TEST_SLEEP`` seconds (default 0.05) per forward pass, for the kill/restart test."""
+    return _Slow(float(os.environ.get("LANDSCAPE_TEST_SLEEP", "0.05")))
