@@ -1,8 +1,26 @@
-"""Loss and accuracy at points of weight space.
+"""Loss and accuracy at points of weight space: a per-point path and a batched (``vmap``) path.
 
-The per-point path writes θ + Σᵢ cᵢ·dᵢ into the model's own tensors with fused foreach kernels
-(no model or DataLoader rebuilt per point), runs the preloaded batches under ``inference_mode``,
-accumulates the summed loss and the correct count on the device, and synchronises once per point.
+Per-point (:class:`PointEvaluator`): θ + Σᵢ cᵢ·dᵢ is written into the model's own tensors with
+fused foreach kernels (no model or DataLoader rebuilt per point), the preloaded device batches are
+run under ``inference_mode``, the summed loss (float64) and the correct count (int64) are
+accumulated on the device, and the host reads them once per call (not per batch, not per point).
+
+Batched (:class:`BatchedEvaluator`): K grid points at once. The weights of the K points are built
+on the fly as a ``(K, ...)`` stack per perturbed tensor (tensors every direction leaves at zero,
+such as biases under ``--ignore biasbn``, are shared, not stacked) into buffers reused from group
+to group, and ``torch.func.vmap`` over ``torch.func.functional_call`` evaluates them in one pass
+per data batch. Models vmap cannot run (``.item()`` in ``forward``, data-dependent control flow,
+random ops) or that give different numbers fall back to the per-point path with a one-line notice.
+
+:func:`make_evaluator` picks the path: ``points_per_batch`` = ``"auto"`` caps K by memory
+(stacked weights + activations vs. free memory), then times K = 1, 2, 4, ... on the first batch
+and keeps the fastest (K = 1, the per-point path, for compute-bound models such as conv nets on a
+CPU); an integer forces K.
+
+Execution options (both paths): ``precision`` ``fp32`` (default) | ``bf16`` | ``fp16`` runs the
+forward pass under ``torch.autocast`` (the loss is still summed in float64; on a CPU bf16 works
+but is usually slower than fp32), ``compile=True`` wraps the forward in ``torch.compile`` (falls
+back to eager with a notice if compilation fails), and on CUDA conv nets run ``channels_last``.
 
 Example:
     >>> from landscape.problem import make_problem
@@ -12,76 +30,501 @@ Example:
     >>> out = ev(np.array([[0.0, 0.0], [0.5, -0.5]]))
     >>> sorted(out), out["train_loss"].shape
     (['train_acc', 'train_loss'], (2,))
+    >>> bev = make_evaluator(p, make_random_directions(p.model, 2, seed=0), 4)
+    >>> bool(np.allclose(bev(np.array([[0.0, 0.0], [0.5, -0.5]]))["train_loss"], out["train_loss"], rtol=1e-6))
+    True
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable
+
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from . import params as P
 from .directions import Directions
+from .errors import LandscapeError
 from .problem import Batch, Problem
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: most grid points one vmap call evaluates when K is chosen automatically
+MAX_AUTO_K = 64
+#: share of the free memory the stacked weights and activations of one group may take
+MEMORY_SHARE = 0.25
+
+
+def notice(msg: str) -> None:
+    """One line on stderr (not a warning: nothing is wrong with the results)."""
+    print(f"landscape: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- shared helpers
+def _autocast(device: torch.device, precision: str):
+    if precision not in PRECISIONS:
+        raise LandscapeError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _device_batches(problem: Problem, splits: list[str], channels_last: bool = False) -> dict[str, list[Batch]]:
+    """The problem's batches on its device (moved once, pinned and non-blocking from the host)."""
+    dev = problem.device
+    pin = dev.type == "cuda"
+    out: dict[str, list[Batch]] = {}
+    for s in splits:
+        bs = []
+        for x, y in problem.splits[s]:
+            if x.device != dev:
+                x, y = (x.pin_memory(), y.pin_memory()) if pin else (x, y)
+                x, y = x.to(dev, non_blocking=pin), y.to(dev, non_blocking=pin)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            bs.append((x, y))
+        out[s] = bs
+    return out
+
+
+class _MaybeCompiled:
+    """``torch.compile(fn)``, falling back to ``fn`` (once, with a notice) if compiling fails."""
+
+    def __init__(self, fn: Callable, enabled: bool, what: str):
+        self.eager = fn
+        self.fn = fn
+        self.what = what
+        if enabled:
+            try:
+                self.fn = torch.compile(fn, dynamic=False)
+            except Exception as e:  # noqa: BLE001 - any failure means: run eagerly
+                self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        notice(f"--compile: torch.compile failed for the {self.what} ({first[:120]}); running eagerly")
+        self.fn = self.eager
+
+    def __call__(self, *args):
+        if self.fn is self.eager:
+            return self.fn(*args)
+        try:
+            return self.fn(*args)
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+            return self.fn(*args)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for new tensors: ``cuda.mem_get_info`` on a GPU, ``MemAvailable`` on Linux, else 2 GiB."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2 << 30
+
+
+def _fast_ce(output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed cross-entropy and correct count of class-index targets, in one pass.
+
+    Same numbers as ``F.cross_entropy(reduction="sum")`` and ``argmax`` (first index on ties) to
+    float rounding, but reduces along dim 0 of the transposed logits, which is several times
+    faster on a CPU than ``log_softmax`` over a short last dim (10 classes).
+    """
+    t = output.t()
+    m, idx = t.max(0)
+    lse = (t - m).exp().sum(0).log() + m
+    loss = lse.sum() - output.gather(1, target.view(-1, 1)).sum()
+    return loss, (idx == target).sum()
+
+
+def _loss_and_correct(problem: Problem) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``(output, target) -> (summed loss, correct count)`` for the problem's loss."""
+    if type(problem).loss_sum is Problem.loss_sum and type(problem).correct is Problem.correct \
+            and problem.loss == "cross_entropy":
+        def fast(out: Tensor, y: Tensor):
+            if out.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
+                return _fast_ce(out, y)
+            return problem.loss_sum(out, y), problem.correct(out, y)
+
+        return fast
+    if problem.classification:
+        return lambda out, y: (problem.loss_sum(out, y), problem.correct(out, y))
+    return lambda out, y: (problem.loss_sum(out, y), torch.zeros((), dtype=torch.int64, device=out.device))
 
 
 def evaluate_batches(problem: Problem, batches: list[Batch], model=None) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` (default: the problem's) over ``batches``."""
+    """Mean loss and accuracy of ``model`` (default: the problem's) over ``batches`` (one host sync)."""
     model = problem.model if model is None else model
-    dev = problem.device
-    total = torch.zeros((), dtype=torch.float64, device=dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    n = 0
-    with torch.inference_mode():
-        for x, y in batches:
-            out = model(x)
-            total += problem.loss_sum(out, y).double()
-            if problem.classification:
-                correct += problem.correct(out, y)
-            n += len(x)
-    values = torch.stack([total, correct.double()]).cpu()  # one host sync per point
+    total, correct, n = _accumulate(problem, batches, model)
+    values = torch.stack([total, correct.double()]).cpu()  # one host sync
     loss = float(values[0]) / n
     acc = float(values[1]) / n if problem.classification else float("nan")
     return loss, acc
 
 
+def _accumulate(problem: Problem, batches: list[Batch], forward: Callable, precision: str = "fp32"):
+    """Summed loss (float64, on the device), correct count (int64, on the device) and sample count."""
+    dev = problem.device
+    total = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    n = 0
+    loss_and_correct = _loss_and_correct(problem)
+    with torch.inference_mode():
+        for x, y in batches:
+            with _autocast(dev, precision):
+                out = forward(x)
+            out = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+            loss, corr = loss_and_correct(out, y)
+            total += loss  # in-place add promotes to float64
+            correct += corr
+            n += len(x)
+    return total, correct, n
+
+
+# --------------------------------------------------------------------------- per-point path
 class PointEvaluator:
     """Evaluates ``{split}_loss`` and ``{split}_acc`` at points given by their coordinates.
 
     ``__call__(coords)`` takes a ``(K, ndim)`` array and returns ``{name: (K,) array}``. The model
-    is left at the centre afterwards.
+    is left at the centre afterwards. ``move_to``/``restore`` write a point's weights into the
+    model and put the centre back (used by the curvature maps).
     """
 
-    def __init__(self, problem: Problem, directions: Directions, splits: list[str] | None = None):
+    def __init__(self, problem: Problem, directions: Directions, splits: list[str] | None = None, *,
+                 precision: str = "fp32", compile: bool = False):
         self.problem = problem
         self.directions = directions
         self.splits = list(splits or problem.splits)
+        self.precision = precision
+        _autocast(problem.device, precision)  # validates
+        self.channels_last = problem.device.type == "cuda" and _has_conv(problem.model)
+        if self.channels_last:
+            problem.model.to(memory_format=torch.channels_last)
         self.targets = P.select(problem.model, directions.dir_type)
         missing = [k for k in directions.center if k not in self.targets]
         if missing:
-            from .errors import LandscapeError
-
             raise LandscapeError(f"the directions name tensors the model does not have: {', '.join(missing[:3])}")
+        self._keys = list(directions.center)
+        self._center = [directions.center[k] for k in self._keys]
+        self._dirs = [[v[k] for k in self._keys] for v in directions.vectors]
+        self._out = [self.targets[k] for k in self._keys]
+        self.batches = _device_batches(problem, self.splits, self.channels_last)
+        self.forward = _MaybeCompiled(problem.model, compile, "per-point forward")
 
     @property
     def names(self) -> list[str]:
         return [f"{s}_{m}" for s in self.splits for m in ("loss", "acc")]
 
     def move_to(self, coeffs) -> None:
-        P.combine(self.directions.center, self.directions.vectors, [float(c) for c in coeffs], out=self.targets)
+        """Write θ + Σ coeffs[i]·dᵢ into the model (one foreach copy + one foreach add per direction)."""
+        with torch.no_grad():
+            torch._foreach_copy_(self._out, self._center)
+            for d, a in zip(self._dirs, coeffs):
+                if float(a) != 0.0:
+                    torch._foreach_add_(self._out, d, alpha=float(a))
 
     def restore(self) -> None:
-        P.assign_(self.targets, self.directions.center)
+        with torch.no_grad():
+            torch._foreach_copy_(self._out, self._center)
 
     def __call__(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         coords = np.atleast_2d(np.asarray(coords, dtype=np.float64))
-        out = {name: np.empty(len(coords)) for name in self.names}
+        dev = self.problem.device
+        loss = torch.empty((len(coords), len(self.splits)), dtype=torch.float64, device=dev)
+        corr = torch.empty((len(coords), len(self.splits)), dtype=torch.int64, device=dev)
+        counts = []
         try:
             for i, c in enumerate(coords):
                 self.move_to(c)
-                for s in self.splits:
-                    loss, acc = evaluate_batches(self.problem, self.problem.splits[s])
-                    out[f"{s}_loss"][i] = loss
-                    out[f"{s}_acc"][i] = acc
+                counts = []
+                for j, s in enumerate(self.splits):
+                    t, k, n = _accumulate(self.problem, self.batches[s], self.forward, self.precision)
+                    loss[i, j] = t
+                    corr[i, j] = k
+                    counts.append(n)
         finally:
             self.restore()
+        return _results(self.splits, loss, corr, counts, self.problem.classification)
+
+
+def _results(splits: list[str], loss: Tensor, corr: Tensor, counts: list[int], classification: bool):
+    """Device accumulators → ``{split}_loss``/``{split}_acc`` arrays (the one host sync of a call)."""
+    loss_np = loss.cpu().numpy()
+    corr_np = corr.cpu().numpy()
+    out = {}
+    for j, s in enumerate(splits):
+        n = counts[j] if counts else 1
+        out[f"{s}_loss"] = loss_np[:, j] / n
+        out[f"{s}_acc"] = corr_np[:, j] / n if classification else np.full(len(loss_np), np.nan)
+    return out
+
+
+# --------------------------------------------------------------------------- batched path
+class BatchedEvaluator:
+    """K grid points per ``vmap``'d forward pass; same interface and numbers as :class:`PointEvaluator`.
+
+    Only tensors that some direction moves are stacked (``(K, ...)`` buffers allocated once and
+    rewritten per group of K points); the rest are shared. With ``dir_type="states"`` perturbed
+    BatchNorm running statistics are stacked like weights. The last group of a call may be
+    smaller than K. Peak memory is K × (perturbed weights + activations of one batch), whatever
+    the number of points.
+    """
+
+    def __init__(self, problem: Problem, directions: Directions, points_per_batch: int = 8,
+                 splits: list[str] | None = None, *, precision: str = "fp32", compile: bool = False):
+        from torch.func import functional_call, vmap
+
+        if points_per_batch < 1:
+            raise LandscapeError(f"points_per_batch must be positive, got {points_per_batch}")
+        self.problem = problem
+        self.directions = directions
+        self.splits = list(splits or problem.splits)
+        self.k = int(points_per_batch)
+        self.precision = precision
+        _autocast(problem.device, precision)
+        model = problem.model
+        own = P.select(model, directions.dir_type)
+        missing = [k for k in directions.center if k not in own]
+        if missing:
+            raise LandscapeError(f"the directions name tensors the model does not have: {', '.join(missing[:3])}")
+        self.moving = [k for k in directions.center
+                       if any(bool(torch.any(v[k] != 0)) for v in directions.vectors)]
+        self.fixed = {k: directions.center[k] for k in directions.center if k not in self.moving}
+        self._center = {k: directions.center[k] for k in self.moving}
+        self._dirs = [{k: v[k] for k in self.moving} for v in directions.vectors]
+        self._buf: dict[str, Tensor] = {}
+        self.channels_last = problem.device.type == "cuda" and _has_conv(model)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.batches = _device_batches(problem, self.splits, self.channels_last)
+        loss_and_correct = _loss_and_correct(problem)
+
+        def point(moving: dict, fixed: dict, x: Tensor, y: Tensor):
+            out = functional_call(model, {**fixed, **moving}, (x,))
+            if out.dtype in (torch.float16, torch.bfloat16):
+                out = out.float()
+            return loss_and_correct(out, y)
+
+        self._fn = _MaybeCompiled(vmap(point, in_dims=(0, None, None, None)), compile, "batched forward")
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{s}_{m}" for s in self.splits for m in ("loss", "acc")]
+
+    @property
+    def param_numel(self) -> int:
+        """Entries stacked per point (the perturbed tensors)."""
+        return sum(self._center[k].numel() for k in self.moving)
+
+    def stack(self, coeffs: Tensor) -> dict[str, Tensor]:
+        """``{name: (n, ...)}`` weights θ + Σ cᵢ·dᵢ of ``n ≤ K`` points, written into reused buffers."""
+        n = len(coeffs)
+        out = {}
+        with torch.no_grad():
+            for name in self.moving:
+                c = self._center[name]
+                buf = self._buf.get(name)
+                if buf is None or len(buf) < n:
+                    buf = self._buf[name] = torch.empty((max(n, self.k), *c.shape), dtype=c.dtype, device=c.device)
+                w = buf[:n]
+                w.copy_(c.expand(n, *c.shape))
+                view = (n,) + (1,) * c.dim()
+                for i, d in enumerate(self._dirs):
+                    w.addcmul_(coeffs[:, i].to(c.dtype).view(view), d[name])
+                out[name] = w
         return out
+
+    def run_group(self, coeffs: Tensor, batches: list[Batch]) -> tuple[Tensor, Tensor, int]:
+        """Summed loss (n,) float64, correct counts (n,) int64 and the sample count over ``batches``."""
+        dev = self.problem.device
+        n = len(coeffs)
+        total = torch.zeros(n, dtype=torch.float64, device=dev)
+        correct = torch.zeros(n, dtype=torch.int64, device=dev)
+        m = 0
+        weights = self.stack(coeffs)
+        with torch.inference_mode():
+            for x, y in batches:
+                with _autocast(dev, self.precision):
+                    loss, corr = self._fn(weights, self.fixed, x, y)
+                total += loss
+                correct += corr
+                m += len(x)
+        return total, correct, m
+
+    def __call__(self, coords: np.ndarray) -> dict[str, np.ndarray]:
+        coords = np.atleast_2d(np.asarray(coords, dtype=np.float64))
+        dev = self.problem.device
+        co = torch.as_tensor(coords, dtype=torch.float64).to(dev)
+        loss = torch.empty((len(coords), len(self.splits)), dtype=torch.float64, device=dev)
+        corr = torch.empty((len(coords), len(self.splits)), dtype=torch.int64, device=dev)
+        counts = [0] * len(self.splits)
+        for lo in range(0, len(coords), self.k):
+            group = co[lo:lo + self.k]
+            for j, s in enumerate(self.splits):
+                t, c, counts[j] = self.run_group(group, self.batches[s])
+                loss[lo:lo + len(group), j] = t
+                corr[lo:lo + len(group), j] = c
+        self._buf.clear()  # the K copies live no longer than one call
+        return _results(self.splits, loss, corr, counts, self.problem.classification)
+
+
+# --------------------------------------------------------------------------- choosing the path
+def activation_bytes(problem: Problem, batch_size: int | None = None) -> int:
+    """Rough peak activation memory of one forward pass over a batch (sum of all module outputs)."""
+    model = problem.model
+    x = problem.batches[0][0][:2]
+    sizes: list[int] = []
+
+    def hook(_m, _i, out):
+        if isinstance(out, Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    n = batch_size or max(len(b[0]) for b in problem.batches)
+    return int(sum(sizes) / max(1, len(x)) * n)
+
+
+def max_points_per_batch(problem: Problem, batched: BatchedEvaluator, cap: int = MAX_AUTO_K) -> int:
+    """The largest K whose stacked weights and activations fit in a share of the free memory."""
+    elem = next(iter(batched._center.values())).element_size() if batched.moving else 4
+    per_point = batched.param_numel * elem + activation_bytes(problem)
+    budget = MEMORY_SHARE * free_memory(problem.device)
+    return int(max(1, min(cap, budget // max(1, per_point))))
+
+
+def _time_per_point(run: Callable[[], object], k: int, device: torch.device, reps: int = 2) -> float:
+    run()  # warm-up (allocations, vmap/compile set-up)
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        run()
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best / k
+
+
+def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched: BatchedEvaluator,
+                            k_max: int, budget_s: float = 3.0) -> tuple[int, dict[int, float]]:
+    """Time K = 1, 2, 4, ... ≤ ``k_max`` on the first training batch; the fastest K per point.
+
+    Doubling stops once a K is not at least 5 % faster per point than the best so far, or the
+    probe has spent ``budget_s`` seconds. Returns ``(K, {K: seconds per point})``.
+    """
+    split = per_point.splits[0]
+    batch = per_point.batches[split][:1]
+    dev = problem.device
+    nd = per_point.directions.ndim
+    t0 = time.perf_counter()
+    times: dict[int, float] = {}
+    try:
+        per_point.move_to([0.0] * nd)
+        times[1] = _time_per_point(lambda: _accumulate(problem, batch, per_point.forward, per_point.precision)[0]
+                                   .cpu(), 1, dev)
+    finally:
+        per_point.restore()
+    best = 1
+    k = 2
+    while k <= k_max and time.perf_counter() - t0 < budget_s:
+        coeffs = torch.zeros((k, nd), dtype=torch.float64, device=dev)
+        times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch)[0].cpu(), k, dev)
+        if times[k] < 0.95 * times[best]:
+            best = k
+        elif k >= 4:
+            break
+        k *= 2
+    batched._buf.clear()
+    return best, times
+
+
+def _check_batched(per_point: PointEvaluator, batched: BatchedEvaluator) -> str | None:
+    """Run two points both ways on a few samples; why the batched path is unusable, or None."""
+    problem = per_point.problem
+    split = per_point.splits[0]
+    x, y = per_point.batches[split][0]
+    few = [(x[:4], y[:4])]
+    nd = per_point.directions.ndim
+    g = torch.Generator().manual_seed(0)
+    coeffs = (torch.rand((2, nd), generator=g, dtype=torch.float64) - 0.5) * 0.2
+    try:
+        got, _, _ = batched.run_group(coeffs.to(problem.device), few)
+    except Exception as e:  # noqa: BLE001 - vmap refuses many things; all mean "use per-point"
+        first = str(e).splitlines()[0] if str(e) else ""
+        return f"{type(e).__name__}: {first[:150]}"
+    finally:
+        batched._buf.clear()
+    want = []
+    try:
+        for c in coeffs.tolist():
+            per_point.move_to(c)
+            want.append(_accumulate(problem, few, per_point.forward, per_point.precision)[0])
+    finally:
+        per_point.restore()
+    want_np, got_np = torch.stack(want).cpu().numpy(), got.cpu().numpy()
+    tol = 1e-4 if per_point.precision == "fp32" else 5e-2
+    if not np.allclose(got_np, want_np, rtol=tol, atol=tol * 1e-2, equal_nan=True):
+        return f"batched losses {got_np} differ from per-point {want_np}"
+    return None
+
+
+def make_evaluator(problem: Problem, directions: Directions, points_per_batch: str | int = "auto", *,
+                   precision: str = "fp32", compile: bool = False, splits: list[str] | None = None,
+                   verbose: bool = True):
+    """The fastest evaluator for ``problem``: :class:`BatchedEvaluator` or :class:`PointEvaluator`.
+
+    ``points_per_batch``: ``"auto"`` (memory cap, then a short timing probe), or K ≥ 1 (1 = per
+    point). Models vmap cannot evaluate, or evaluates differently, fall back to per-point with a
+    one-line notice. ``LANDSCAPE_POINTS_PER_BATCH`` in the environment overrides ``auto``.
+    """
+    auto = str(points_per_batch).strip().lower() == "auto"
+    if auto and os.environ.get("LANDSCAPE_POINTS_PER_BATCH"):
+        points_per_batch, auto = os.environ["LANDSCAPE_POINTS_PER_BATCH"], False
+    if not auto:
+        try:
+            k = int(points_per_batch)
+            if k < 1:
+                raise ValueError
+        except ValueError:
+            raise LandscapeError(f"--points-per-batch={points_per_batch!r}: use auto or a positive integer") from None
+    per_point = PointEvaluator(problem, directions, splits, precision=precision, compile=compile)
+    if not auto and k == 1:
+        return per_point
+    batched = BatchedEvaluator(problem, directions, 1 if auto else k, splits, precision=precision, compile=compile)
+    why = _check_batched(per_point, batched)
+    if why is not None:
+        if verbose:
+            notice(f"evaluating one grid point at a time: vmap cannot batch this model ({why})")
+        return per_point
+    if auto:
+        k_max = max_points_per_batch(problem, batched)
+        k, _ = choose_points_per_batch(problem, per_point, batched, k_max) if k_max > 1 else (1, {})
+        if k == 1:
+            return per_point
+        batched.k = k
+    return batched
