@@ -66,6 +66,8 @@ class SurfaceSpec:
     flush_every: float = 10.0
     chunk_size: int | None = None
     points_per_batch: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    compile: bool = False
 
 
 @dataclass
@@ -124,7 +126,9 @@ def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: Sur
         except ImportError:
             pass
         else:
-            evaluator = make_evaluator(problem, directions, spec.points_per_batch)
+            extra = {"precision": spec.precision} if spec.precision != "fp32" else {}
+            extra.update({"compile": True} if spec.compile else {})
+            evaluator = make_evaluator(problem, directions, spec.points_per_batch, **extra)
 
     def compute(indices: np.ndarray) -> dict[str, np.ndarray]:
         return evaluator(grid.points(indices))
@@ -133,7 +137,8 @@ def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: Sur
 
 
 def _config(problem: Problem, spec: SurfaceSpec) -> dict:
-    cfg = {k: v for k, v in asdict(spec).items() if k not in ("flush_every", "chunk_size", "points_per_batch")}
+    cfg = {k: v for k, v in asdict(spec).items() if k not in ("flush_every", "chunk_size", "points_per_batch",
+                                                                  "precision", "compile")}
     info = {k: v for k, v in problem.info.items() if not k.endswith("_indices")}
     cfg.update(model=info.get("model"), model_args=info.get("model_args"), checkpoint=info.get("checkpoint"),
                data=info.get("train_data"), test_data=info.get("test_data"), loss=problem.loss,

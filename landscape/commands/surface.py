@@ -41,6 +41,10 @@ def add_parser(sub) -> None:
                    help="points per scheduling chunk (default: about 8 chunks per rank)")
     o.add_argument("--points-per-batch", default="auto", metavar="auto|K",
                    help="grid points evaluated together with vmap (1 = per-point path)")
+    o.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="autocast the forward pass (losses still summed in float64; on a CPU bf16/fp16 work but "
+                        "are usually slower than fp32)")
+    o.add_argument("--compile", action="store_true", help="torch.compile the forward pass (eager if it fails)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("--plot", action="store_true", help="render the default plots when done")
     p.set_defaults(func=run)
@@ -64,7 +68,8 @@ def spec_from_args(args):
                        dir_type=args.dir_type, orthogonalize=args.orthogonalize, seed=args.seed,
                        curvature_map=args.curvature_map, from_ckpt=args.from_ckpt, to_ckpt=args.to_ckpt,
                        plane=args.plane, trajectory=args.trajectory, flush_every=args.flush_every,
-                       chunk_size=args.chunk_size, points_per_batch=args.points_per_batch)
+                       chunk_size=args.chunk_size, points_per_batch=args.points_per_batch,
+                       precision=args.precision, compile=args.compile)
 
 
 def run(args) -> int:
