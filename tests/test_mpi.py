@@ -209,3 +209,33 @@ def test_rank_failing_mid_run_ends_the_job(tmp_path):
     with h5py.File(out, "r", locking=False) as f:  # still a valid file
         done = f["surfaces/done"][()].astype(bool)
         assert np.isfinite(f["surfaces/train_loss"][()][done]).all()
+
+
+# ------------------------------------------------------------------------------- collectives
+BCAST_CODE = """
+import torch
+from landscape.parallel import world
+w = world()
+assert w.size == 2, w
+g = torch.Generator().manual_seed(0)
+src = {"w": torch.randn(3, 4, generator=g), "scalar": torch.tensor(1.5), "half": torch.randn(5, generator=g).bfloat16(),
+       "empty": torch.empty(0, 3), "d": torch.randn(2, generator=g).double()}
+got = w.bcast_named(src if w.rank == 0 else None, like=src)
+assert list(got) == list(src)
+for k in src:
+    assert got[k].dtype == src[k].dtype and got[k].shape == src[k].shape, k
+    assert got[k].reshape(-1).view(torch.uint8).tolist() == src[k].reshape(-1).view(torch.uint8).tolist(), k
+assert w.bcast({"a": 1} if w.rank == 0 else None) == {"a": 1}
+try:
+    w.collective(lambda: 1 / 0 if w.rank == 1 else 0)
+except Exception as e:
+    print(f"rank {w.rank}: {type(e).__name__}")
+w.barrier()
+"""
+
+
+def test_bcast_named_is_bitwise_and_collective_agrees_on_failure():
+    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", BCAST_CODE], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split("\n")[:2]) == ["rank 0: AbortedElsewhere", "rank 1: ZeroDivisionError"], proc.stdout
