@@ -1,0 +1,191 @@
+"""The batched (vmap) evaluator against the per-point one; auto K; fallback; non-finite losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape import evaluate as E
+from landscape import params as P
+from landscape import zoo
+from landscape.directions import make_random_directions
+from landscape.problem import make_problem
+from landscape.surface import SurfaceSpec, run_surface
+
+RTOL = 1e-6
+
+
+def _problem(model="zoo:mlp", model_args=None, samples=90, batch_size=32, test=True, loss="cross_entropy", data=None):
+    return make_problem(model, data=data or "zoo:synthetic:train", test_data="zoo:synthetic:test" if test else None,
+                        samples=samples, batch_size=batch_size, device="cpu", model_args=model_args, loss=loss)
+
+
+def _coords(n: int, ndim: int, scale: float = 1.0, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-scale, scale, (n, ndim))
+
+
+def _assert_same(a: dict, b: dict, rtol: float = RTOL) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=1e-9, equal_nan=True, err_msg=k)
+
+
+def _compare(problem, dirs, coords, ks=(3, 4)):
+    centre = P.clone(P.select(problem.model, dirs.dir_type))
+    want = E.PointEvaluator(problem, dirs)(coords)
+    for k in ks:
+        got = E.BatchedEvaluator(problem, dirs, k)(coords)
+        _assert_same(got, want)
+    after = P.select(problem.model, dirs.dir_type)
+    assert all(torch.equal(after[k], centre[k]) for k in centre), "the model must be left at the centre"
+    return want
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_mlp_batched_equals_per_point_odd_k_two_splits(ndim):
+    p = _problem()
+    dirs = make_random_directions(p.model, ndim, seed=1)
+    want = _compare(p, dirs, _coords(11, ndim), ks=(1, 3, 4, 16))
+    assert set(want) == {"train_loss", "train_acc", "test_loss", "test_acc"}
+    assert not np.allclose(want["train_loss"], want["test_loss"])
+
+
+@pytest.mark.parametrize("dir_type,ignore", [("weights", "biasbn"), ("weights", "none"), ("states", "none"),
+                                             ("states", "biasbn")])
+def test_batchnorm_eval_weights_and_states(dir_type, ignore):
+    p = _problem(model_args={"bn": True, "width": 16})
+    with torch.no_grad():  # non-trivial running statistics
+        for m in p.model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    dirs = make_random_directions(p.model, 2, seed=3, dir_type=dir_type, ignore=ignore)
+    if dir_type == "states" and ignore == "none":
+        assert any("running_var" in k for k in dirs.center)
+    ev = E.BatchedEvaluator(p, dirs, 4)
+    if dir_type == "states" and ignore == "none":
+        assert any("running_mean" in k for k in ev.moving), "perturbed running stats must be stacked"
+    _compare(p, dirs, _coords(7, 2, scale=0.3), ks=(4,))
+
+
+@pytest.mark.parametrize("name", [n for n in ("cnn", "resnet20") if n in zoo.MODELS])
+def test_conv_models(name):
+    p = _problem(model=f"zoo:{name}", samples=24, batch_size=16, test=False)
+    dirs = make_random_directions(p.model, 2, seed=0)
+    _compare(p, dirs, _coords(3, 2, scale=0.5), ks=(2,))
+
+
+def test_mse_regression_targets():
+    X = torch.randn(50, 6)
+    Y = torch.randn(50, 3)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    p = make_problem(model, data=(X, Y), loss="mse", batch_size=20, device="cpu")
+    dirs = make_random_directions(p.model, 2, seed=0)
+    want = _compare(p, dirs, _coords(5, 2), ks=(2,))
+    assert np.isnan(want["train_acc"]).all()
+
+
+def test_fast_cross_entropy_matches_torch():
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(300, 10, generator=g) * 5
+    out[:20] = 0.0  # ties: argmax takes the first index
+    y = torch.randint(0, 10, (300,), generator=g)
+    loss, correct = E._fast_ce(out, y)
+    ref = nn.functional.cross_entropy(out, y, reduction="sum")
+    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
+    assert int(correct) == int((out.argmax(-1) == y).sum())
+
+
+def test_nonfinite_losses_propagate():
+    p = _problem(test=False)
+    dirs = make_random_directions(p.model, 2, seed=0)
+    coords = np.array([[0.0, 0.0], [1e30, -1e30], [np.inf, 0.0], [np.nan, 0.0], [0.1, 0.2]])
+    want = E.PointEvaluator(p, dirs)(coords)
+    got = E.BatchedEvaluator(p, dirs, 3)(coords)
+    assert np.isfinite(want["train_loss"][[0, 4]]).all()
+    assert not np.isfinite(want["train_loss"][1:4]).any()
+    _assert_same(got, want)
+
+
+class ItemNet(nn.Module):
+    """A model vmap cannot batch: it reads a tensor's value on the host in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return out / max(1.0, out.abs().max().item())
+
+
+def test_fallback_notice_for_model_vmap_cannot_handle(capsys):
+    p = _problem(model=ItemNet(), test=False)
+    dirs = make_random_directions(p.model, 2, seed=0)
+    ev = E.make_evaluator(p, dirs, 8)
+    assert isinstance(ev, E.PointEvaluator)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "one grid point at a time" in err[0]
+    _assert_same(ev(_coords(3, 2)), E.PointEvaluator(p, dirs)(_coords(3, 2)))
+
+
+def test_make_evaluator_explicit_and_auto(monkeypatch):
+    p = _problem()
+    dirs = make_random_directions(p.model, 2, seed=0)
+    assert isinstance(E.make_evaluator(p, dirs, 1), E.PointEvaluator)
+    ev = E.make_evaluator(p, dirs, "5")
+    assert isinstance(ev, E.BatchedEvaluator) and ev.k == 5
+    auto = E.make_evaluator(p, dirs, "auto")
+    if isinstance(auto, E.BatchedEvaluator):
+        assert 1 < auto.k <= E.MAX_AUTO_K
+    _assert_same(auto(_coords(9, 2)), E.PointEvaluator(p, dirs)(_coords(9, 2)))
+    with pytest.raises(E.LandscapeError):
+        E.make_evaluator(p, dirs, "0")
+    # no memory to spare: one point at a time
+    monkeypatch.setattr(E, "free_memory", lambda device: 1)
+    assert isinstance(E.make_evaluator(p, dirs, "auto"), E.PointEvaluator)
+
+
+def test_memory_cap_is_sane():
+    p = _problem(samples=200, batch_size=64)
+    dirs = make_random_directions(p.model, 2, seed=0)
+    b = E.BatchedEvaluator(p, dirs, 1)
+    assert b.param_numel == sum(v.numel() for k, v in dirs.center.items() if v.dim() > 1)  # biases not stacked
+    assert 1 <= E.max_points_per_batch(p, b) <= E.MAX_AUTO_K
+    assert E.activation_bytes(p) > 64 * 4 * 64  # at least the flattened input of one batch
+    assert E.free_memory(torch.device("cpu")) > 0
+
+
+def test_choose_k_returns_a_timed_candidate():
+    p = _problem(test=False)
+    dirs = make_random_directions(p.model, 2, seed=0)
+    k, times = E.choose_points_per_batch(p, E.PointEvaluator(p, dirs), E.BatchedEvaluator(p, dirs, 1), 8,
+                                         budget_s=1.0)
+    assert k in times and 1 in times and all(t > 0 for t in times.values())
+
+
+def test_surface_batched_equals_per_point(tmp_path):
+    p = _problem(samples=64)
+    res = {}
+    for k in ("1", "4"):
+        out = tmp_path / f"s{k}.h5"
+        run_surface(p, SurfaceSpec(x="-1:1:5", y="-1:1:3", points_per_batch=k), str(out), progress=False)
+        import h5py
+
+        with h5py.File(out, "r") as f:
+            res[k] = {n: f[f"surfaces/{n}"][()] for n in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    _assert_same(res["1"], res["4"])
+
+
+def test_bf16_precision_runs_on_cpu():
+    p = _problem(test=False)
+    dirs = make_random_directions(p.model, 2, seed=0)
+    c = _coords(4, 2, scale=0.5)
+    ref = E.PointEvaluator(p, dirs)(c)
+    for ev in (E.PointEvaluator(p, dirs, precision="bf16"), E.BatchedEvaluator(p, dirs, 2, precision="bf16")):
+        got = ev(c)
+        np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=5e-2)
+    with pytest.raises(E.LandscapeError):
+        E.PointEvaluator(p, dirs, precision="fp8")
