@@ -418,24 +418,25 @@ def max_points_per_batch(problem: Problem, batched: BatchedEvaluator, cap: int =
     return int(max(1, min(cap, budget // max(1, per_point))))
 
 
-def _time_per_point(run: Callable[[], object], k: int, device: torch.device, reps: int = 2) -> float:
+def _time_per_point(run: Callable[[], object], k: int, device: torch.device, reps: int = 3) -> float:
     run()  # warm-up (allocations, vmap/compile set-up)
-    best = float("inf")
+    times = []
     for _ in range(reps):
         _sync(device)
         t = time.perf_counter()
         run()
         _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best / k
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) / k
 
 
 def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched: BatchedEvaluator,
                             k_max: int, budget_s: float = 3.0) -> tuple[int, dict[int, float]]:
-    """Time K = 1, 2, 4, ... ≤ ``k_max`` on the first training batch; the fastest K per point.
+    """Time K = 1, 4, 16, 64 (≤ ``k_max``, which is tried too) on the first training batch; the fastest K.
 
-    Doubling stops once a K is not at least 5 % faster per point than the best so far, or the
-    probe has spent ``budget_s`` seconds. Returns ``(K, {K: seconds per point})``.
+    Each K is timed as the median of three runs after a warm-up. Growing K stops once a K is not at
+    least 5 % faster per point than the best so far (compute-bound models stay at K = 1 after one
+    try), or the probe has spent ``budget_s`` seconds. Returns ``(K, {K: seconds per point})``.
     """
     split = per_point.splits[0]
     batch = per_point.batches[split][:1]
@@ -450,15 +451,16 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
     finally:
         per_point.restore()
     best = 1
-    k = 2
-    while k <= k_max and time.perf_counter() - t0 < budget_s:
+    candidates = sorted({k for k in (4, 16, 64) if k < k_max} | ({k_max} if k_max > 1 else set()))
+    for k in candidates:
+        if time.perf_counter() - t0 > budget_s:
+            break
         coeffs = torch.zeros((k, nd), dtype=torch.float64, device=dev)
         times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch)[0].cpu(), k, dev)
         if times[k] < 0.95 * times[best]:
             best = k
-        elif k >= 4:
+        else:
             break
-        k *= 2
     batched._buf.clear()
     return best, times
 
