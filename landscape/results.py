@@ -1,0 +1,537 @@
+"""A read-only, in-memory view of a result file, for ``plot``, ``report``, ``info`` and ``export``.
+
+Two layouts are read: ours (:mod:`landscape.schema`) and Li et al.'s loss-landscape files (root
+datasets ``xcoordinates``, ``ycoordinates``, ``train_loss``, ...). Whatever the source, a
+:class:`Result` holds ``Z[i, j(, k)]`` = the value at ``(x[i], y[j](, z[k]))``, NaN where nothing was
+computed, so every consumer works in one orientation only.
+
+Why everything is copied into memory and the file closed at once: a surface run rewrites the file
+every few seconds (see :mod:`landscape.store`), so a reader must hold it open as briefly as possible.
+HDF5 file locking is switched off (``locking=False``) for the same reason -- otherwise ``landscape plot``
+on a file being written either blocks or fails, the problem Li et al.'s users hit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import LandscapeError
+from .schema import AXES, FORMAT, FORMAT_VERSION
+
+H5_KW = {"locking": False}
+LI_FORMAT = "li2018"
+#: how a surface name reads on an axis or a colorbar
+LABELS = {
+    "loss": "loss", "acc": "accuracy", "lambda_max": "λmax (top Hessian eigenvalue)",
+    "lambda_min": "λmin (bottom Hessian eigenvalue)", "convexity": "|λmin / λmax|",
+}
+
+
+@dataclass
+class Result:
+    """Everything in a result file that plots and reports use (directions' tensors are left on disk).
+
+    ``kind`` is the run that made the file (``surface``, ``interpolation``, ``sharpness``, ``hessian``,
+    ...), ``format`` is ``"landscape"`` or ``"li2018"``; ``ndim`` is 0 when the file holds no surface
+    (a path, metrics or curvature only).
+    """
+
+    path: str
+    format: str
+    format_version: int | None
+    kind: str
+    ndim: int
+    coords: dict[str, np.ndarray] = field(default_factory=dict)
+    surfaces: dict[str, np.ndarray] = field(default_factory=dict)
+    done: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    directions_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paths: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trajectory: dict[str, Any] | None = None
+    curvature: dict[str, Any] | None = None
+    metrics: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    layerwise: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ conveniences
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(self.coords[a]) for a in AXES[: self.ndim])
+
+    @property
+    def name(self) -> str:
+        """The file name without folder and extension, used to name the pictures made from it."""
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+    def surface_names(self) -> list[str]:
+        """Surfaces in display order: losses first, then accuracies, then curvature maps."""
+        order = {m: i for i, m in enumerate(("loss", "acc", "lambda_max", "lambda_min", "convexity"))}
+        splits = {"train": 0, "test": 1}
+        return sorted(self.surfaces, key=lambda n: (order.get(n.split("_", 1)[-1], 99),
+                                                    splits.get(n.split("_", 1)[0], 9), n))
+
+    def has_values(self, name: str) -> bool:
+        """True when a surface holds at least one finite value (accuracy of a regression is all NaN)."""
+        return name in self.surfaces and bool(np.isfinite(self.surfaces[name]).any())
+
+    def default_surface(self) -> str | None:
+        """``train_loss`` when there, else the first loss, else the first surface with values."""
+        names = [n for n in self.surface_names() if self.has_values(n)] or self.surface_names()
+        if "train_loss" in names:
+            return "train_loss"
+        losses = [n for n in names if n.endswith("_loss")]
+        return (losses or names or [None])[0]
+
+    def center_index(self) -> tuple[int, ...]:
+        """Grid index nearest the origin of every axis (the trained weights θ), per axis."""
+        return tuple(int(np.argmin(np.abs(self.coords[a]))) for a in AXES[: self.ndim])
+
+    def axis_label(self, axis: str) -> str:
+        """``α (x direction: random)`` style labels, with the explained variance of PCA axes."""
+        meta = self.directions_meta.get(axis, {})
+        kind = meta.get("kind")
+        label = {"x": "α", "y": "β", "z": "γ"}[axis]
+        if self.trajectory is not None and kind in (None, "pca") and axis in ("x", "y"):
+            ev = self.trajectory.get("explained_variance")
+            i = AXES.index(axis)
+            if ev is not None and i < len(ev):
+                return f"PC{i + 1} ({100 * float(ev[i]):.1f}% of variance)"
+        if kind == "hessian":
+            ev = meta.get("eigenvalue")
+            extra = f", λ={float(ev):.3g}" if ev is not None else ""
+            return f"{label} (Hessian eigenvector {AXES.index(axis) + 1}{extra})"
+        if kind:
+            return f"{label} ({axis} direction, {kind})"
+        return f"{label} ({axis} direction)"
+
+    def title(self, what: str = "", surface: bool = True) -> str:
+        """One title line naming the model, the directions (kind, normalization) and the grid size
+        (left out with ``surface=False``, for pictures of paths or spectra that do not use them)."""
+        parts = []
+        model = self.config.get("model") or self.attrs.get("model")
+        if self.format == LI_FORMAT:
+            parts.append(f"Li et al. file {os.path.basename(self.path)}")
+        elif model:
+            margs = self.config.get("model_args")
+            parts.append(f"{model}({margs})" if margs and isinstance(margs, str) else str(model))
+        meta = self.directions_meta.get("x", {}) if surface else {}
+        if meta.get("kind"):
+            kind = str(meta["kind"])
+            norm = meta.get("norm")
+            bits = [f"{norm}-normalized" if norm and kind == "random" else ""]
+            ign = meta.get("ignore")
+            if kind == "random" and ign and ign != "none":
+                bits.append(f"{ign} ignored")
+            bits = [b for b in bits if b]
+            parts.append(f"{kind} directions" + (f" ({', '.join(bits)})" if bits else ""))
+        if self.ndim == 1 and surface:
+            parts.append(f"{self.shape[0]} points")
+        elif self.ndim and surface:
+            parts.append("×".join(str(n) for n in self.shape) + " grid")
+        if what:
+            parts.append(what)
+        return " — ".join(parts) if parts else os.path.basename(self.path)
+
+
+def label_of(surface: str) -> str:
+    """``train_loss`` → ``train loss``; ``test_acc`` → ``test accuracy``."""
+    split, _, metric = surface.partition("_")
+    return f"{split} {LABELS.get(metric, metric)}" if metric else surface
+
+
+# ---------------------------------------------------------------------------- reading
+def _attr(v: Any) -> Any:
+    """h5py attribute → plain Python (bytes → str, numpy scalars → numbers, JSON strings left as is)."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray) and v.dtype.kind in "SO":
+        return [_attr(x) for x in v.tolist()]
+    return v
+
+
+def _json_attr(v: Any) -> Any:
+    """Attributes that hold JSON (lists, dicts) decoded; anything else returned unchanged."""
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _attrs(obj, decode_json: bool = True) -> dict[str, Any]:
+    out = {k: _attr(v) for k, v in obj.attrs.items()}
+    return {k: _json_attr(v) for k, v in out.items()} if decode_json else out
+
+
+def _hint(path: str) -> str:
+    return "re-run the command that made it with --overwrite (or restore a copy)"
+
+
+def open_result(path: str) -> Result:
+    """Read ``path`` (ours or Li et al.'s) into memory; a one-line :class:`LandscapeError` otherwise."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise LandscapeError(f"{path} does not exist (check the path; result files are written to outputs/ "
+                             "by default)")
+    if os.path.isdir(path):
+        raise LandscapeError(f"{path} is a folder; give a result file such as {os.path.join(path, 'run.h5')}")
+    if os.path.getsize(path) == 0:
+        raise LandscapeError(f"{path} is empty (0 bytes); the run that made it was probably killed before it "
+                             "wrote anything: re-run it with --overwrite")
+    try:
+        is_h5 = h5py.is_hdf5(path)
+    except OSError as e:
+        raise LandscapeError(f"{path} cannot be opened ({_first_line(e)}); check its permissions") from None
+    if not is_h5:
+        raise LandscapeError(f"{path} is not an HDF5 file; give a .h5 file written by landscape (or by Li et al.'s "
+                             "loss-landscape code)")
+    try:
+        with h5py.File(path, "r", **H5_KW) as f:
+            fmt = _attr(f.attrs.get("format"))
+            if fmt == FORMAT:
+                return _read_ours(path, f)
+            if "xcoordinates" in f or "train_loss" in f and not isinstance(f["train_loss"], h5py.Group):
+                return _read_li(path, f)
+            keys = ", ".join(list(f.keys())[:6]) or "nothing"
+            raise LandscapeError(f"{path} is HDF5 but neither a landscape result file (no format='landscape' "
+                                 f"attribute) nor a Li et al. file (no xcoordinates); it holds {keys}: give a file "
+                                 "written by landscape surface/interpolate/hessian/sharpness")
+    except LandscapeError:
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+        raise LandscapeError(f"{path} cannot be read ({_first_line(e)}); it may be truncated or corrupted: "
+                             f"{_hint(path)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _read_ours(path: str, f) -> Result:
+    import h5py
+
+    attrs = _attrs(f, decode_json=False)
+    version = attrs.get("format_version")
+    if isinstance(version, int | float) and int(version) > FORMAT_VERSION:
+        raise LandscapeError(f"{path} has format_version {version}, newer than this landscape reads "
+                             f"({FORMAT_VERSION}); upgrade landscape")
+    config: dict[str, Any] = {}
+    if isinstance(attrs.get("config"), str):
+        try:
+            config = json.loads(attrs["config"])
+        except ValueError:
+            config = {}
+    res = Result(path=path, format=FORMAT, format_version=version, kind=str(attrs.get("kind", "")), ndim=0,
+                 attrs=attrs, config=config if isinstance(config, dict) else {}, groups=sorted(f.keys()))
+
+    if "coords" in f:
+        for a in AXES:
+            if a in f["coords"]:
+                res.coords[a] = np.asarray(f["coords"][a][()], dtype=np.float64).reshape(-1)
+        res.ndim = len(res.coords)
+    if "directions" in f:
+        for a in AXES:
+            if a in f["directions"]:
+                res.directions_meta[a] = _attrs(f["directions"][a])
+    if "surfaces" in f and res.ndim:
+        shape = res.shape
+        g = f["surfaces"]
+        done = np.asarray(g["done"][()], dtype=bool) if "done" in g else None
+        if done is not None and done.shape != shape:
+            raise LandscapeError(f"{path}: /surfaces/done has shape {done.shape} but the coordinates give {shape}; "
+                                 f"the file is inconsistent: {_hint(path)}")
+        for name, ds in g.items():
+            if name == "done" or not isinstance(ds, h5py.Dataset):
+                continue
+            z = np.array(ds[()], dtype=np.float64)
+            if z.shape != shape:
+                raise LandscapeError(f"{path}: /surfaces/{name} has shape {z.shape} but the coordinates give "
+                                     f"{shape}; the file is inconsistent: {_hint(path)}")
+            if done is not None:
+                z[~done] = np.nan  # values land before the mask: a point counts only once marked done
+            res.surfaces[name] = z
+        res.done = done if done is not None else np.zeros(shape, bool)
+    if "paths" in f:
+        for name, g in f["paths"].items():
+            if not isinstance(g, h5py.Group):
+                continue
+            p: dict[str, Any] = dict(_attrs(g))
+            for k, ds in g.items():
+                if isinstance(ds, h5py.Dataset):
+                    p[k] = np.asarray(ds[()])
+            if "done" in p and "alpha" in p:
+                d = np.asarray(p["done"], bool)
+                for k in list(p):
+                    if k not in ("alpha", "done") and isinstance(p[k], np.ndarray) and p[k].shape == d.shape:
+                        p[k] = np.where(d, p[k].astype(np.float64), np.nan)
+            res.paths[name] = p
+    if "trajectory" in f:
+        g = f["trajectory"]
+        t: dict[str, Any] = dict(_attrs(g))
+        if isinstance(g, h5py.Group):
+            for k, ds in g.items():
+                if isinstance(ds, h5py.Dataset):
+                    t[k] = np.asarray(ds[()], dtype=np.float64)
+            if "coords" in g:
+                t.update({k: v for k, v in _attrs(g["coords"]).items() if k not in t})
+        res.trajectory = t
+    if "curvature" in f:
+        res.curvature = _read_tree(f["curvature"])
+    if "metrics" in f:
+        for name, ds in f["metrics"].items():
+            if isinstance(ds, h5py.Dataset):
+                v = np.asarray(ds[()])
+                res.metrics[name] = (v.item() if v.ndim == 0 else v, _attrs(ds))
+    if "layerwise" in f:
+        lw: dict[str, Any] = {}
+        for q, ds in f["layerwise"].items():
+            if isinstance(ds, h5py.Dataset):
+                lw[q] = np.asarray(ds[()], dtype=np.float64)
+                layers = _attrs(ds).get("layers")
+                if isinstance(layers, list) and "layers" not in lw:
+                    lw["layers"] = [str(x) for x in layers]
+                if "params" not in lw:
+                    lw["params"] = {k: v for k, v in _attrs(ds).items() if k != "layers"}
+        if "layers" not in lw:
+            n = max((len(v) for k, v in lw.items() if isinstance(v, np.ndarray)), default=0)
+            lw["layers"] = [f"layer {i + 1}" for i in range(n)]
+        res.layerwise = lw
+    return res
+
+
+def _read_tree(g) -> dict[str, Any]:
+    """A group as nested dicts: datasets as arrays (scalars as floats), attrs under ``"attrs"`` and,
+    per dataset, under ``"<name>_attrs"``. Eigenvectors are skipped: they are model-sized and unused here."""
+    import h5py
+
+    out: dict[str, Any] = {"attrs": _attrs(g)}
+    for k, obj in g.items():
+        if isinstance(obj, h5py.Group):
+            if k == "eigenvectors":
+                out["n_eigenvectors"] = len(obj)
+                continue
+            out[k] = _read_tree(obj)
+        else:
+            v = np.asarray(obj[()])
+            out[k] = float(v) if v.ndim == 0 and v.dtype.kind in "fiu" else v
+            a = _attrs(obj)
+            if a:
+                out[f"{k}_attrs"] = a
+    return out
+
+
+def _read_li(path: str, f) -> Result:
+    """Li et al.'s layout: ``xcoordinates`` (+ ``ycoordinates``), surfaces at the root, stored in
+    meshgrid order (the flat buffer runs over x fastest). Reshaping the flat buffer to (ny, nx) and
+    transposing recovers Z[i, j] at (x[i], y[j]) whatever shape they declared -- their code allocates
+    (nx, ny) but fills it in meshgrid order, which swaps the axes of non-square grids. Their unfilled
+    points hold -1 (losses and accuracies are never negative), read here as NaN."""
+    import h5py
+
+    coords = {}
+    for a, key in zip(AXES, ("xcoordinates", "ycoordinates", "zcoordinates")):
+        if key in f:
+            coords[a] = np.asarray(f[key][()], dtype=np.float64).reshape(-1)
+    if "x" not in coords:
+        raise LandscapeError(f"{path} looks like a Li et al. file but has no xcoordinates; {_hint(path)}")
+    ndim = len(coords)
+    shape = tuple(len(coords[a]) for a in AXES[:ndim])
+    attrs = _attrs(f)
+    res = Result(path=path, format=LI_FORMAT, format_version=None, kind="surface", ndim=ndim, coords=coords,
+                 attrs=attrs, groups=sorted(f.keys()))
+    for key, ds in f.items():
+        if not isinstance(ds, h5py.Dataset) or key in ("xcoordinates", "ycoordinates", "zcoordinates"):
+            continue
+        if not key.startswith(("train_", "test_")) or ds.dtype.kind not in "fiu":
+            continue
+        z = np.asarray(ds[()], dtype=np.float64)
+        if z.size != int(np.prod(shape)):
+            continue  # e.g. a per-epoch array, not a surface
+        z = z.reshape(shape[::-1]).transpose(tuple(range(ndim))[::-1]).copy()
+        z[z < 0] = np.nan
+        res.surfaces[key] = z
+    if not res.surfaces:
+        raise LandscapeError(f"{path} has Li et al. coordinates but no surface of {shape} values "
+                             "(train_loss, test_loss, ...); the run may not have started: re-run it")
+    done = np.zeros(shape, bool)
+    for z in res.surfaces.values():
+        done |= np.isfinite(z)
+    res.done = done
+    for key in ("dir_file",):
+        if key in f and isinstance(f[key], h5py.Dataset):
+            res.attrs[key] = _attr(f[key][()])
+    return res
+
+
+# ---------------------------------------------------------------------------- describing
+def _short(v: Any, n: int = 12) -> str:
+    s = str(v)
+    return s[:n] + "…" if len(s) > n + 1 else s
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        flat = v.reshape(-1)
+        if flat.size <= 4 and flat.dtype.kind in "fiu":
+            return "[" + ", ".join(_fmt(float(x)) for x in flat) + "]"
+        return f"array {tuple(v.shape)}"
+    if isinstance(v, float):
+        return _fmt(v)
+    return str(v)
+
+
+def describe(result: Result) -> str:
+    """What is in a result file, how it was made, and what is missing (``landscape info``)."""
+    r = result
+    lines: list[str] = [r.path]
+    if r.format == LI_FORMAT:
+        lines.append("  format: Li et al. loss-landscape file (surfaces stored in meshgrid order; shown here "
+                     "transposed so Z[i,j] is at (x[i], y[j]))")
+        if r.attrs.get("dir_file"):
+            lines.append(f"  directions file: {r.attrs['dir_file']}")
+    else:
+        lines.append(f"  format: landscape, format_version {r.format_version}, kind {r.kind or '?'}")
+        a, c = r.attrs, r.config
+        made = [f"landscape {a.get('landscape_version', '?')}", f"torch {a.get('torch_version', '?')}"]
+        lines.append(f"  created: {a.get('created', '?')} with {', '.join(made)}")
+        if a.get("command"):
+            lines.append(f"  command: {a['command']}")
+        if a.get("metrics_command"):
+            lines.append(f"  metrics added by: {a['metrics_command']}")
+        what = []
+        for key in ("model", "model_args", "checkpoint", "data", "test_data", "loss", "samples"):
+            if c.get(key) not in (None, "", {}):
+                what.append(f"{key}={c[key]}")
+        if what:
+            lines.append("  problem: " + ", ".join(what))
+        fps = [f"{k.split('_')[0]} {_short(a[k])}" for k in ("model_fingerprint", "data_fingerprint") if a.get(k)]
+        if fps:
+            lines.append("  fingerprints: " + ", ".join(fps))
+        for axis, meta in r.directions_meta.items():
+            keys = ("kind", "norm", "ignore", "dir_type", "seed", "orthogonalized", "eigenvalue", "scale",
+                    "explained_variance", "source")
+            bits = [f"{k}={_value_text(meta[k]) if not isinstance(meta[k], list) else meta[k]}"
+                    for k in keys if k in meta]
+            lines.append(f"  direction {axis}: " + (", ".join(bits) or "(no attributes)"))
+    if r.ndim:
+        lines.append(f"  grid: {r.ndim}D, " + " × ".join(str(n) for n in r.shape) + f" = {int(np.prod(r.shape))} "
+                     "points")
+        for axis in AXES[: r.ndim]:
+            cc = r.coords[axis]
+            lines.append(f"    {axis}: {_fmt(cc[0])} … {_fmt(cc[-1])} ({len(cc)} points)")
+        total = int(np.prod(r.shape))
+        n_done = int(np.asarray(r.done).sum()) if r.done is not None else 0
+        lines.append(f"  surfaces: {n_done}/{total} points done" + ("" if n_done == total else
+                     " (incomplete: re-run the same command to resume)"))
+        for name in r.surface_names():
+            z = r.surfaces[name]
+            fin = np.isfinite(z)
+            n_fin = int(fin.sum())
+            if r.done is not None and r.done.any():
+                n_nan = int((np.isnan(z) & r.done).sum())
+            else:
+                n_nan = 0
+            n_inf = int(np.isinf(z).sum())
+            text = f"    {name}: {n_fin}/{total} finite"
+            if n_fin:
+                text += f", min {_fmt(float(z[fin].min()))}, max {_fmt(float(z[fin].max()))}"
+                if n_fin and name.endswith("_loss"):
+                    ci = r.center_index()
+                    cv = z[ci]
+                    text += f", at the centre {_fmt(float(cv))}" if np.isfinite(cv) else ""
+            if n_nan or n_inf:
+                text += f"  [{n_nan} NaN, {n_inf} inf among computed points]"
+            if not n_fin and r.done is not None and r.done.all():
+                text += "  (no values: not defined for this problem)"
+            lines.append(text)
+    else:
+        lines.append("  grid: none (no /coords and /surfaces)")
+    for name, p in r.paths.items():
+        alpha = np.asarray(p.get("alpha", []))
+        d = np.asarray(p.get("done", np.ones_like(alpha)), bool)
+        text = f"  path {name}: {int(d.sum())}/{alpha.size} α values done"
+        if alpha.size:
+            text += f", α ∈ [{_fmt(alpha.min())}, {_fmt(alpha.max())}]"
+        keys = [k for k in p if isinstance(p[k], np.ndarray) and k not in ("alpha", "done")]
+        if keys:
+            text += ", " + ", ".join(keys)
+        lines.append(text)
+        extras = [f"{k}={_value_text(p[k])}" for k in ("monotonic", "n_bumps", "max_bump", "barrier", "distance",
+                                                        "relative_distance", "bn_reestimated") if k in p]
+        if extras:
+            lines.append("    " + ", ".join(extras))
+    if r.trajectory is not None:
+        tc = r.trajectory.get("coords")
+        ev = r.trajectory.get("explained_variance")
+        n = 0 if tc is None else len(tc)
+        text = f"  trajectory: {n} checkpoints projected on the (x, y) plane"
+        if isinstance(ev, list | np.ndarray) and len(ev):
+            text += ", explained variance " + ", ".join(f"{100 * float(e):.1f}%" for e in ev)
+        lines.append(text)
+    if r.curvature is not None:
+        cv = r.curvature
+        if "eigenvalues" in cv:
+            ev = np.asarray(cv["eigenvalues"]).reshape(-1)
+            m = cv.get("eigenvalues_attrs", {}).get("method")
+            lines.append(f"  curvature: top {ev.size} eigenvalues " + ", ".join(_fmt(float(e)) for e in ev[:5])
+                         + (" …" if ev.size > 5 else "") + (f" ({m})" if m else ""))
+        if "smallest" in cv:
+            lines.append(f"  curvature: smallest eigenvalue {_fmt(float(cv['smallest']))}")
+        if "trace" in cv:
+            ta = cv.get("trace_attrs", {})
+            se = ta.get("stderr")
+            lines.append(f"  curvature: trace {_fmt(float(cv['trace']))}"
+                         + (f" ± {_fmt(float(se))}" if se is not None else "")
+                         + (f" ({ta['method']}, {ta.get('matvecs', '?')} matvecs)" if ta.get("method") else ""))
+        if "density" in cv:
+            dens = cv["density"]
+            grid = np.asarray(dens.get("grid", []))
+            da = dens.get("attrs", {})
+            lines.append(f"  curvature: spectral density on {grid.size} points"
+                         + (f", {da.get('runs')} runs × {da.get('steps')} Lanczos steps" if "runs" in da else ""))
+        if "n_eigenvectors" in cv:
+            lines.append(f"  curvature: {cv['n_eigenvectors']} eigenvectors stored")
+    if r.metrics:
+        lines.append(f"  metrics ({len(r.metrics)}):")
+        w = max(len(n) for n in r.metrics)
+        for name, (v, a) in r.metrics.items():
+            params = ", ".join(f"{k}={_short(x, 20)}" for k, x in a.items())
+            lines.append(f"    {name:<{w}}  {_value_text(v)}" + (f"  ({params})" if params else ""))
+    if r.layerwise:
+        qs = [k for k in r.layerwise if k not in ("layers", "params")]
+        layers = r.layerwise.get("layers", [])
+        lines.append(f"  layerwise: {len(layers)} layers ({', '.join(layers[:4])}{' …' if len(layers) > 4 else ''})"
+                     f", {len(qs)} quantities")
+    known = {"coords", "directions", "surfaces", "paths", "trajectory", "curvature", "metrics", "layerwise"}
+    other = [g for g in r.groups if g not in known] if r.format != LI_FORMAT else []
+    if other:
+        lines.append("  other groups: " + ", ".join(other))
+    missing = []
+    if not r.ndim:
+        missing.append("surfaces (landscape surface)")
+    if not r.paths:
+        missing.append("interpolation path (landscape interpolate)")
+    if r.curvature is None:
+        missing.append("curvature (landscape hessian --out FILE)")
+    if not r.metrics:
+        missing.append("metrics (landscape sharpness --out FILE)")
+    if not r.layerwise:
+        missing.append("layer-wise conditioning (landscape sharpness --metrics layerwise --out FILE)")
+    if missing:
+        lines.append("  not in this file: " + "; ".join(missing))
+    return "\n".join(lines)
