@@ -1,0 +1,196 @@
+"""One figure that sums up a result file, made from the file alone (no model, no data).
+
+Panels, each only when the file holds what it needs: the 2D loss contour (with the training
+trajectory over it when there is one), the 3D surface, 1D curves (the 1D surface, or cuts through the
+centre of a 2D/3D grid), the centre slice of a 3D volume, the convexity map, the interpolation path, the
+Hessian's spectral density, the per-layer conditioning (Huang et al. 2020) and, across the bottom, a
+table of /metrics with the parameters each was computed with. Saved as PNG (to look at) and PDF (to
+print) side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import LandscapeError
+from ..results import Result, label_of
+from .common import new_figure, save, style, suptitle
+from .path import draw_path, draw_trajectory, has_trajectory
+from .spectrum import draw_density, has_spectrum
+from .surface import Options, curvature_surfaces, draw_contour, draw_heatmap, draw_line, draw_slices, draw_surface3d
+
+Panel = tuple[str, str, Callable]  # (title, projection or "", draw(ax))
+
+
+def _panels(r: Result, opts: Options) -> list[Panel]:
+    panels: list[Panel] = []
+    surf = r.default_surface()
+    has_surf = surf is not None and r.has_values(surf)
+    if r.ndim == 2 and has_surf and min(r.shape) >= 2:
+        if has_trajectory(r):
+            panels.append((f"{label_of(surf)} with the training trajectory", "",
+                           lambda ax: draw_trajectory(ax, r, surf, opts)))
+        else:
+            panels.append((f"{label_of(surf)}, contours", "", lambda ax: draw_contour(ax, r, surf, opts)))
+        panels.append((f"{label_of(surf)}, 3D", "3d", lambda ax: draw_surface3d(ax, r, surf, opts)))
+    if r.ndim == 1 and any(r.has_values(n) for n in r.surfaces):
+        panels.append(("1D surface", "", lambda ax: draw_line(ax, r, opts.log)))
+    elif r.ndim >= 2 and has_surf:
+        panels.append(("1D cuts through the centre", "", lambda ax: draw_slices(ax, r, surf, opts.log)))
+    if r.ndim == 3 and has_surf:
+        k = r.center_index()[2]
+        panels.append((f"{label_of(surf)} at γ = {r.coords['z'][k]:.3g}", "",
+                       lambda ax: _volume_center(ax, r, surf, opts)))
+    if r.ndim == 2:
+        conv = [n for n in curvature_surfaces(r) if n.endswith("convexity")]
+        if conv:
+            panels.append(("convexity map |λmin/λmax|", "", lambda ax: draw_heatmap(ax, r, conv[0], Options())))
+    if r.paths:
+        name = "interpolation" if "interpolation" in r.paths else next(iter(r.paths))
+        if "alpha" in r.paths[name]:
+            panels.append((f"linear path '{name}'", "", lambda ax: draw_path(ax, r, name)))
+    if has_spectrum(r):
+        panels.append(("Hessian spectral density", "", lambda ax: draw_density(ax, r)))
+    if _layer_quantities(r):
+        panels.append(("per-layer conditioning (K-FAC)", "", lambda ax: draw_layerwise(ax, r)))
+    return panels
+
+
+def _volume_center(ax, r: Result, surf: str, opts: Options):
+    """The z = centre slice of a 3D volume, drawn as a 2D heatmap through a 2D view of the result."""
+    k = r.center_index()[2]
+    view = Result(path=r.path, format=r.format, format_version=r.format_version, kind=r.kind, ndim=2,
+                  coords={"x": r.coords["x"], "y": r.coords["y"]}, surfaces={surf: r.surfaces[surf][:, :, k]},
+                  attrs=r.attrs, config=r.config, directions_meta=r.directions_meta)
+    return draw_heatmap(ax, view, surf, opts)
+
+
+def _layer_quantities(r: Result) -> dict[str, str]:
+    lw = r.layerwise or {}
+    picks = {}
+    for q, label in (("sigma_x_lambda_max", "λmax(Σx) (inputs)"), ("sigma_delta_lambda_max", "λmax(Σδ) (gradients)")):
+        if q in lw:
+            picks[q] = label
+    for q in ("kron_kappa_p90", "kron_kappa", "sigma_x_kappa"):
+        if q in lw:
+            picks[q] = "κ" + ("₉₀" if q.endswith("p90") else "") + ("(F)" if q.startswith("kron") else "(Σx)")
+            break
+    return picks
+
+
+def draw_layerwise(ax, r: Result) -> None:
+    """λmax of Σx and Σδ per layer on a log axis (solid), and the condition number κ of the K-FAC block
+    on a second log axis (dashed): without BatchNorm the λmax fall exponentially with depth."""
+    picks = _layer_quantities(r)
+    lw = r.layerwise
+    layers = list(lw.get("layers", []))
+    handles = []
+    ax2 = None
+    for q, label in picks.items():
+        v = np.asarray(lw[q], dtype=float)
+        depth = np.arange(1, len(v) + 1)
+        v = np.where(np.isfinite(v) & (v > 0), v, np.nan)
+        if "kappa" in q:
+            ax2 = ax2 or ax.twinx()
+            (h,) = ax2.plot(depth, v, "s--", color="0.3", ms=4, label=label)
+            ax2.set_yscale("log")
+            ax2.set_ylabel("condition number κ (log)")
+        else:
+            (h,) = ax.plot(depth, v, "o-", ms=4, label=label)
+        handles.append(h)
+    ax.set_yscale("log")
+    ax.set_ylabel("largest eigenvalue (log)")
+    ax.set_xlabel("layer")
+    n = max((len(np.asarray(lw[q])) for q in picks), default=0)
+    ax.set_xticks(np.arange(1, n + 1))
+    if layers and len(layers) == n and n <= 12:
+        ax.set_xticklabels([_short_layer(s) for s in layers], rotation=45, ha="right", fontsize=7)
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best", fontsize=7)
+
+
+def _short_layer(name: str, n: int = 14) -> str:
+    return name if len(name) <= n else "…" + name[-(n - 1):]
+
+
+# ---------------------------------------------------------------------------- metrics table
+def metric_rows(r: Result, width: int = 70) -> list[list[str]]:
+    """``[name, value, parameters]`` for every scalar-ish metric (arrays stored as extras of another metric,
+    attribute ``of``, are summarized by their parent)."""
+    rows = []
+    for name, (v, attrs) in r.metrics.items():
+        if "of" in attrs:
+            continue
+        if isinstance(v, np.ndarray):
+            flat = v.reshape(-1)
+            value = ", ".join(f"{float(x):.4g}" for x in flat[:3]) + (" …" if flat.size > 3 else "")
+        elif isinstance(v, float | int | np.floating):
+            value = f"{float(v):.4g}"
+        else:
+            value = str(v)
+        params = ", ".join(f"{k}={_param(x)}" for k, x in attrs.items())
+        rows.append([name, value, params if len(params) <= width else params[: width - 1] + "…"])
+    return rows
+
+
+def _param(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list | dict):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _draw_table(ax, rows: list[list[str]]) -> None:
+    ax.axis("off")
+    table = ax.table(cellText=rows, colLabels=["metric", "value", "parameters"], loc="upper center",
+                     cellLoc="left", colLoc="left", colWidths=[0.22, 0.13, 0.65])
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1.0, 1.25)
+    for (row, _), cell in table.get_celld().items():
+        cell.set_edgecolor("0.8")
+        if row == 0:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("#eeeeee")
+    ax.set_title("sharpness metrics (/metrics)", loc="left")
+
+
+# ---------------------------------------------------------------------------- the figure
+def report_paths(result_path: str, out: str | None = None) -> tuple[str, str]:
+    """``FILE_report.png`` and ``.pdf`` beside the input, or ``out`` (its extension, if any, is replaced)."""
+    base = os.path.splitext(out)[0] if out else os.path.splitext(result_path)[0] + "_report"
+    return base + ".png", base + ".pdf"
+
+
+def make_report(result: Result, out: str | None = None, opts: Options | None = None) -> list[str]:
+    """Draw the report of ``result`` and save it as PNG and PDF; returns the two paths."""
+    opts = opts or Options()
+    panels = _panels(result, opts)
+    rows = metric_rows(result)
+    if not panels and not rows:
+        raise LandscapeError(f"{result.path} holds nothing to report (no surface, path, curvature, metrics or "
+                             f"layer-wise data); see 'landscape info {result.path}'")
+    ncols = min(3, max(1, len(panels)))
+    nrows = -(-len(panels) // ncols) if panels else 0
+    table_h = 0.6 + 0.24 * (len(rows) + 1) if rows else 0.0
+    width = 5.2 * ncols if panels else 10.0
+    height = 4.3 * nrows + table_h + 0.7
+    with style():
+        fig = new_figure(max(width, 10.0 if rows else width), height)
+        ratios = [4.3] * nrows + ([table_h] if rows else [])
+        gs = fig.add_gridspec(len(ratios), ncols, height_ratios=ratios)
+        for i, (title, proj, draw) in enumerate(panels):
+            ax = fig.add_subplot(gs[i // ncols, i % ncols], **({"projection": proj} if proj else {}))
+            draw(ax)
+            ax.set_title(title)
+        if rows:
+            _draw_table(fig.add_subplot(gs[-1, :]), rows)
+        suptitle(fig, result.title("report"))
+        paths = list(report_paths(result.path, out))
+        save(fig, paths, opts.dpi)
+    return paths

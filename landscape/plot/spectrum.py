@@ -1,0 +1,74 @@
+"""The Hessian's spectral density (SLQ, science.md §2) on a log y axis, with the top eigenvalues marked.
+
+A log axis because the density of a network's Hessian is a bulk near zero holding almost all the
+mass plus a few outliers whose density is orders of magnitude smaller (Ghorbani et al. 2019,
+Papyan 2020): on a linear axis the outliers -- the directions that matter for sharpness -- vanish.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import LandscapeError
+from ..results import Result
+from .common import new_figure, save, style, suptitle
+
+#: densities below this are drawn as this (a log axis cannot show 0; SLQ tails underflow)
+FLOOR = 1e-12
+
+
+def has_spectrum(result: Result) -> bool:
+    c = result.curvature or {}
+    return "density" in c or "eigenvalues" in c
+
+
+def draw_density(ax, result: Result, top: int = 5) -> None:
+    """Density φ(t) (log y) and up to ``top`` eigenvalues as dashed vertical lines, with tr(H) ± stderr and
+    the SLQ settings in the legend. With eigenvalues only, draws them as stems."""
+    c = result.curvature or {}
+    if not has_spectrum(result):
+        raise LandscapeError(f"{result.path} holds no spectral density or eigenvalues; compute them with "
+                             "'landscape hessian ... --density --out FILE'")
+    eig = np.asarray(c.get("eigenvalues", []), dtype=float).reshape(-1)
+    eig = eig[np.isfinite(eig)]
+    if "density" in c and "grid" in c["density"] and "values" in c["density"]:
+        t = np.asarray(c["density"]["grid"], dtype=float).reshape(-1)
+        phi = np.asarray(c["density"]["values"], dtype=float).reshape(-1)
+        ok = np.isfinite(t) & np.isfinite(phi)
+        da = c["density"].get("attrs", {})
+        bits = [f"{k} {da[k]}" for k in ("runs", "steps") if k in da]
+        if "sigma" in da:
+            bits.append(f"σ {float(da['sigma']):.2g}")
+        ax.semilogy(t[ok], np.maximum(phi[ok], FLOOR), "-", color="#1f77b4",
+                    label="spectral density (SLQ" + (f": {', '.join(bits)}" if bits else "") + ")")
+        ax.set_ylabel("density φ(λ) (log scale)")
+        ymax = max(float(np.nanmax(phi[ok])) if ok.any() else 1.0, FLOOR * 10)
+        ax.set_ylim(max(FLOOR, ymax * 1e-10), ymax * 3)
+    else:
+        ax.set_yscale("log")
+        ax.set_ylabel("(no density stored)")
+        ax.set_ylim(1e-3, 1.0)
+    shown = np.sort(eig)[::-1][:top]
+    for i, lam in enumerate(shown):
+        ax.axvline(lam, color="#d62728", ls="--", lw=1.0, label="top eigenvalues (Lanczos)" if i == 0 else None)
+        ax.annotate(f"λ{i + 1}={lam:.3g}", xy=(lam, 0.0), xycoords=("data", "axes fraction"), xytext=(-2, 4),
+                    textcoords="offset points", fontsize=7, color="#d62728", ha="right", va="bottom", rotation=90)
+    if "smallest" in c and np.isfinite(c["smallest"]):
+        ax.axvline(float(c["smallest"]), color="#2ca02c", ls=":", lw=1.0, label=f"λmin={float(c['smallest']):.3g}")
+    if "trace" in c:
+        se = (c.get("trace_attrs") or {}).get("stderr")
+        text = f"tr(H) = {float(c['trace']):.4g}" + (f" ± {float(se):.2g}" if se is not None else "")
+        ax.plot([], [], " ", label=text)
+    ax.axvline(0.0, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("Hessian eigenvalue λ")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper center", fontsize=7)
+
+
+def plot_density(result: Result, path: str, dpi: int = 150) -> str:
+    with style():
+        fig = new_figure(6.0, 4.0)
+        ax = fig.add_subplot()
+        draw_density(ax, result)
+        suptitle(fig, result.title("Hessian spectrum", surface=False))
+        return save(fig, path, dpi)
