@@ -1,0 +1,40 @@
+"""``landscape export FILE.h5 --format vtk|npz|csv``: the numbers of a result file for other tools
+(ParaView/VisIt, NumPy, spreadsheets)."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import LandscapeError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a result file as VTK (ParaView), npz or csv")
+    p.add_argument("file", metavar="FILE.h5", help="result file")
+    p.add_argument("--format", required=True, choices=("vtk", "npz", "csv"))
+    p.add_argument("--out", metavar="PATH", help="output file (default: FILE.vtk/.npz/.csv beside the input)")
+    p.add_argument("--surface", metavar="NAME", help="vtk, 2D: the surface used as height (default: train_loss)")
+    p.add_argument("--log", action="store_true", help="vtk, 2D: height is log10 of the surface")
+    p.add_argument("--zmax", type=float, help="vtk, 2D: clip the height at this value (before --log)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..parallel import world
+    from ..plot.vtk import export
+    from ..results import open_result
+
+    if not world().is_root:
+        return 0
+    if args.out:
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise LandscapeError(f"--out: folder {folder!r} does not exist (create it first or choose another path)")
+        if os.path.isdir(args.out):
+            raise LandscapeError(f"--out: {args.out!r} is a folder; give a file name")
+    if args.format != "vtk" and (args.surface or args.log or args.zmax is not None):
+        raise LandscapeError("--surface, --log and --zmax apply to --format vtk only")
+    result = open_result(args.file)
+    kw = {"surface": args.surface, "log": args.log, "zmax": args.zmax} if args.format == "vtk" else {}
+    print(export(result, args.format, args.out, **kw), flush=True)
+    return 0

@@ -1,0 +1,58 @@
+"""``landscape report FILE.h5``: one summary figure (PNG and PDF) of everything the file holds."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import LandscapeError
+from .common import positive_int
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="one figure: surfaces, path, spectrum, per-layer conditioning, metrics table")
+    p.add_argument("file", metavar="FILE.h5", help="result file")
+    p.add_argument("--out", metavar="PATH", help="output name; .png and .pdf are written (default: FILE_report)")
+    p.add_argument("--log", action="store_true", help="logarithmic scale for the loss surfaces")
+    p.add_argument("--dpi", type=positive_int("--dpi"), default=150)
+    p.set_defaults(func=run)
+
+
+@contextmanager
+def print_warnings(command: str) -> Iterator[None]:
+    """Plotting warnings (NaN masked, ...) as one line each on stderr, not Python's two-line format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                text = str(w.message).splitlines()[0]
+                if issubclass(w.category, UserWarning) and text not in seen:
+                    seen.add(text)
+                    print(f"landscape {command}: warning: {text}", file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    import os
+
+    from ..parallel import world
+    from ..plot.report import make_report
+    from ..plot.surface import Options
+    from ..results import open_result
+
+    if not world().is_root:
+        return 0
+    if args.out:
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise LandscapeError(f"--out: folder {folder!r} does not exist (create it first or choose another path)")
+    result = open_result(args.file)
+    with print_warnings("report"):
+        paths = make_report(result, args.out, Options(log=args.log, dpi=args.dpi))
+    for path in paths:
+        print(path, flush=True)
+    return 0
