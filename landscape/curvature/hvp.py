@@ -283,7 +283,7 @@ class _ProblemOperator(_LinearOperator):
                 for acc, g in zip(grads, gs):
                     if g is not None:
                         acc.add_(g)
-                total += float(loss)
+                total += float(loss.detach())
             self._set_gradient(grads, total)
         assert self._gradient is not None
         return self._to_named(self._gradient)
@@ -413,6 +413,14 @@ class GGNOperator(_ProblemOperator):
         return outs  # type: ignore[return-value]
 
     def _loss_hvp(self, out: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        """H_ℓ u for the summed batch loss / N: closed forms for the built-in losses, else double backward."""
+        loss_name = getattr(self.problem, "loss", None)
+        if loss_name == "cross_entropy" and out.ndim >= 2 and not y.is_floating_point():
+            p = torch.softmax(out.detach(), dim=1)  # per sample: (diag(p) − ppᵀ) u
+            return (p * u - p * (p * u).sum(dim=1, keepdim=True)) / self.n_samples
+        if loss_name == "mse" and out.ndim >= 1 and out.shape[0]:
+            per_example = out[0].numel()  # mean over the entries of one example's output
+            return u * (2.0 / (per_example * self.n_samples))
         o = out.detach().requires_grad_(True)
         with torch.enable_grad():
             loss = self.problem.loss_sum(o, y) / self.n_samples

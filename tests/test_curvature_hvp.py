@@ -1,0 +1,291 @@
+"""Hessian and GGN operators against dense references (``torch.func.hessian`` / ``jacrev``), float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.curvature import GGNOperator, HessianOperator, check_deterministic, hvp
+from landscape.errors import LandscapeError
+from landscape.problem import Problem
+
+SIZES = (16, 16, 8)  # unequal batches: a wrong (per-batch mean) weighting shows
+
+
+# ------------------------------------------------------------------ models and problems
+class WithUnused(nn.Module):
+    """A linear classifier plus a parameter it never uses and a frozen one."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(5, 3)
+        self.unused = nn.Linear(2, 2)
+        self.frozen = nn.Parameter(torch.ones(3), requires_grad=False)
+
+    def forward(self, x):
+        return torch.tanh(self.lin(x)) * 2 + self.frozen
+
+
+def _model(kind: str) -> nn.Module:
+    g = torch.Generator().manual_seed(1)
+    if kind == "mlp":
+        m = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    elif kind == "mlp_bn":
+        m = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
+    elif kind == "cnn":
+        m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3))
+    elif kind == "unused":
+        m = WithUnused()
+    elif kind == "dropout":
+        m = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 3))
+    else:
+        raise ValueError(kind)
+    m = m.double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.7)
+        for name, b in m.named_buffers():  # non-trivial BatchNorm running statistics
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g, dtype=torch.float64) * 0.3)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g, dtype=torch.float64) + 0.5)
+    return m.eval()
+
+
+def _problem(kind: str = "mlp", loss: str = "cross_entropy", sizes=SIZES, dtype=torch.float64) -> Problem:
+    g = torch.Generator().manual_seed(2)
+    n = sum(sizes)
+    shape = (n, 1, 5, 5) if kind == "cnn" else (n, 5)
+    X = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    y = torch.randint(0, 3, (n,), generator=g)
+    batches, i = [], 0
+    for s in sizes:
+        batches.append((X[i: i + s], y[i: i + s]))
+        i += s
+    model = _model(kind).to(dtype)
+    return Problem(model=model, loss=loss, splits={"train": batches}, device=torch.device("cpu"))
+
+
+def _named(problem: Problem, names=None) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in problem.model.named_parameters()
+            if (names is None and v.requires_grad) or (names is not None and k in names)}
+
+
+def _flat(d):
+    return torch.cat([t.reshape(-1) for t in d.values()])
+
+
+def _unflat(vec, like):
+    out, i = {}, 0
+    for k, t in like.items():
+        out[k] = vec[i: i + t.numel()].view_as(t)
+        i += t.numel()
+    return out
+
+
+def _all_data(problem):
+    return torch.cat([x for x, _ in problem.batches]), torch.cat([y for _, y in problem.batches])
+
+
+def dense_hessian(problem: Problem, names=None) -> torch.Tensor:
+    """∇² of the mean loss over the full data (one big batch) wrt the flattened parameters."""
+    params = _named(problem, names)
+    buffers = dict(problem.model.named_buffers())
+    X, Y = _all_data(problem)
+
+    def loss(flat):
+        out = functional_call(problem.model, {**buffers, **_unflat(flat, params)}, (X,))
+        return problem.loss_sum(out, Y) / len(X)
+
+    return torch.func.hessian(loss)(_flat(params))
+
+
+def dense_ggn(problem: Problem) -> torch.Tensor:
+    params = _named(problem)
+    buffers = dict(problem.model.named_buffers())
+    X, Y = _all_data(problem)
+
+    def f(flat):
+        return functional_call(problem.model, {**buffers, **_unflat(flat, params)}, (X,))
+
+    theta = _flat(params)
+    out = f(theta)
+    J = torch.func.jacrev(f)(theta).reshape(out.numel(), -1)
+    Hl = torch.func.hessian(lambda o: problem.loss_sum(o.reshape(out.shape), Y) / len(X))(out.reshape(-1))
+    return J.T @ Hl @ J
+
+
+# ------------------------------------------------------------------ Hessian-vector products
+@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "cnn"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_hvp_matches_dense_hessian(kind, loss):
+    prob = _problem(kind, loss)
+    H = dense_hessian(prob)
+    op = HessianOperator(prob)
+    assert op.dim == H.shape[0]
+    g = torch.Generator().manual_seed(3)
+    V = torch.randn(op.dim, 3, generator=g, dtype=torch.float64)
+    for v in V.T:
+        torch.testing.assert_close(op.matvec_flat(v), H @ v, rtol=1e-10, atol=1e-12)
+    assert op.cache is True and op.matvecs == 3
+    # the named interface, the one-shot function and the uncached path agree
+    v = _unflat(V[:, 0], _named(prob))
+    hv = hvp(prob, v)
+    assert list(hv) == list(v)
+    torch.testing.assert_close(_flat(hv), H @ V[:, 0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(_flat(op.matvec(v)), H @ V[:, 0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(HessianOperator(prob, cache=False).matvec_flat(V[:, 1]), H @ V[:, 1],
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_hvp_equals_finite_differences_of_gradient():
+    prob = _problem("mlp_bn")
+    theta = _named(prob)
+    op = HessianOperator(prob)
+    v = _unflat(torch.randn(op.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64), theta)
+    eps = 1e-5
+    plus = {k: theta[k] + eps * v[k] for k in theta}
+    minus = {k: theta[k] - eps * v[k] for k in theta}
+    fd = (_flat(HessianOperator(prob, params=plus).gradient()) - _flat(HessianOperator(prob, params=minus).gradient()))
+    fd = fd / (2 * eps)
+    torch.testing.assert_close(_flat(op.matvec(v)), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_gradient_and_loss_are_byproducts():
+    prob = _problem("mlp")
+    op = HessianOperator(prob)
+    op.matvec_flat(torch.ones(op.dim, dtype=torch.float64))
+    X, Y = _all_data(prob)
+    loss = prob.loss_sum(prob.model(X), Y) / len(X)
+    grads = torch.autograd.grad(loss, [p for p in prob.model.parameters()])
+    assert op.value() == pytest.approx(float(loss.detach()), rel=1e-12)
+    torch.testing.assert_close(_flat(op.gradient()), torch.cat([g.reshape(-1) for g in grads]))
+
+
+def test_unequal_batches_weighted_by_size():
+    prob = _problem("mlp", sizes=(30, 7, 3))
+    H = dense_hessian(prob)  # of the mean over all 40 samples
+    op = HessianOperator(prob)
+    torch.testing.assert_close(op.to_dense(), H, rtol=1e-10, atol=1e-12)
+    # the bug this guards against: an equal-weight mean of per-batch mean Hessians is different
+    per_batch = []
+    for b in prob.batches:
+        sub = Problem(model=prob.model, loss=prob.loss, splits={"train": [b]}, device=prob.device)
+        per_batch.append(dense_hessian(sub))
+    assert not torch.allclose(sum(per_batch) / len(per_batch), H, rtol=1e-3)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_unused_parameter_gives_zero_rows(cache):
+    prob = _problem("unused")
+    names = [k for k, p in prob.model.named_parameters() if p.requires_grad]
+    assert "unused.weight" in names and "frozen" not in names
+    op = HessianOperator(prob, cache=cache)
+    H = dense_hessian(prob)
+    dense = op.to_dense()
+    torch.testing.assert_close(dense, H, rtol=1e-10, atol=1e-12)
+    v = {k: torch.ones_like(t) for k, t in _named(prob).items()}
+    hv = op.matvec(v)
+    assert torch.count_nonzero(hv["unused.weight"]) == 0 and torch.count_nonzero(hv["unused.bias"]) == 0
+    assert torch.count_nonzero(hv["lin.weight"]) > 0
+    assert torch.count_nonzero(op.gradient()["unused.weight"]) == 0
+
+
+def test_parameter_subset_and_missing_entries():
+    prob = _problem("mlp")
+    H = dense_hessian(prob)
+    op = HessianOperator(prob, params=["2.weight", "2.bias"])
+    n_first = sum(p.numel() for k, p in prob.model.named_parameters() if k.startswith("0."))
+    torch.testing.assert_close(op.to_dense(), H[n_first:, n_first:], rtol=1e-10, atol=1e-12)
+    # a vector with only some entries is zero elsewhere
+    v = {"2.bias": torch.ones(3, dtype=torch.float64)}
+    full = torch.zeros(H.shape[0], dtype=torch.float64)
+    full[-3:] = 1.0
+    torch.testing.assert_close(_flat(hvp(prob, v)), H @ full, rtol=1e-10, atol=1e-12)
+    with pytest.raises(LandscapeError):
+        hvp(prob, {"nope": torch.ones(1)})
+    with pytest.raises(LandscapeError):
+        HessianOperator(prob, params=["nope"])
+
+
+def test_cache_is_rebuilt_when_weights_change():
+    prob = _problem("mlp")
+    op = HessianOperator(prob)
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    before = op.matvec_flat(v)
+    with torch.no_grad():
+        for p in prob.model.parameters():
+            p.mul_(1.3)
+    after = op.matvec_flat(v)
+    torch.testing.assert_close(after, dense_hessian(prob) @ v, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(before, after)
+
+
+def test_float32_model():
+    prob64 = _problem("cnn")
+    H = dense_hessian(prob64)
+    prob = _problem("cnn", dtype=torch.float32)
+    op = HessianOperator(prob)
+    assert op.dtype == torch.float32
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    hv = op.matvec_flat(v)
+    assert hv.dtype == torch.float32
+    ref = H @ v
+    assert float((hv.double() - ref).norm() / ref.norm()) < 1e-5
+
+
+# ------------------------------------------------------------------ Gauss-Newton
+@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "cnn", "unused"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_ggn_matches_dense(kind, loss):
+    prob = _problem(kind, loss)
+    G = dense_ggn(prob)
+    V = torch.randn(G.shape[0], 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for cache in (True, False):
+        op = GGNOperator(prob, cache=cache)
+        for v in V.T:
+            torch.testing.assert_close(op.matvec_flat(v), G @ v, rtol=1e-10, atol=1e-12)
+    assert op.cache is False and op.matvecs == 2
+    assert torch.linalg.eigvalsh(G).min() > -1e-10  # PSD
+    if kind == "mlp":
+        assert not torch.allclose(G, dense_hessian(prob), atol=1e-6)  # tanh: H ≠ GGN
+
+
+# ------------------------------------------------------------------ determinism and modes
+def test_check_deterministic_passes_in_eval_mode():
+    for kind in ("mlp_bn", "dropout"):
+        prob = _problem(kind)
+        assert check_deterministic(HessianOperator(prob)) <= 1e-12
+        assert check_deterministic(GGNOperator(prob)) <= 1e-12
+
+
+def test_check_deterministic_raises_for_dropout_in_train_mode():
+    prob = _problem("dropout")
+    prob.model.train()
+    with pytest.warns(UserWarning, match="train mode"):
+        op = HessianOperator(prob)
+    op.matvec_flat(torch.ones(op.dim, dtype=torch.float64))  # a cached graph must not hide the random mask
+    with pytest.raises(LandscapeError, match="dropout|Dropout|train mode"):
+        check_deterministic(op)
+
+
+def test_check_deterministic_raises_for_batchnorm_in_train_mode():
+    prob = _problem("mlp_bn")
+    prob.model.train()
+    with pytest.warns(UserWarning, match="train mode"):
+        op = HessianOperator(prob)
+    with pytest.raises(LandscapeError, match="BatchNorm"):
+        check_deterministic(op)
+
+
+def test_ggn_generic_loss_path_matches_closed_form():
+    """A loss without a closed-form output Hessian goes through double backward: same result."""
+    prob = _problem("mlp")
+    op = GGNOperator(prob)
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    ref = op.matvec_flat(v)
+    prob.loss = "custom"
+    prob.loss_sum = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="sum")  # type: ignore
+    torch.testing.assert_close(GGNOperator(prob).matvec_flat(v), ref, rtol=1e-10, atol=1e-12)
