@@ -143,46 +143,90 @@ def free_memory(device: torch.device) -> int:
     return 2 << 30
 
 
-def _fast_ce(output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Summed cross-entropy and correct count of class-index targets, in one pass.
+#: a group's concatenated outputs may take this many bytes (the loss runs once per group, not per batch)
+GROUP_BYTES = 32 << 20
+
+#: batches whose outputs are concatenated for one loss evaluation: (inputs, targets, one-hot targets or None)
+Group = tuple[list[Tensor], Tensor, "Tensor | None"]
+
+
+def _fast_ce(output: Tensor, target: Tensor, onehot: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed cross-entropy and correct count of class-index targets with few kernel launches.
 
     Same numbers as ``F.cross_entropy(reduction="sum")`` and ``argmax`` (first index on ties) to
-    float rounding, but reduces along dim 0 of the transposed logits, which is several times
-    faster on a CPU than ``log_softmax`` over a short last dim (10 classes).
+    float rounding; the target logits are summed as one dot product with the precomputed one-hot
+    targets. On a CPU this is several times faster than ``log_softmax`` over a short last dim.
     """
-    t = output.t()
-    m, idx = t.max(0)
-    lse = (t - m).exp().sum(0).log() + m
-    loss = lse.sum() - output.gather(1, target.view(-1, 1)).sum()
+    m, idx = output.max(-1)
+    lse = (output - m.unsqueeze(-1)).exp().sum(-1).log()
+    loss = lse.sum() + m.sum() - torch.dot(output.reshape(-1), onehot.reshape(-1))
     return loss, (idx == target).sum()
 
 
-def _loss_and_correct(problem: Problem) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """``(output, target) -> (summed loss, correct count)`` for the problem's loss."""
-    if type(problem).loss_sum is Problem.loss_sum and type(problem).correct is Problem.correct \
-            and problem.loss == "cross_entropy":
-        def fast(out: Tensor, y: Tensor):
-            if out.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
-                return _fast_ce(out, y)
+def _loss_and_correct(problem: Problem) -> Callable[[Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor]]:
+    """``(output, target, onehot) -> (summed loss, correct count)`` for the problem's loss."""
+    if problem.classification:
+        def generic(out: Tensor, y: Tensor, onehot: Tensor | None):
+            if onehot is not None and out.shape == onehot.shape:
+                return _fast_ce(out, y, onehot.to(out.dtype))
             return problem.loss_sum(out, y), problem.correct(out, y)
 
-        return fast
-    if problem.classification:
-        return lambda out, y: (problem.loss_sum(out, y), problem.correct(out, y))
-    return lambda out, y: (problem.loss_sum(out, y), torch.zeros((), dtype=torch.int64, device=out.device))
+        return generic
+    return lambda out, y, _: (problem.loss_sum(out, y), torch.zeros((), dtype=torch.int64, device=out.device))
+
+
+def make_groups(problem: Problem, batches: list[Batch], model: nn.Module | None = None,
+                max_bytes: int = GROUP_BYTES) -> list[Group]:
+    """Consecutive batches whose outputs together fit in ``max_bytes``, with their targets concatenated.
+
+    For the built-in cross-entropy with class-index targets the one-hot targets are precomputed
+    (the fast loss); otherwise the problem's ``loss_sum``/``correct`` run on the concatenation.
+    """
+    if not batches:
+        return []
+    model = problem.model if model is None else model
+    x0 = batches[0][0]
+    with torch.inference_mode():
+        out0 = model(x0[:1])
+    row_bytes = max(1, out0[0].numel() * 4)
+    fast = (type(problem).loss_sum is Problem.loss_sum and type(problem).correct is Problem.correct
+            and problem.loss == "cross_entropy" and out0.dim() == 2)
+    groups: list[Group] = []
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    rows = 0
+
+    def close():
+        y = ys[0] if len(ys) == 1 else torch.cat(ys)
+        onehot = None
+        if fast and y.dim() == 1 and not y.is_floating_point() and len(y) and 0 <= int(y.min()) \
+                and int(y.max()) < out0.shape[-1]:
+            onehot = torch.nn.functional.one_hot(y.long(), out0.shape[-1]).to(out0.dtype)
+        groups.append((list(xs), y, onehot))
+
+    for x, y in batches:
+        if xs and (rows + len(x)) * row_bytes > max_bytes:
+            close()
+            xs, ys, rows = [], [], 0
+        xs.append(x)
+        ys.append(y)
+        rows += len(x)
+    close()
+    return groups
 
 
 def evaluate_batches(problem: Problem, batches: list[Batch], model=None) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` (default: the problem's) over ``batches`` (one host sync)."""
     model = problem.model if model is None else model
-    total, correct, n = _accumulate(problem, batches, model)
+    groups = [([x], y, None) for x, y in batches]
+    total, correct, n = _accumulate(problem, groups, model)
     values = torch.stack([total, correct.double()]).cpu()  # one host sync
     loss = float(values[0]) / n
     acc = float(values[1]) / n if problem.classification else float("nan")
     return loss, acc
 
 
-def _accumulate(problem: Problem, batches: list[Batch], forward: Callable, precision: str = "fp32"):
+def _accumulate(problem: Problem, groups: list[Group], forward: Callable, precision: str = "fp32"):
     """Summed loss (float64, on the device), correct count (int64, on the device) and sample count."""
     dev = problem.device
     total = torch.zeros((), dtype=torch.float64, device=dev)
@@ -190,14 +234,15 @@ def _accumulate(problem: Problem, batches: list[Batch], forward: Callable, preci
     n = 0
     loss_and_correct = _loss_and_correct(problem)
     with torch.inference_mode():
-        for x, y in batches:
+        for xs, y, onehot in groups:
             with _autocast(dev, precision):
-                out = forward(x)
+                outs = [forward(x) for x in xs]
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
             out = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
-            loss, corr = loss_and_correct(out, y)
+            loss, corr = loss_and_correct(out, y, onehot)
             total += loss  # in-place add promotes to float64
             correct += corr
-            n += len(x)
+            n += len(y)
     return total, correct, n
 
 
@@ -229,6 +274,7 @@ class PointEvaluator:
         self._dirs = [[v[k] for k in self._keys] for v in directions.vectors]
         self._out = [self.targets[k] for k in self._keys]
         self.batches = _device_batches(problem, self.splits, self.channels_last)
+        self.groups = {s: make_groups(problem, b) for s, b in self.batches.items()}
         self.forward = _MaybeCompiled(problem.model, compile, "per-point forward")
 
     @property
@@ -258,7 +304,7 @@ class PointEvaluator:
                 self.move_to(c)
                 counts = []
                 for j, s in enumerate(self.splits):
-                    t, k, n = _accumulate(self.problem, self.batches[s], self.forward, self.precision)
+                    t, k, n = _accumulate(self.problem, self.groups[s], self.forward, self.precision)
                     loss[i, j] = t
                     corr[i, j] = k
                     counts.append(n)
@@ -317,15 +363,18 @@ class BatchedEvaluator:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.batches = _device_batches(problem, self.splits, self.channels_last)
+        self.groups = {s: make_groups(problem, b) for s, b in self.batches.items()}
         loss_and_correct = _loss_and_correct(problem)
 
-        def point(moving: dict, fixed: dict, x: Tensor, y: Tensor):
-            out = functional_call(model, {**fixed, **moving}, (x,))
+        def point(moving: dict, fixed: dict, xs: list[Tensor], y: Tensor, onehot: Tensor | None):
+            params = {**fixed, **moving}
+            outs = [functional_call(model, params, (x,)) for x in xs]
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
             if out.dtype in (torch.float16, torch.bfloat16):
                 out = out.float()
-            return loss_and_correct(out, y)
+            return loss_and_correct(out, y, onehot)
 
-        self._fn = _MaybeCompiled(vmap(point, in_dims=(0, None, None, None)), compile, "batched forward")
+        self._fn = _MaybeCompiled(vmap(point, in_dims=(0, None, None, None, None)), compile, "batched forward")
 
     @property
     def names(self) -> list[str]:
@@ -354,8 +403,8 @@ class BatchedEvaluator:
                 out[name] = w
         return out
 
-    def run_group(self, coeffs: Tensor, batches: list[Batch]) -> tuple[Tensor, Tensor, int]:
-        """Summed loss (n,) float64, correct counts (n,) int64 and the sample count over ``batches``."""
+    def run_group(self, coeffs: Tensor, groups: list[Group]) -> tuple[Tensor, Tensor, int]:
+        """Summed loss (n,) float64, correct counts (n,) int64 and the sample count over ``groups``."""
         dev = self.problem.device
         n = len(coeffs)
         total = torch.zeros(n, dtype=torch.float64, device=dev)
@@ -363,12 +412,12 @@ class BatchedEvaluator:
         m = 0
         weights = self.stack(coeffs)
         with torch.inference_mode():
-            for x, y in batches:
+            for xs, y, onehot in groups:
                 with _autocast(dev, self.precision):
-                    loss, corr = self._fn(weights, self.fixed, x, y)
+                    loss, corr = self._fn(weights, self.fixed, xs, y, onehot)
                 total += loss
                 correct += corr
-                m += len(x)
+                m += len(y)
         return total, correct, m
 
     def __call__(self, coords: np.ndarray) -> dict[str, np.ndarray]:
@@ -381,7 +430,7 @@ class BatchedEvaluator:
         for lo in range(0, len(coords), self.k):
             group = co[lo:lo + self.k]
             for j, s in enumerate(self.splits):
-                t, c, counts[j] = self.run_group(group, self.batches[s])
+                t, c, counts[j] = self.run_group(group, self.groups[s])
                 loss[lo:lo + len(group), j] = t
                 corr[lo:lo + len(group), j] = c
         self._buf.clear()  # the K copies live no longer than one call
@@ -439,7 +488,7 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
     try), or the probe has spent ``budget_s`` seconds. Returns ``(K, {K: seconds per point})``.
     """
     split = per_point.splits[0]
-    batch = per_point.batches[split][:1]
+    batch = make_groups(problem, per_point.batches[split][:1])
     dev = problem.device
     nd = per_point.directions.ndim
     t0 = time.perf_counter()
@@ -470,7 +519,7 @@ def _check_batched(per_point: PointEvaluator, batched: BatchedEvaluator) -> str 
     problem = per_point.problem
     split = per_point.splits[0]
     x, y = per_point.batches[split][0]
-    few = [(x[:4], y[:4])]
+    few = make_groups(problem, [(x[:4], y[:4])])
     nd = per_point.directions.ndim
     g = torch.Generator().manual_seed(0)
     coeffs = (torch.rand((2, nd), generator=g, dtype=torch.float64) - 0.5) * 0.2
