@@ -476,16 +476,17 @@ def _time_per_point(run: Callable[[], object], k: int, device: torch.device, rep
         run()
         _sync(device)
         times.append(time.perf_counter() - t)
-    return float(np.median(times)) / k
+    return min(times) / k  # other processes only ever add time
 
 
 def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched: BatchedEvaluator,
                             k_max: int, budget_s: float = 3.0) -> tuple[int, dict[int, float]]:
     """Time K = 1, 4, 16, 64 (≤ ``k_max``, which is tried too) on the first training batch; the fastest K.
 
-    Each K is timed as the median of three runs after a warm-up. Growing K stops once a K is not at
-    least 5 % faster per point than the best so far (compute-bound models stay at K = 1 after one
-    try), or the probe has spent ``budget_s`` seconds. Returns ``(K, {K: seconds per point})``.
+    Each K is timed as the fastest of three runs after a warm-up. Batched must beat K = 1 by 10 %, a
+    larger K the best so far by 5 %; growing K stops after two K in a row that do not, or a K ≥ 16 that is 20 % slower
+    (compute-bound models stay at K = 1 after one try), or when the next probe would take the
+    total past ``budget_s`` seconds. Returns ``(K, {K: seconds per point})``.
     """
     split = per_point.splits[0]
     batch = make_groups(problem, per_point.batches[split][:1])
@@ -501,15 +502,19 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
         per_point.restore()
     best = 1
     candidates = sorted({k for k in (4, 16, 64) if k < k_max} | ({k_max} if k_max > 1 else set()))
+    misses = 0
     for k in candidates:
-        if time.perf_counter() - t0 > budget_s:
+        # the next probe costs about 4 runs of K points; skip it if that would overrun the budget
+        if time.perf_counter() - t0 + 4 * k * times[best] > budget_s:
             break
         coeffs = torch.zeros((k, nd), dtype=torch.float64, device=dev)
         times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch)[0].cpu(), k, dev)
-        if times[k] < 0.95 * times[best]:
-            best = k
+        if times[k] < (0.9 if best == 1 else 0.95) * times[best]:
+            best, misses = k, 0
         else:
-            break
+            misses += 1
+            if misses == 2 or (k >= 16 and times[k] > 1.2 * times[best]):
+                break
     batched._buf.clear()
     return best, times
 
