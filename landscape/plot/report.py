@@ -161,14 +161,15 @@ def _draw_table(ax, rows: list[list[str]]) -> None:
 
 
 # ---------------------------------------------------------------------------- the figure
-def report_paths(result_path: str, out: str | None = None) -> tuple[str, str]:
+def report_paths(result_path: str, out: str | None = None, formats: tuple[str, ...] = ("png", "pdf")) -> list[str]:
     """``FILE_report.png`` and ``.pdf`` beside the input, or ``out`` (its extension, if any, is replaced)."""
     base = os.path.splitext(out)[0] if out else os.path.splitext(result_path)[0] + "_report"
-    return base + ".png", base + ".pdf"
+    return [f"{base}.{fmt}" for fmt in formats]
 
 
-def make_report(result: Result, out: str | None = None, opts: Options | None = None) -> list[str]:
-    """Draw the report of ``result`` and save it as PNG and PDF; returns the two paths."""
+def make_report(result: Result, out: str | None = None, opts: Options | None = None,
+                formats: tuple[str, ...] = ("png", "pdf")) -> list[str]:
+    """Draw the report of ``result`` and save it in each of ``formats``; returns the paths."""
     opts = opts or Options()
     panels = _panels(result, opts)
     rows = metric_rows(result)
@@ -191,6 +192,6 @@ def make_report(result: Result, out: str | None = None, opts: Options | None = N
         if rows:
             _draw_table(fig.add_subplot(gs[-1, :]), rows)
         suptitle(fig, result.title("report"))
-        paths = list(report_paths(result.path, out))
+        paths = report_paths(result.path, out, formats)
         save(fig, paths, opts.dpi)
     return paths
