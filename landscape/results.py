@@ -384,6 +384,26 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
+def param_text(v: Any, width: int = 24) -> str:
+    """A parameter value shortened for one line: numbers to 4 significant digits, lists to their first
+    few entries, long strings cut."""
+    if isinstance(v, bool | np.bool_):
+        return str(bool(v))
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.4g}"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, list | tuple | np.ndarray):
+        items = list(np.asarray(v).reshape(-1)) if isinstance(v, np.ndarray) else list(v)
+        head = ", ".join(param_text(x, 12) for x in items[:4])
+        return f"[{head}{', …' if len(items) > 4 else ''}]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {param_text(x, 12)}" for k, x in list(v.items())[:4]) + \
+            (", …}" if len(v) > 4 else "}")
+    s = str(v)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
 def _value_text(v: Any) -> str:
     if isinstance(v, np.ndarray):
         flat = v.reshape(-1)
@@ -510,7 +530,7 @@ def describe(result: Result) -> str:
         lines.append(f"  metrics ({len(r.metrics)}):")
         w = max(len(n) for n in r.metrics)
         for name, (v, a) in r.metrics.items():
-            params = ", ".join(f"{k}={_short(x, 20)}" for k, x in a.items())
+            params = ", ".join(f"{k}={param_text(x)}" for k, x in a.items())
             lines.append(f"    {name:<{w}}  {_value_text(v)}" + (f"  ({params})" if params else ""))
     if r.layerwise:
         qs = [k for k in r.layerwise if k not in ("layers", "params")]

@@ -13,6 +13,8 @@ module knows which kinds of picture a file can give and draws them by name::
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import LandscapeError
 from ..results import Result
 from .common import FORMATS, output_path
@@ -63,6 +65,10 @@ def plot_kind(result: Result, kind: str, out_dir: str, fmt: str = "png", surface
     if fmt not in FORMATS:
         raise LandscapeError(f"--format {fmt!r}: choose png, pdf or svg")
     have = available_kinds(result)
+    surface_kinds = ("contour", "contourf", "heatmap", "surface3d", "line", "volume", "curvature")
+    if kind not in have and kind in surface_kinds and result.ndim and not any(map(result.has_values, result.surfaces)):
+        raise LandscapeError(f"{result.path} has no computed point yet (0/{int(np.prod(result.shape))} done); wait "
+                             "for the run, or resume it by re-running its command")
     if kind not in have:
         why = {1: "a 1D surface", 2: "a 2D surface", 3: "a 3D volume"}.get(result.ndim, "no surface")
         raise LandscapeError(f"--kind {kind} is not available for {result.path} ({why}); it can give: "

@@ -10,14 +10,13 @@ print) side by side.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import LandscapeError
-from ..results import Result, label_of
+from ..results import Result, label_of, param_text
 from .common import new_figure, save, style, suptitle
 from .path import draw_path, draw_trajectory, has_trajectory
 from .spectrum import draw_density, has_spectrum
@@ -132,17 +131,9 @@ def metric_rows(r: Result, width: int = 70) -> list[list[str]]:
             value = f"{float(v):.4g}"
         else:
             value = str(v)
-        params = ", ".join(f"{k}={_param(x)}" for k, x in attrs.items())
+        params = ", ".join(f"{k}={param_text(x)}" for k, x in attrs.items())
         rows.append([name, value, params if len(params) <= width else params[: width - 1] + "…"])
     return rows
-
-
-def _param(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, list | dict):
-        return json.dumps(v, separators=(",", ":"))
-    return str(v)
 
 
 def _draw_table(ax, rows: list[list[str]]) -> None:

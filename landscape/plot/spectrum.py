@@ -51,8 +51,10 @@ def draw_density(ax, result: Result, top: int = 5) -> None:
     shown = np.sort(eig)[::-1][:top]
     for i, lam in enumerate(shown):
         ax.axvline(lam, color="#d62728", ls="--", lw=1.0, label="top eigenvalues (Lanczos)" if i == 0 else None)
-        ax.annotate(f"λ{i + 1}={lam:.3g}", xy=(lam, 0.0), xycoords=("data", "axes fraction"), xytext=(-2, 4),
-                    textcoords="offset points", fontsize=7, color="#d62728", ha="right", va="bottom", rotation=90)
+        # labels staggered in height: close eigenvalues (the usual case below λ1) would overprint
+        ax.annotate(f"λ{i + 1}={lam:.3g}", xy=(lam, 0.02 + 0.2 * (i % 3)), xycoords=("data", "axes fraction"),
+                    xytext=(-2, 0), textcoords="offset points", fontsize=7, color="#d62728", ha="right",
+                    va="bottom", rotation=90)
     if "smallest" in c and np.isfinite(c["smallest"]):
         ax.axvline(float(c["smallest"]), color="#2ca02c", ls=":", lw=1.0, label=f"λmin={float(c['smallest']):.3g}")
     if "trace" in c:
