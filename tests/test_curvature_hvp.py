@@ -11,6 +11,16 @@ from landscape.curvature import GGNOperator, HessianOperator, check_deterministi
 from landscape.errors import LandscapeError
 from landscape.problem import Problem
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 SIZES = (16, 16, 8)  # unequal batches: a wrong (per-batch mean) weighting shows
 
 

@@ -14,7 +14,7 @@ keeps Q_m orthonormal to machine precision: no spurious copies of converged eige
 top-k come out right with about as many products as the plain recurrence. The basis is kept in
 float64 whatever the model's dtype ((m+1)·P·8 bytes). On breakdown (β ≈ 0: an invariant
 subspace) the run continues from a fresh random vector orthogonal to the basis, so repeated
-eigenvalues are found too.
+eigenvalues are found too (convergence is judged after at least one step of the new block).
 
 **Power iteration with deflation** (PyHessian, Yao et al. 2020): v ← Hv/‖Hv‖ after projecting out
 the eigenvectors already found, until the Rayleigh quotient changes by less than ``tol`` relative
@@ -173,14 +173,21 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
         anorm = max(anorm, float(np.abs(theta).max()))
         res = np.abs(beta * U[-1, :])
         idx = _wanted(m, k, which)
-        if idx is not None and all(res[i] <= max(tol * abs(theta[i]), atol) for i in idx):
+        breakdown = beta <= 1e-12 * max(anorm, np.finfo(float).tiny)
+        if m == n:  # the whole space: T is A in another basis
+            converged = idx is not None
+            break
+        # At a breakdown every Ritz pair is exact, but copies of a repeated eigenvalue can only be
+        # found in a new Krylov space: restart orthogonally and judge convergence from there.
+        if not breakdown and idx is not None and all(res[i] <= max(tol * abs(theta[i]), atol) for i in idx):
             converged = True
             break
-        if m == steps or m == n:
+        if m == steps:
             break
-        if beta <= 1e-12 * max(anorm, np.finfo(float).tiny):  # invariant subspace: restart orthogonally
+        if breakdown:
             r = _orthogonalize(gaussian(n, gen, dev), Q[:m])
             if float(r.norm()) <= 1e-8:
+                converged = idx is not None
                 break
             betas.append(0.0)
             Q[m] = r / r.norm()

@@ -1,0 +1,204 @@
+"""Lanczos (full reorthogonalization) and power iteration against ``numpy.linalg.eigh``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.curvature import (
+    EigenResult,
+    HessianOperator,
+    MatrixOperator,
+    hessian_eigenpairs,
+    lanczos,
+    power_iteration,
+    smallest_eigenvalue,
+)
+from landscape.errors import LandscapeError
+from landscape.problem import Problem
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _matrix(eigs, seed=0) -> torch.Tensor:
+    """V diag(eigs) Vᵀ with a random orthogonal V."""
+    eigs = torch.as_tensor(eigs, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    V, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=g, dtype=torch.float64))
+    return (V * eigs) @ V.T
+
+
+def _spectrum(n=150, seed=0) -> np.ndarray:
+    """Outliers well separated, a bulk near zero with negative values (like a network's Hessian)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([[30.0, 21.0, 15.0, 10.0, 7.0], rng.uniform(-0.5, 2.0, n - 6), [-3.0]])
+
+
+def _mlp_problem(dtype=torch.float64) -> Problem:
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3)).to(dtype).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    X = torch.randn(40, 6, generator=g, dtype=torch.float64).to(dtype)
+    y = torch.randint(0, 3, (40,), generator=g)
+    return Problem(model=model, loss="cross_entropy", splits={"train": [(X[:16], y[:16]), (X[16:32], y[16:32]),
+                                                                     (X[32:], y[32:])]}, device=torch.device("cpu"))
+
+
+def _dense_hessian(prob: Problem) -> torch.Tensor:
+    params = {k: v.detach().double() for k, v in prob.model.named_parameters()}
+    model = prob.model.double()
+    X = torch.cat([x for x, _ in prob.batches]).double()
+    Y = torch.cat([y for _, y in prob.batches])
+    shapes = [(k, v.shape, v.numel()) for k, v in params.items()]
+
+    def loss(flat):
+        d, i = {}, 0
+        for k, s, n in shapes:
+            d[k] = flat[i: i + n].view(s)
+            i += n
+        return prob.loss_sum(functional_call(model, d, (X,)), Y) / len(X)
+
+    return torch.func.hessian(loss)(torch.cat([v.reshape(-1) for v in params.values()]))
+
+
+def _flat(d):
+    return torch.cat([t.reshape(-1).double() for t in d.values()])
+
+
+# ------------------------------------------------------------------ explicit matrices
+@pytest.mark.parametrize("which", ["LA", "SA", "both"])
+def test_lanczos_extreme_eigenpairs_match_eigh(which):
+    eigs = _spectrum()
+    A = _matrix(eigs)
+    w, V = np.linalg.eigh(A.numpy())
+    k = 4
+    res = lanczos(MatrixOperator(A), k=k, which=which, tol=1e-10, max_iter=150)
+    assert res.converged and res.matvecs == res.iterations < 150
+    if which == "SA":
+        want, idx = w[:k][::-1], list(range(k))[::-1]
+    else:
+        want, idx = w[::-1][:k], list(range(len(w) - 1, len(w) - 1 - k, -1))
+    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-6)
+    assert list(res.eigenvalues) == sorted(res.eigenvalues, reverse=True)
+    for y, i in zip(res.eigenvectors, idx):
+        assert float(y.norm()) == pytest.approx(1.0, abs=1e-12)
+        assert abs(float(y @ torch.as_tensor(V[:, i]))) == pytest.approx(1.0, abs=1e-6)  # up to sign
+        true_res = float((A @ y - float(y @ A @ y) * y).norm())
+        assert true_res < 1e-7 * abs(w).max()
+    if which != "LA":
+        assert res.smallest == pytest.approx(w[0], rel=1e-6)
+        assert abs(float(res.smallest_vector @ torch.as_tensor(V[:, 0]))) == pytest.approx(1.0, abs=1e-6)
+    else:
+        assert res.smallest is None
+
+
+def test_ritz_residual_estimate_is_the_true_residual():
+    A = _matrix(_spectrum(seed=1), seed=1)
+    res = lanczos(A, k=3, tol=1e-3, max_iter=100)
+    assert res.converged
+    for lam, y, r in zip(res.eigenvalues, res.eigenvectors, res.residuals):
+        assert r <= 1e-3 * abs(lam)
+        assert float((A @ y - lam * y).norm()) == pytest.approx(r, rel=1e-5, abs=1e-12)
+
+
+def test_lanczos_stops_at_max_iter_and_is_seeded():
+    A = _matrix(_spectrum())
+    short = lanczos(A, k=3, tol=1e-12, max_iter=8, seed=3)
+    assert not short.converged and short.matvecs == 8 == short.iterations
+    again = lanczos(A, k=3, tol=1e-12, max_iter=8, seed=3)
+    np.testing.assert_array_equal(short.eigenvalues, again.eigenvalues)
+    other = lanczos(A, k=3, tol=1e-12, max_iter=8, seed=4)
+    assert not np.array_equal(short.eigenvalues, other.eigenvalues)
+    gen = lanczos(A, k=3, tol=1e-12, max_iter=8, seed=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(short.eigenvalues, gen.eigenvalues)
+    assert "seed" not in gen.to_attrs()
+
+
+def test_lanczos_finds_repeated_eigenvalues():
+    """An invariant Krylov space (breakdown) restarts orthogonally, so multiplicities are found."""
+    eigs = np.concatenate([[5.0, 5.0, 5.0], np.full(40, 1.0), [-2.0, -2.0]])
+    res = lanczos(_matrix(eigs), k=4, which="both", tol=1e-10, max_iter=len(eigs))
+    np.testing.assert_allclose(res.eigenvalues, [5.0, 5.0, 5.0, 1.0], rtol=1e-8)
+    assert res.smallest == pytest.approx(-2.0, rel=1e-8)
+    vecs = torch.stack(res.eigenvectors[:3])
+    torch.testing.assert_close(vecs @ vecs.T, torch.eye(3, dtype=torch.float64), atol=1e-8, rtol=0)
+
+
+def test_power_iteration_baseline():
+    eigs = _spectrum()
+    A = _matrix(eigs)
+    res = power_iteration(A, k=2, tol=1e-3, max_iter=500)
+    assert res.method == "power" and res.converged
+    np.testing.assert_allclose(res.eigenvalues, [30.0, 21.0], rtol=5e-3)
+    lz = lanczos(A, k=2, tol=1e-3, max_iter=500)
+    np.testing.assert_allclose(lz.eigenvalues, [30.0, 21.0], rtol=1e-6)
+    assert lz.matvecs < res.matvecs  # the point of Lanczos
+    # the bottom end by shifting (power iteration on A − λ₁ I)
+    both = hessian_eigenpairs(A, k=1, which="both", method="power", tol=1e-6, max_iter=3000)
+    assert both.smallest == pytest.approx(-3.0, rel=1e-2)
+    assert both.eigenvalues[0] == pytest.approx(30.0, rel=1e-3)
+
+
+# ------------------------------------------------------------------ a network's Hessian
+def test_hessian_eigenpairs_of_a_network():
+    prob = _mlp_problem()
+    H = _dense_hessian(prob)
+    w, V = np.linalg.eigh(H.numpy())
+    op = HessianOperator(prob)
+    res = hessian_eigenpairs(op, k=3, which="both", tol=1e-9, max_iter=op.dim)
+    np.testing.assert_allclose(res.eigenvalues, w[::-1][:3], rtol=1e-6)
+    assert res.smallest == pytest.approx(w[0], rel=1e-6)
+    assert res.matvecs == op.matvecs
+    names = [k for k, _ in prob.model.named_parameters()]
+    for i, v in enumerate(res.eigenvectors):
+        assert list(v) == names and all(t.shape == p.shape for t, p in zip(v.values(), prob.model.parameters()))
+        flat = _flat(v)
+        assert float(flat.norm()) == pytest.approx(1.0, abs=1e-10)
+        gap = min(abs(w[::-1][i] - w[::-1][j]) for j in range(len(w)) if j != i)
+        if gap > 1e-3 * abs(w).max():
+            assert abs(float(flat @ torch.as_tensor(V[:, len(w) - 1 - i]))) == pytest.approx(1.0, abs=1e-6)
+    assert smallest_eigenvalue(prob, tol=1e-9, max_iter=op.dim) == pytest.approx(w[0], rel=1e-6)
+    power = hessian_eigenpairs(prob, k=1, method="power", tol=1e-3, max_iter=200)
+    assert power.eigenvalues[0] == pytest.approx(w[-1], rel=1e-2)
+    attrs = res.to_attrs()
+    json.dumps(attrs)
+    assert {"method", "tol", "iterations", "matvecs", "seed", "residuals"} <= set(attrs)
+
+
+def test_float32_network_uses_float64_basis():
+    prob64 = _mlp_problem()
+    H = _dense_hessian(prob64)
+    w = np.linalg.eigvalsh(H.numpy())
+    prob = _mlp_problem(torch.float32)
+    res = hessian_eigenpairs(prob, k=2, tol=1e-5, max_iter=80)
+    np.testing.assert_allclose(res.eigenvalues, w[::-1][:2], rtol=1e-4)
+    assert all(t.dtype == torch.float32 for t in res.eigenvectors[0].values())
+
+
+def test_bad_arguments():
+    A = _matrix(_spectrum(n=20))
+    with pytest.raises(LandscapeError):
+        lanczos(A, k=0)
+    with pytest.raises(LandscapeError):
+        lanczos(A, k=21)
+    with pytest.raises(LandscapeError):
+        hessian_eigenpairs(A, which="LM")
+    with pytest.raises(LandscapeError):
+        hessian_eigenpairs(A, method="arnoldi")
+    with pytest.raises(TypeError):
+        hessian_eigenpairs("not an operator")
+    assert isinstance(hessian_eigenpairs(A.numpy(), k=1), EigenResult)

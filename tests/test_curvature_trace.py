@@ -1,0 +1,117 @@
+"""Hutchinson and Hutch++: convergence with the budget over many seeds, honest standard errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape.curvature import HessianOperator, MatrixOperator, hessian_trace, hutchinson, hutchpp
+from landscape.errors import LandscapeError
+from landscape.problem import Problem
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+SEEDS = range(40)
+BUDGETS = (9, 36, 144)
+
+
+def _outlier_matrix(n=200, seed=0) -> tuple[torch.Tensor, float]:
+    """A bulk of small eigenvalues (both signs) and ten outliers, in a random basis."""
+    rng = np.random.default_rng(seed)
+    eigs = np.concatenate([rng.normal(0.2, 0.3, n - 10), np.linspace(20.0, 60.0, 10)])
+    g = torch.Generator().manual_seed(seed)
+    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return (V * torch.as_tensor(eigs)) @ V.T, float(eigs.sum())
+
+
+@pytest.fixture(scope="module")
+def errors():
+    """|estimate − tr| and |estimate − tr| / stderr for every method, budget and seed."""
+    A, tr = _outlier_matrix()
+    op = MatrixOperator(A)
+    out = {}
+    for name, fn in (("hutchinson", hutchinson), ("hutch++", hutchpp)):
+        for m in BUDGETS:
+            res = [fn(op, matvecs=m, seed=s) for s in SEEDS]
+            assert all(r.matvecs == m for r in res)
+            err = np.array([abs(r.estimate - tr) for r in res])
+            z = np.array([abs(r.estimate - tr) / r.stderr for r in res])
+            out[name, m] = (err, z)
+    return out
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+def test_error_decreases_with_budget(errors, method):
+    mean_err = [errors[method, m][0].mean() for m in BUDGETS]
+    assert mean_err[0] > mean_err[1] > mean_err[2]
+    # Hutchinson's error ∝ 1/√m (×4 budget → ÷2); Hutch++'s falls at least as fast
+    assert mean_err[2] < 0.7 * mean_err[0] / 2
+
+
+def test_hutchpp_beats_hutchinson_on_outliers(errors):
+    for m in BUDGETS[1:]:
+        assert errors["hutch++", m][0].mean() < 0.5 * errors["hutchinson", m][0].mean()
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+def test_stderr_covers_the_truth(errors, method):
+    for m in BUDGETS:
+        z = errors[method, m][1]
+        assert np.mean(z <= 3.0) >= 0.85, (method, m, z)
+        assert np.median(z) < 1.5  # not absurdly conservative either: |N(0,1)| has median 0.67
+
+
+def test_hutchpp_parts_and_attrs():
+    A, tr = _outlier_matrix(n=100)
+    res = hutchpp(A, matvecs=30, seed=1)
+    assert res.sketch_size == 10 and len(res.samples) == 10 and res.matvecs == 30
+    assert res.estimate == pytest.approx(res.sketch_trace + res.samples.mean())
+    assert res.stderr == pytest.approx(res.samples.std(ddof=1) / np.sqrt(10))
+    attrs = res.to_attrs()
+    json.dumps(attrs)
+    assert attrs["method"] == "hutch++" and attrs["seed"] == 1 and attrs["matvecs"] == 30
+    again = hessian_trace(A, matvecs=30, method="hutch++", seed=1)
+    assert again.estimate == res.estimate  # seeded
+    assert hutchpp(A, matvecs=2).method == "hutchinson"  # below 3 products there is no sketch
+
+
+def test_exact_cases():
+    d = torch.arange(1.0, 41.0, dtype=torch.float64)
+    res = hutchinson(torch.diag(d), matvecs=5)
+    assert res.estimate == pytest.approx(float(d.sum()), rel=1e-12)  # Rademacher: exact on a diagonal
+    A, tr = _outlier_matrix(n=30)
+    for method in ("hutch++", "hutchinson"):
+        full = hessian_trace(A, matvecs=30, method=method)
+        assert full.method == "exact" and full.stderr == 0.0 and full.estimate == pytest.approx(tr, rel=1e-12)
+    with pytest.raises(LandscapeError):
+        hessian_trace(A, method="xtrace")
+    with pytest.raises(LandscapeError):
+        hutchinson(A, matvecs=0)
+
+
+def test_trace_of_a_network_hessian():
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3)).double().eval()
+    X = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    prob = Problem(model=model, loss="cross_entropy", splits={"train": [(X[:25], y[:25]), (X[25:], y[25:])]},
+                   device=torch.device("cpu"))
+    op = HessianOperator(prob)
+    tr = float(torch.trace(op.to_dense()))
+    zs = []
+    for seed in range(4):
+        res = hessian_trace(prob, matvecs=30, seed=seed)
+        zs.append(abs(res.estimate - tr) / res.stderr)
+    assert np.median(zs) < 3.0
