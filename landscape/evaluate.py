@@ -158,7 +158,8 @@ def _fast_ce(output: Tensor, target: Tensor, onehot: Tensor) -> tuple[Tensor, Te
     targets. On a CPU this is several times faster than ``log_softmax`` over a short last dim.
     """
     m, idx = output.max(-1)
-    lse = (output - m.unsqueeze(-1)).exp().sum(-1).log()
+    # exp(-80) ≈ 2e-35 adds nothing to a sum ≥ 1, and clamping avoids the very slow denormal path of exp
+    lse = (output - m.unsqueeze(-1)).clamp(min=-80.0).exp().sum(-1).log()
     loss = lse.sum() + m.sum() - torch.dot(output.reshape(-1), onehot.reshape(-1))
     return loss, (idx == target).sum()
 
@@ -273,6 +274,11 @@ class PointEvaluator:
         self._center = [directions.center[k] for k in self._keys]
         self._dirs = [[v[k] for k in self._keys] for v in directions.vectors]
         self._out = [self.targets[k] for k in self._keys]
+        # tensors some direction moves (per point only these are rewritten; the rest stay at the centre)
+        mv = [i for i, k in enumerate(self._keys) if any(bool(torch.any(v[k] != 0)) for v in directions.vectors)]
+        self._mv_center = [self._center[i] for i in mv]
+        self._mv_dirs = [[d[i] for i in mv] for d in self._dirs]
+        self._mv_out = [self._out[i] for i in mv]
         self.batches = _device_batches(problem, self.splits, self.channels_last)
         self.groups = {s: make_groups(problem, b) for s, b in self.batches.items()}
         self.forward = _MaybeCompiled(problem.model, compile, "per-point forward")
@@ -300,8 +306,14 @@ class PointEvaluator:
         corr = torch.empty((len(coords), len(self.splits)), dtype=torch.int64, device=dev)
         counts = []
         try:
+            self.restore()
             for i, c in enumerate(coords):
-                self.move_to(c)
+                if self._mv_out:  # (nothing to move if every direction is zero)
+                    with torch.no_grad():
+                        torch._foreach_copy_(self._mv_out, self._mv_center)
+                        for d, a in zip(self._mv_dirs, c):
+                            if float(a) != 0.0:
+                                torch._foreach_add_(self._mv_out, d, alpha=float(a))
                 counts = []
                 for j, s in enumerate(self.splits):
                     t, k, n = _accumulate(self.problem, self.groups[s], self.forward, self.precision)
@@ -366,7 +378,8 @@ class BatchedEvaluator:
         self.groups = {s: make_groups(problem, b) for s, b in self.batches.items()}
         loss_and_correct = _loss_and_correct(problem)
 
-        def point(moving: dict, fixed: dict, xs: list[Tensor], y: Tensor, onehot: Tensor | None):
+        def point(moving: dict, fixed: dict, xs: list[Tensor], y: Tensor, onehot: Tensor | None, _coeffs: Tensor):
+            # (_coeffs: always something to vmap over, even when no tensor moves)
             params = {**fixed, **moving}
             outs = [functional_call(model, params, (x,)) for x in xs]
             out = outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -374,7 +387,7 @@ class BatchedEvaluator:
                 out = out.float()
             return loss_and_correct(out, y, onehot)
 
-        self._fn = _MaybeCompiled(vmap(point, in_dims=(0, None, None, None, None)), compile, "batched forward")
+        self._fn = _MaybeCompiled(vmap(point, in_dims=(0, None, None, None, None, 0)), compile, "batched forward")
 
     @property
     def names(self) -> list[str]:
@@ -414,7 +427,7 @@ class BatchedEvaluator:
         with torch.inference_mode():
             for xs, y, onehot in groups:
                 with _autocast(dev, self.precision):
-                    loss, corr = self._fn(weights, self.fixed, xs, y, onehot)
+                    loss, corr = self._fn(weights, self.fixed, xs, y, onehot, coeffs)
                 total += loss
                 correct += corr
                 m += len(y)
@@ -484,9 +497,9 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
     """Time K = 1, 4, 16, 64 (≤ ``k_max``, which is tried too) on the first training batch; the fastest K.
 
     Each K is timed as the fastest of three runs after a warm-up. Batched must beat K = 1 by 10 %, a
-    larger K the best so far by 5 %; growing K stops after two K in a row that do not, or a K ≥ 16 that is 20 % slower
-    (compute-bound models stay at K = 1 after one try), or when the next probe would take the
-    total past ``budget_s`` seconds. Returns ``(K, {K: seconds per point})``.
+    larger K the best so far by 5 %; growing K stops after two K in a row that do not, after a
+    K ≥ 16 that is 20 % slower, or when the next probe would take the total past ``budget_s``
+    seconds (compute-bound models stay at K = 1). Returns ``(K, {K: seconds per point})``.
     """
     split = per_point.splits[0]
     batch = make_groups(problem, per_point.batches[split][:1])

@@ -189,3 +189,14 @@ def test_bf16_precision_runs_on_cpu():
         np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=5e-2)
     with pytest.raises(E.LandscapeError):
         E.PointEvaluator(p, dirs, precision="fp8")
+
+
+def test_zero_directions_give_the_centre_everywhere():
+    p = _problem(test=False)
+    dirs = make_random_directions(p.model, 2, seed=0)
+    for v in dirs.vectors:
+        for t in v.values():
+            t.zero_()
+    want = E.PointEvaluator(p, dirs)(np.zeros((1, 2)))["train_loss"][0]
+    for ev in (E.PointEvaluator(p, dirs), E.BatchedEvaluator(p, dirs, 2)):
+        np.testing.assert_allclose(ev(_coords(3, 2))["train_loss"], want, rtol=1e-12)
