@@ -1,0 +1,122 @@
+"""Stochastic Lanczos quadrature on explicit matrices: a bulk plus three spikes (Papyan 2020, Fig. 15)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from landscape.curvature import (
+    DensityResult,
+    MatrixOperator,
+    fraction_near_zero,
+    gaussian_density,
+    spectral_density,
+)
+from landscape.errors import LandscapeError
+
+N = 400
+SPIKES = (8.0, 15.0, 25.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _papyan(n=N, seed=0) -> tuple[torch.Tensor, np.ndarray]:
+    """A Marchenko–Pastur-like bulk in [0, ~2] plus three outliers, in a random basis."""
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(n, 2 * n)) / np.sqrt(2 * n)
+    bulk = np.linalg.eigvalsh(Z @ Z.T)[: n - len(SPIKES)]  # MP with ratio 1/2: support ≈ [0.09, 2.9]
+    eigs = np.sort(np.concatenate([bulk, SPIKES]))
+    g = torch.Generator().manual_seed(seed)
+    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return (V * torch.as_tensor(eigs)) @ V.T, eigs
+
+
+@pytest.fixture(scope="module")
+def slq():
+    A, eigs = _papyan()
+    op = MatrixOperator(A)
+    res = spectral_density(op, runs=10, steps=50, sigma=0.2, grid_points=3000, seed=0)
+    return res, eigs, op
+
+
+def test_density_integrates_to_one_and_costs_runs_times_steps(slq):
+    res, _, op = slq
+    assert isinstance(res, DensityResult)
+    assert res.matvecs == 10 * 50 == op.matvecs
+    assert res.nodes.shape == res.weights.shape == (10, 50)
+    np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-12)  # each run's weights sum to 1
+    assert np.trapezoid(res.density, res.grid) == pytest.approx(1.0, abs=1e-3)
+    assert np.all(res.density >= 0)
+    attrs = res.to_attrs()
+    json.dumps(attrs)
+    assert attrs["runs"] == 10 and attrs["steps"] == 50 and attrs["sigma"] == 0.2 and attrs["seed"] == 0
+
+
+def test_spikes_are_nodes_and_peaks(slq):
+    res, eigs, _ = slq
+    for s in SPIKES:
+        # outliers converge within a few Lanczos steps: every run has a node on each spike
+        assert np.all(np.min(np.abs(res.nodes - s), axis=1) < 1e-8 * s)
+        window = np.abs(res.grid - s) < 3 * res.sigma
+        peak = res.grid[window][np.argmax(res.density[window])]
+        assert abs(peak - s) < 0.25 * res.sigma
+        # the peak stands far above the empty gaps around it
+        gap = np.abs(res.grid - (s - 2.0)) < 0.05
+        assert res.density[window].max() > 50 * res.density[gap].max()
+        # its mass is ≈ 1/N (a random start's squared component along the spike, averaged over runs)
+        mass = float(np.sum(res.weights[np.abs(res.nodes - s) < 1.0])) / res.runs
+        assert 0.3 / N < mass < 3.0 / N
+
+
+def test_density_matches_eigh_distribution(slq):
+    """The quadrature's cumulative weights follow the true eigenvalue CDF (bulk resolved to node spacing)."""
+    res, eigs, _ = slq
+    nodes, weights = res.nodes.ravel(), res.weights.ravel() / res.runs
+    for t in (0.3, 0.6, 1.0, 1.5, 2.0, 5.0, 12.0, 20.0):
+        slq_cdf = float(weights[nodes <= t].sum())
+        true_cdf = float(np.mean(eigs <= t))
+        assert slq_cdf == pytest.approx(true_cdf, abs=0.06), t
+    # the smoothed density agrees with the same Gaussian smoothing of the exact spectrum
+    exact = gaussian_density(eigs[None, :], np.full((1, len(eigs)), 1.0 / len(eigs)), res.grid, res.sigma)
+    assert np.trapezoid(np.abs(res.density - exact), res.grid) < 0.15
+
+
+def test_fraction_near_zero():
+    """A degenerate matrix: 2/3 of the eigenvalues exactly zero, the rest in [1, 2]."""
+    n = 300
+    eigs = np.concatenate([np.zeros(200), np.linspace(1.0, 2.0, 100)])
+    g = torch.Generator().manual_seed(1)
+    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    A = (V * torch.as_tensor(eigs)) @ V.T
+    res = spectral_density(A, runs=10, steps=30, seed=1)
+    assert res.fraction_near_zero(0.5) == pytest.approx(2 / 3, abs=0.05)
+    assert res.fraction_near_zero(0.25, relative=True) == pytest.approx(2 / 3, abs=0.05)
+    # an exactly zero eigenspace gives a Ritz node at 0 (to rounding) in every run
+    assert fraction_near_zero(res.nodes, res.weights, 1e-9) == pytest.approx(res.fraction_near_zero(0.5), abs=1e-12)
+    assert fraction_near_zero(res.nodes, res.weights, 0.0) == 0.0
+    assert fraction_near_zero(res.nodes, res.weights, 10.0) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_early_breakdown_pads_and_defaults():
+    A = torch.diag(torch.tensor([1.0] * 10 + [3.0] * 10, dtype=torch.float64))
+    res = spectral_density(A, runs=3, steps=8, seed=0)  # two distinct eigenvalues: breakdown after 2 steps
+    assert np.isfinite(res.nodes).sum(axis=1).tolist() == [2, 2, 2]
+    np.testing.assert_allclose(np.sort(res.nodes[:, :2], axis=1), [[1.0, 3.0]] * 3, atol=1e-10)
+    assert res.matvecs == 6
+    assert res.sigma == pytest.approx(0.02)  # default: 1% of the spread of the nodes
+    assert len(res.grid) == 1000
+    assert np.trapezoid(res.density, res.grid) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(LandscapeError):
+        spectral_density(A, runs=0)
+    with pytest.raises(LandscapeError):
+        spectral_density(A, sigma=-1.0)
