@@ -58,8 +58,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"landscape {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(f"landscape {args.command}: error: {_oom_message(args, e)}", file=sys.stderr, flush=True)
+        return 2
     except BrokenPipeError:
         os._exit(0)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+
+
+def _oom_message(args, e: BaseException) -> str:
+    """One line for a batch that did not fit: which flags make the next try smaller."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    flags = [f"--{d.replace('_', '-')}" for d in ("batch_size", "points_per_batch", "samples", "m", "max_examples")
+             if hasattr(args, d)]
+    resume = " (points already computed are saved: run the command again to resume)" \
+        if hasattr(args, "flush_every") else ""
+    return (f"out of memory ({type(e).__name__}: {first[:160]}); try a smaller {' or '.join(flags) or 'problem'}"
+            f"{resume}")
 
 
 def entry() -> None:  # pragma: no cover - console script wrapper

@@ -165,17 +165,26 @@ class GridStore:
         idx = np.concatenate([i for i, _ in self._pending])
         order = np.argsort(idx)
         idx = idx[order]
-        with h5py.File(self.path, "r+", **H5_KW) as f:
-            for name in self.names:
-                key = name.rsplit("/", 1)[-1]
-                vals = np.concatenate([v[key] for _, v in self._pending])[order]
-                ds = f[name]
-                flat = np.asarray(ds[()]).reshape(-1)
-                flat[idx] = vals
-                ds[...] = flat.reshape(ds.shape)
-            f.flush()
-            self.done[idx] = True
-            f[self.done_name][...] = self.done.reshape(self.shape).astype(np.uint8)
+        done = self.done.copy()
+        done[idx] = True
+        try:
+            with h5py.File(self.path, "r+", **H5_KW) as f:
+                for name in self.names:
+                    key = name.rsplit("/", 1)[-1]
+                    vals = np.concatenate([v[key] for _, v in self._pending])[order]
+                    ds = f[name]
+                    flat = np.asarray(ds[()]).reshape(-1)
+                    flat[idx] = vals
+                    ds[...] = flat.reshape(ds.shape)
+                f.flush()
+                f[self.done_name][...] = done.reshape(self.shape).astype(np.uint8)
+        except OSError as e:
+            # disk full, quota, I/O error: the mask on disk still describes the last good flush
+            # (values land before the mask), so the file stays readable and resumable.
+            raise LandscapeError(
+                f"writing {self.path} failed ({_first_line(e)}); the {self.n_done} points saved before are intact: "
+                "free some space (or choose another --out) and run the same command again to resume") from None
+        self.done = done
         self._pending.clear()
         self._last_flush = time.monotonic()
 
@@ -183,6 +192,7 @@ class GridStore:
         try:
             self.flush()
         finally:
+            self._pending.clear()  # a failed flush is not retried at every later close
             self._lock.release()
 
 
@@ -225,7 +235,60 @@ def peek_surface(path: str) -> dict | None:
     if attrs.get("kind") != "surface":
         raise LandscapeError(f"{path} holds a {attrs.get('kind')!r} result, not a surface; "
                              "choose another --out or pass --overwrite")
-    return {"config": json.loads(attrs.get("config", "{}")), "identity": json.loads(attrs.get("identity", "{}"))}
+    try:
+        out = {"config": json.loads(attrs.get("config", "{}")), "identity": json.loads(attrs.get("identity", "{}"))}
+    except (TypeError, ValueError) as e:
+        raise LandscapeError(f"{path} has an unreadable config/identity attribute ({_first_line(e)}); it is corrupted: "
+                             "inspect it with 'landscape info' or pass --overwrite to recompute it") from None
+    try:
+        with h5py.File(path, "r", **H5_KW) as f:
+            problem = surface_problems(f)
+    except (OSError, KeyError, RuntimeError, ValueError) as e:
+        problem = f"it cannot be read ({_first_line(e)})"
+    if problem:
+        raise LandscapeError(f"{path} is corrupted: {problem}; inspect it with 'landscape info' or pass --overwrite "
+                             "to recompute it")
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def surface_problems(f: h5py.File) -> str | None:
+    """Why an open surface file cannot have been written by a run (garbage on disk), or None.
+
+    No run writes a done mask other than 0/1, a negative loss (cross-entropy and MSE are sums of
+    non-negative terms; NaN and +inf are stored overflows), an accuracy outside [0, 1], or
+    non-increasing coordinates; random bytes over a dataset almost surely do one of these.
+    Readers (``plot``, ``info``) can call this too.
+    """
+    if "surfaces" not in f or "done" not in f["surfaces"]:
+        return "it has no /surfaces/done mask"
+    done_raw = np.asarray(f["surfaces/done"][()])
+    bad = ~np.isin(done_raw, (0, 1))
+    if bad.any():
+        return f"/surfaces/done holds {int(done_raw[bad].reshape(-1)[0])} where only 0 and 1 are written"
+    done = done_raw.astype(bool)
+    for a in AXES:
+        if f"coords/{a}" in f:
+            c = np.asarray(f[f"coords/{a}"][()], dtype=np.float64)
+            if not np.all(np.isfinite(c)) or (c.size > 1 and not np.all(np.diff(c) > 0)):
+                return f"/coords/{a} is not a finite increasing sequence"
+    for name, ds in f["surfaces"].items():
+        if name == "done" or not isinstance(ds, h5py.Dataset) or ds.shape != done.shape:
+            continue
+        v = np.asarray(ds[()], dtype=np.float64)[done]
+        if name.endswith("_loss"):
+            wrong = (v < -1e-6 * np.maximum(1.0, np.abs(v))) | (v == -np.inf)
+        elif name.endswith("_acc"):
+            wrong = (v < -1e-9) | (v > 1 + 1e-9)
+        else:
+            continue
+        if wrong.any():
+            return f"/surfaces/{name} holds {v[wrong][0]:g} at a done point, a value no run writes"
+    return None
 
 
 def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple[np.ndarray, ...], directions,
