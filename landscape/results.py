@@ -119,6 +119,8 @@ class Result:
             parts.append(f"Li et al. file {os.path.basename(self.path)}")
         elif model:
             margs = self.config.get("model_args")
+            if isinstance(margs, dict):
+                margs = ",".join(f"{k}={v}" for k, v in margs.items())
             parts.append(f"{model}({margs})" if margs and isinstance(margs, str) else str(model))
         meta = self.directions_meta.get("x", {}) if surface else {}
         if meta.get("kind"):
@@ -288,6 +290,9 @@ def _read_ours(path: str, f) -> Result:
         res.trajectory = t
     if "curvature" in f:
         res.curvature = _read_tree(f["curvature"])
+        se = res.curvature.get("trace_attrs", {}).get("stderr")
+        if "trace" in res.curvature and se is not None:
+            res.curvature["trace_stderr"] = float(se)
     if "metrics" in f:
         for name, ds in f["metrics"].items():
             if isinstance(ds, h5py.Dataset):

@@ -108,10 +108,13 @@ def test_li_file_plots(tmp_path):
 
 
 # ---------------------------------------------------------------------------- orientation
-def _pixel(fig, ax, x: float, y: float) -> np.ndarray:
-    """RGB (0..1) of the rendered figure at data point (x, y)."""
+def _render(fig) -> np.ndarray:
     fig.canvas.draw()
-    buf = np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0
+
+
+def _pixel(buf: np.ndarray, ax, x: float, y: float) -> np.ndarray:
+    """RGB (0..1) of the rendered figure ``buf`` at data point (x, y)."""
     px, py = ax.transData.transform((x, y))
     return buf[buf.shape[0] - int(round(py)), int(round(px))]
 
@@ -139,10 +142,11 @@ def test_heatmap_orientation(tmp_path):
     np.testing.assert_array_equal(mesh.get_array().reshape(5, 7), z.T)
     assert ax.get_xlabel().startswith("α") and ax.get_ylabel().startswith("β")
     cmap, lo, hi = colormaps["viridis"], z.min(), z.max()
+    buf = _render(fig)
     for i in range(7):
         for j in range(5):
             want = np.asarray(cmap((z[i, j] - lo) / (hi - lo)))[:3]
-            got = _pixel(fig, ax, X7[i], Y5[j])
+            got = _pixel(buf, ax, X7[i], Y5[j])
             assert np.abs(got - want).max() < 0.03, (i, j, got, want)
 
 
@@ -155,9 +159,10 @@ def test_filled_contour_orientation(tmp_path):
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     cs = draw_contour(ax, r, "train_loss", Options(levels=40), filled=True, colorbar=False)
+    buf = _render(fig)
 
     def value(x, y):  # invert the colour through the contour set's colours
-        rgb = _pixel(fig, ax, x, y)
+        rgb = _pixel(buf, ax, x, y)
         colors = cs.cmap(cs.norm(0.5 * (cs.levels[:-1] + cs.levels[1:])))[:, :3]
         k = int(np.argmin(np.abs(colors - rgb).sum(axis=1)))
         return 0.5 * (cs.levels[k] + cs.levels[k + 1])

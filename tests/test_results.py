@@ -170,7 +170,7 @@ def test_read_2d_orientation_and_metadata(tmp_path):
     assert r.trajectory["coords"].shape == (6, 2)
     np.testing.assert_allclose(r.trajectory["explained_variance"], [0.81, 0.12])
     assert r.curvature["eigenvalues"].tolist() == [40.0, 12.0, 5.0]
-    assert r.curvature["trace"] == 120.0 and r.curvature["trace_attrs"]["stderr"] == 4.5
+    assert r.curvature["trace"] == 120.0 and r.curvature["trace_stderr"] == 4.5
     assert r.curvature["density"]["attrs"]["runs"] == 3
     assert r.metrics["eps_sharpness"] == (1.25, {"eps": 1e-3, "steps": 10})
     assert r.metrics["loss_variation"][1]["etas"] == [0.05, 0.2, 0.4]

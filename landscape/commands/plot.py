@@ -43,7 +43,7 @@ def run(args) -> int:
     if args.log and args.vmin is not None and args.vmin <= 0:
         raise LandscapeError(f"--log needs a positive --vmin (got {args.vmin:g})")
     result = open_result(args.file)
-    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.file))
+    out_dir = args.out_dir or os.path.dirname(args.file)  # relative in, relative out: outputs/r20_..._contour.png
     if args.out_dir and not os.path.isdir(out_dir):
         if os.path.exists(out_dir):
             raise LandscapeError(f"--out-dir {out_dir!r} is a file, not a folder")

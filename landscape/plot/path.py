@@ -9,6 +9,8 @@ is drawn as an arrow above the higher endpoint.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import LandscapeError
@@ -174,8 +176,15 @@ def draw_trajectory(ax, result: Result, surface: str | None = None, opts=None) -
     ax.set_ylabel(result.axis_label("y"))
     if result.ndim == 2:
         x, y = result.coords["x"], result.coords["y"]
-        ax.set_xlim(min(x.min(), tc[:, 0].min()), max(x.max(), tc[:, 0].max()))
-        ax.set_ylim(min(y.min(), tc[:, 1].min()), max(y.max(), tc[:, 1].max()))
+        lo, hi = tc[:, :2].min(axis=0), tc[:, :2].max(axis=0)
+        if lo[0] < x.min() or hi[0] > x.max() or lo[1] < y.min() or hi[1] > y.max():
+            warnings.warn(f"the trajectory reaches beyond the computed grid (x {lo[0]:.3g}…{hi[0]:.3g}, y "
+                          f"{lo[1]:.3g}…{hi[1]:.3g}; grid x {x.min():.3g}…{x.max():.3g}, y {y.min():.3g}…"
+                          f"{y.max():.3g}): widen --x/--y to see the landscape under all of it", stacklevel=2)
+        pad = 0.03 * max(hi[0] - lo[0], hi[1] - lo[1], 1e-12)
+        ax.set_xlim(min(x.min(), lo[0] - pad), max(x.max(), hi[0] + pad))
+        ax.set_ylim(min(y.min(), lo[1] - pad), max(y.max(), hi[1] + pad))
+        ax.set_aspect("auto")
     ax.legend(handles=[sc], loc="best")
 
 

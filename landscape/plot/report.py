@@ -25,16 +25,30 @@ from .surface import Options, curvature_surfaces, draw_contour, draw_heatmap, dr
 Panel = tuple[str, str, Callable]  # (title, projection or "", draw(ax))
 
 
+def _contour_options(r: Result, surf: str, opts: Options) -> Options:
+    """The user's options, with a log scale for a loss spanning more than 1.5 decades: linear levels
+    would all crowd the walls and leave the basin around θ -- the part worth seeing -- empty."""
+    if opts.log or opts.vmin is not None or opts.vmax is not None or not surf.endswith("_loss"):
+        return opts
+    z = r.surfaces[surf]
+    z = z[np.isfinite(z)]
+    if z.size and z.min() > 0 and z.max() / z.min() > 10 ** 1.5:
+        return Options(log=True, levels=opts.levels, dpi=opts.dpi)
+    return opts
+
+
 def _panels(r: Result, opts: Options) -> list[Panel]:
     panels: list[Panel] = []
     surf = r.default_surface()
     has_surf = surf is not None and r.has_values(surf)
+    copts = _contour_options(r, surf, opts) if has_surf else opts
     if r.ndim == 2 and has_surf and min(r.shape) >= 2:
         if has_trajectory(r):
             panels.append((f"{label_of(surf)} with the training trajectory", "",
-                           lambda ax: draw_trajectory(ax, r, surf, opts)))
+                           lambda ax: draw_trajectory(ax, r, surf, copts)))
         else:
-            panels.append((f"{label_of(surf)}, contours", "", lambda ax: draw_contour(ax, r, surf, opts)))
+            panels.append((f"{label_of(surf)}, contours" + (" (log levels)" if copts.log else ""), "",
+                           lambda ax: draw_contour(ax, r, surf, copts)))
         panels.append((f"{label_of(surf)}, 3D", "3d", lambda ax: draw_surface3d(ax, r, surf, opts)))
     if r.ndim == 1 and any(r.has_values(n) for n in r.surfaces):
         panels.append(("1D surface", "", lambda ax: draw_line(ax, r, opts.log)))

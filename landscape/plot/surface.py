@@ -54,11 +54,15 @@ def _need2d(result: Result, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _colorbar(ax, mappable, name: str, log: bool):
     """A labelled colorbar with a handful of ticks (a contour set would otherwise tick every level)."""
-    from matplotlib.ticker import LogLocator, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
     cb = ax.figure.colorbar(mappable, ax=ax)
     cb.set_label(_cbar_label(name, log))
-    cb.locator = LogLocator() if log else MaxNLocator(7)
+    if log:  # 1-2-5 steps, written as plain numbers: a loss range rarely spans many decades
+        cb.locator = LogLocator(subs=(1.0, 2.0, 5.0))
+        cb.formatter = FuncFormatter(lambda v, _: f"{v:.3g}")
+    else:
+        cb.locator = MaxNLocator(7)
     cb.update_ticks()
     return cb
 
