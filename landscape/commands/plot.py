@@ -3,7 +3,6 @@ curvature maps), written next to the input by default, one path per line on stdo
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from ..errors import LandscapeError
@@ -15,18 +14,20 @@ def add_parser(sub) -> None:
     from ..plot import FORMATS, KINDS
 
     p = sub.add_parser("plot", help="draw a result file: contours, heatmaps, 3D surfaces, lines, paths, spectra",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Draw a result file; writes FILE_<surface>_<kind>.<format> next to the input "
+                                   "(or in --out-dir) and prints each path written.")
     p.add_argument("file", metavar="FILE.h5", help="result file (landscape's or Li et al.'s)")
     p.add_argument("--kind", default="all", choices=("all", *KINDS),
-                   help="what to draw; 'all' draws every kind the file can give")
+                   help="what to draw (default: all, every kind the file can give)")
     p.add_argument("--surface", metavar="NAME", help="surface to draw (default: train_loss, else the first loss)")
     p.add_argument("--log", action="store_true", help="logarithmic colour / value scale for losses")
     p.add_argument("--vmin", type=float, help="lower end of the colour scale and contour levels")
     p.add_argument("--vmax", type=float,
                    help="upper end of the colour scale and contour levels (e.g. 10, as Li et al.)")
-    p.add_argument("--levels", type=positive_int("--levels"), default=30, metavar="N", help="number of contour levels")
-    p.add_argument("--format", default="png", choices=FORMATS)
-    p.add_argument("--dpi", type=positive_int("--dpi"), default=150)
+    p.add_argument("--levels", type=positive_int("--levels"), default=30, metavar="N",
+                   help="number of contour levels (default: 30)")
+    p.add_argument("--format", default="png", choices=FORMATS, help="picture format (default: png)")
+    p.add_argument("--dpi", type=positive_int("--dpi"), default=150, help="resolution of PNGs (default: 150)")
     p.add_argument("--out-dir", metavar="DIR", help="folder for the pictures (default: the input file's folder)")
     p.set_defaults(func=run)
 

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("file", metavar="FILE.h5", help="result file")
     p.add_argument("--out", metavar="PATH", help="output name; .png and .pdf are written (default: FILE_report)")
     p.add_argument("--log", action="store_true", help="logarithmic scale for the loss surfaces")
-    p.add_argument("--dpi", type=positive_int("--dpi"), default=150)
+    p.add_argument("--dpi", type=positive_int("--dpi"), default=150, help="resolution of the PNG (default: 150)")
     p.set_defaults(func=run)
 
 
