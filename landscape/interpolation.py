@@ -469,7 +469,7 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
     t0 = w.bcast_named(t0, like=like)
     t1 = w.bcast_named(t1, like=like)
     has_bn = has_batchnorm(model)
-    bn = has_bn if bn_reestimate is None else bool(bn_reestimate)
+    bn = has_bn if bn_reestimate is None else bool(bn_reestimate) and has_bn  # nothing to re-estimate without BN
     splits = list(problem.splits)
     metrics = [f"{s}_{m}" for s in splits for m in ("loss", "acc")]
     config = _config(problem, **{"from": theta0 if isinstance(theta0, str) else "<weights>",
