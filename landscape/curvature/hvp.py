@@ -33,14 +33,17 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import warnings
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 
 from ..errors import LandscapeError
 from ..params import Named
@@ -70,6 +73,36 @@ def _memory_limit(device: torch.device) -> int:
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         total = 8 * 2**30
     return int(CACHE_FRACTION_CPU * total)
+
+
+class _EvalBatchNormAsAffine(TorchFunctionMode):
+    """Runs eval-mode ``F.batch_norm`` as the affine map it is: x·s + t, s = γ/√(σ²+ε), t = β − μs.
+
+    Same function (to rounding), but autograd then records two elementwise ops instead of
+    ``native_batch_norm``, whose double backward is the general train-mode formula: on ResNet-20
+    this makes a Hessian-vector product about 10% cheaper. Batch-statistics BatchNorm (train mode,
+    or no running statistics) is passed through unchanged.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.batch_norm:
+            a = _BN_SIGNATURE.bind(*args, **kwargs).arguments
+            if not a.get("training", False) and a.get("running_mean") is not None \
+                    and a.get("running_var") is not None:
+                x = a["input"]
+                scale = torch.rsqrt(a["running_var"] + a.get("eps", 1e-5))
+                if a.get("weight") is not None:
+                    scale = scale * a["weight"]
+                shift = -a["running_mean"] * scale
+                if a.get("bias") is not None:
+                    shift = shift + a["bias"]
+                shape = (1, -1) + (1,) * (x.ndim - 2)
+                return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+        return func(*args, **kwargs)
+
+
+_BN_SIGNATURE = inspect.signature(F.batch_norm)
 
 
 class _SavedBytes:
@@ -318,6 +351,10 @@ class HessianOperator(_ProblemOperator):
         >>> abs(a - b) <= 1e-4 * max(abs(a), 1e-6)  # symmetric
         True
     """
+
+    def _forward(self, leaves: list[Tensor], x: Tensor) -> Tensor:
+        with _EvalBatchNormAsAffine():
+            return super()._forward(leaves, x)
 
     def _build(self) -> list[Tensor] | None:
         """Graph of ∇L over all batches (summed), or None when it would not fit (then products recompute)."""

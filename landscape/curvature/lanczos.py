@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,8 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
 
 def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int = 100,
             seed: int | torch.Generator | None = 0, return_vectors: bool = True, atol: float = 0.0,
-            v0: Tensor | None = None) -> EigenResult:
+            v0: Tensor | None = None, callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None
+            ) -> EigenResult:
     """Top-k (``LA``), bottom-k (``SA``) or top-k and the smallest (``both``) eigenpairs by Lanczos.
 
     Args:
@@ -129,6 +131,8 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
         max_iter: most Lanczos steps (= operator products); capped at the dimension.
         seed: seed (or generator) of the Gaussian start vector (ignored when ``v0`` is given).
         return_vectors: form the Ritz vectors Q_m u_i (one small matrix product, no extra matvec).
+        callback: called after every step with (steps so far, Ritz values ascending, their residual
+            estimates) -- for progress reports and convergence studies.
 
     Example:
         >>> import torch
@@ -172,6 +176,8 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
         theta, U = np.linalg.eigh(T)
         anorm = max(anorm, float(np.abs(theta).max()))
         res = np.abs(beta * U[-1, :])
+        if callback is not None:
+            callback(m, theta, res)
         idx = _wanted(m, k, which)
         breakdown = beta <= 1e-12 * max(anorm, np.finfo(float).tiny)
         if m == n:  # the whole space: T is A in another basis
