@@ -54,6 +54,15 @@ def save(fig, path: str | list[str], dpi: int = 150) -> str:
     return paths[0]
 
 
+def twin(ax):
+    """A right-hand y axis drawn *under* ``ax``, so the legend of ``ax`` covers the twin's lines instead of
+    being crossed by them (matplotlib draws a twin on top by default)."""
+    ax2 = ax.twinx()
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    return ax2
+
+
 def suptitle(fig, text: str) -> None:
     """The figure title, broken at " — " into lines that fit the figure's width (long model names)."""
     width = max(20, int(fig.get_figwidth() * 10.5))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..results import Result, label_of
-from .common import SPLIT_COLORS, finite_masked, new_figure, save, style, suptitle
+from .common import SPLIT_COLORS, finite_masked, new_figure, save, style, suptitle, twin
 
 
 def _path(result: Result, name: str | None) -> tuple[str, dict]:
@@ -79,7 +79,7 @@ def draw_path(ax, result: Result, name: str | None = None, log: bool = False) ->
     first_train = sorted(p, key=lambda k: (k.split("_")[0] != "train", k))
     accs = [k for k in first_train if k.endswith("_acc") and isinstance(p[k], np.ndarray) and np.isfinite(p[k]).any()]
     if accs:
-        ax2 = ax.twinx()
+        ax2 = twin(ax)
         for key in accs:
             (h,) = ax2.plot(alpha, finite_masked(p[key], f"{name} {key}", result.path), "--",
                             color=SPLIT_COLORS.get(key.split("_")[0]), alpha=0.8, label=label_of(key))
@@ -120,8 +120,7 @@ def draw_path(ax, result: Result, name: str | None = None, log: bool = False) ->
     if extra:
         (h,) = ax.plot([], [], " ", label=", ".join(extra))
         handles.append(h)
-    ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="upper center", fontsize=7,
-              framealpha=0.85)
+    ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best", fontsize=7, framealpha=0.9)
 
 
 def _draw_barrier(ax, alpha: np.ndarray, loss: np.ndarray, p: dict, handles: list) -> None:
@@ -132,6 +131,10 @@ def _draw_barrier(ax, alpha: np.ndarray, loss: np.ndarray, p: dict, handles: lis
     j = int(np.flatnonzero(inside)[np.argmax(loss[inside])])
     barrier = float(p["barrier"]) if "barrier" in p and np.isfinite(p["barrier"]) else float(loss[j] - ends)
     if not np.isfinite(ends):
+        return
+    if barrier <= 0:  # no barrier: say so in the legend, draw nothing over the curve
+        (h,) = ax.plot([], [], " ", label=f"barrier = {barrier:.3g}")
+        handles.append(h)
         return
     (h,) = ax.plot([0, 1], [ends, ends], color="0.4", lw=0.8, ls="--", label=f"barrier = {barrier:.3g}")
     handles.append(h)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..results import Result, label_of, param_text
-from .common import new_figure, save, style, suptitle
+from .common import new_figure, save, style, suptitle, twin
 from .path import draw_path, draw_trajectory, has_trajectory
 from .spectrum import draw_density, has_spectrum
 from .surface import Options, curvature_surfaces, draw_contour, draw_heatmap, draw_line, draw_slices, draw_surface3d
@@ -108,7 +108,7 @@ def draw_layerwise(ax, r: Result) -> None:
         depth = np.arange(1, len(v) + 1)
         v = np.where(np.isfinite(v) & (v > 0), v, np.nan)
         if "kappa" in q:
-            ax2 = ax2 or ax.twinx()
+            ax2 = ax2 or twin(ax)
             (h,) = ax2.plot(depth, v, "s--", color="0.3", ms=4, label=label)
             ax2.set_yscale("log")
             ax2.set_ylabel("condition number κ (log)")

@@ -17,7 +17,18 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..results import Result, label_of
-from .common import SPLIT_COLORS, finite_masked, make_levels, make_norm, new_figure, save, style, suptitle, value_range
+from .common import (
+    SPLIT_COLORS,
+    finite_masked,
+    make_levels,
+    make_norm,
+    new_figure,
+    save,
+    style,
+    suptitle,
+    twin,
+    value_range,
+)
 
 CURVATURE_SURFACES = ("train_lambda_max", "train_lambda_min", "train_convexity")
 
@@ -91,7 +102,7 @@ def draw_line(ax, result: Result, log: bool = False, metrics: tuple[str, ...] = 
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     if acc_names:
-        ax2 = ax.twinx()
+        ax2 = twin(ax)
         for n in acc_names:
             z = finite_masked(result.surfaces[n], n, result.path, done=result.done)
             (h,) = ax2.plot(x, z, "--", color=SPLIT_COLORS.get(n.split("_")[0]), label=label_of(n))
@@ -374,7 +385,7 @@ def _curvature_figure(result: Result, opts: Options):
         ax.set_ylabel("Hessian eigenvalue")
         conv = [n for n in names if n.endswith("convexity")]
         if conv:
-            ax2 = ax.twinx()
+            ax2 = twin(ax)
             (h,) = ax2.plot(x, finite_masked(result.surfaces[conv[0]], conv[0], result.path, done=result.done), "k--",
                             label=label_of(conv[0]))
             handles.append(h)
