@@ -225,8 +225,17 @@ def _as_tensors(obj, spec: str) -> Batch:
     return X, y
 
 
-def load_data(spec: str) -> Batch:
-    """All samples of a data spec as CPU tensors ``(X, y)``."""
+def load_data(spec: str, flag: str = "--data") -> Batch:
+    """All samples of a data spec as CPU tensors ``(X, y)`` (``flag`` names the option in errors)."""
+    try:
+        return _load_data(spec, flag)
+    except LandscapeError as e:
+        if flag != "--data" and str(e).startswith("--data"):
+            raise LandscapeError(flag + str(e)[len("--data"):]) from e
+        raise
+
+
+def _load_data(spec: str, flag: str) -> Batch:
     from . import zoo
 
     if spec.startswith("zoo:"):
@@ -285,7 +294,18 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         if device == "cuda":
             raise LandscapeError("--device cuda: no CUDA device is available (use --device cpu or auto)")
         return torch.device("cpu")
-    if device == "cpu" or device.startswith("cuda:"):
+    if device == "cpu":
+        return torch.device(device)
+    if device.startswith("cuda:"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = device[5:]
+        if not index.isdigit():
+            raise LandscapeError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N")
+        if int(index) >= n:
+            if not n:
+                raise LandscapeError(f"--device {device}: no CUDA device is available (use --device cpu or auto)")
+            raise LandscapeError(f"--device {device}: only cuda:0..cuda:{n - 1} exist (use --device auto, cpu or "
+                                 f"cuda:N with N < {n})")
         return torch.device(device)
     raise LandscapeError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N")
 
@@ -403,7 +423,8 @@ def make_problem(
     for split, spec in (("train", data), ("test", test_data)):
         if spec is None:
             continue
-        X, y = load_data(spec) if isinstance(spec, str) else _as_tensors(spec, "data")
+        flag = "--data" if split == "train" else "--test-data"
+        X, y = load_data(spec, flag) if isinstance(spec, str) else _as_tensors(spec, "data")
         X, y, idx = subsample(X, y, samples, seed)
         splits[split] = make_batches(X, y, batch_size, dev)
         info[f"{split}_data"] = spec if isinstance(spec, str) else "<tensors>"

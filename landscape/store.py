@@ -86,7 +86,8 @@ def check_readable(path: str) -> None:
             f.attrs.get("config")
     except (OSError, KeyError, RuntimeError, ValueError) as e:
         raise LandscapeError(f"{path} exists but cannot be read as HDF5 ({str(e).splitlines()[0]}); it may be "
-                             "truncated or corrupted: inspect it with 'landscape info' or pass --overwrite") from None
+                             "truncated or corrupted: inspect it with 'landscape info', pass --overwrite to replace it "
+                             "or choose another --out") from None
 
 
 def read_attrs(path: str) -> dict:

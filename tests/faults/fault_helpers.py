@@ -1,0 +1,222 @@
+"""Models, data and process helpers for the fault-injection tests (``--model tests.faults.fault_helpers:NAME``).
+
+The subprocesses that use them run from the repository root with it on ``PYTHONPATH``.
+Environment knobs (read when the model is built, so a parent test can set them per run):
+
+* ``LANDSCAPE_FAULT_SLEEP``: seconds each forward pass of :func:`slow_mlp` sleeps (default 0.05);
+* ``LANDSCAPE_FAULT_LOG``: a file that gets one line ``pid batch`` per finished forward pass;
+* ``LANDSCAPE_FAULT_OOM_AFTER``: :func:`oom_mlp` raises "CUDA out of memory" from that call on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ----------------------------------------------------------------------------- models
+def _mlp() -> nn.Module:
+    from landscape.zoo.models import MLP
+
+    return MLP(in_features=16, width=8, depth=1)
+
+
+class _Slow(nn.Module):
+    """A small MLP whose forward pass sleeps and logs each finished call (one call = one grid point here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _mlp()
+        self.sleep = float(os.environ.get("LANDSCAPE_FAULT_SLEEP", "0.05"))
+        self.log = os.environ.get("LANDSCAPE_FAULT_LOG")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.sleep)
+        out = self.net(x)
+        if self.log:
+            with open(self.log, "a") as f:  # O_APPEND: one short line per call, atomic across processes
+                f.write(f"{os.getpid()} {x.shape[0]}\n")
+        return out
+
+
+def slow_mlp() -> nn.Module:
+    return _Slow()
+
+
+class _OOM(nn.Module):
+    def __init__(self, after: int):
+        super().__init__()
+        self.net = _mlp()
+        self.after, self.calls = after, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls >= self.after:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total capacity)")
+        return self.net(x)
+
+
+def oom_mlp() -> nn.Module:
+    """Raises the error torch raises when a batch does not fit, from the ``LANDSCAPE_FAULT_OOM_AFTER``-th call."""
+    return _OOM(int(os.environ.get("LANDSCAPE_FAULT_OOM_AFTER", "4")))
+
+
+class _Wrong(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _mlp()
+
+    def forward(self, x):
+        return self.net(x)[:, :3].reshape(-1)  # 1-D: not (batch, classes)
+
+
+def wrong_shape_mlp() -> nn.Module:
+    """Output of shape (3·batch,) instead of (batch, classes): no loss can pair it with the targets."""
+    return _Wrong()
+
+
+def frozen_mlp() -> nn.Module:
+    """An MLP with no parameter that requires gradients (Hessian directions are impossible)."""
+    m = _mlp()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+class _Blowup(nn.Module):
+    """Logits scaled by exp(|w|²): finite near the centre, overflowing to inf/NaN far away."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _mlp()
+
+    def forward(self, x):
+        w = self.net[1].weight if isinstance(self.net, nn.Sequential) else next(self.net.parameters())
+        scale = torch.exp(w.pow(2).sum())
+        return self.net(x) * scale
+
+
+def blowup_mlp() -> nn.Module:
+    return _Blowup()
+
+
+def synthetic16():
+    """64 seeded examples with 16 features and 10 classes."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(64, 16, generator=g), torch.randint(0, 10, (64,), generator=g)
+
+
+# ----------------------------------------------------------------------------- processes
+def env(**extra: str) -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e.pop("OMP_NUM_THREADS", None)
+    e.pop("LANDSCAPE_NUM_THREADS", None)
+    e.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def command(args: list[str], ranks: int = 0) -> list[str]:
+    import shutil
+
+    launcher = [shutil.which("mpiexec") or "mpiexec", "-n", str(ranks)] if ranks else []
+    return [*launcher, sys.executable, "-m", "landscape.cli", *[str(a) for a in args]]
+
+
+def start(args: list[str], ranks: int = 0, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **extra_env):
+    """Start ``[mpiexec -n R] landscape ARGS`` in a session of its own (so the whole group can be signalled)."""
+    return subprocess.Popen(command(args, ranks), cwd=ROOT, env=env(**extra_env), stdout=stdout, stderr=stderr,
+                            text=True, start_new_session=True)
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    """kill -9 the process group and every process below the launcher (ranks may sit in groups of their own)."""
+    victims = descendants(proc.pid) if os.path.isdir("/proc") else []
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in [proc.pid, *victims]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        proc.communicate(timeout=30)
+    except (subprocess.TimeoutExpired, ValueError):
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in victims) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
+    """Wait for ``proc``; a hang is killed and reported, never waited on forever."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill9(proc)
+        raise AssertionError(f"{' '.join(proc.args)} hung for {timeout} s") from None
+    return proc.returncode, out or "", err or ""
+
+
+def done_count(path: str) -> int | None:
+    """Points marked done on disk, or None while the file does not exist yet."""
+    if not os.path.exists(path):
+        return None
+    with h5py.File(path, "r", locking=False) as f:
+        return int(np.asarray(f["surfaces/done"][()]).sum())
+
+
+def read_all(path: str) -> dict[str, np.ndarray]:
+    """Every dataset and the root attributes: opening and reading all of it proves the file is valid HDF5."""
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r", locking=False) as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        out["@attrs"] = dict(f.attrs)
+    return out
+
+
+def forward_calls(log: str, batch: int) -> int:
+    """Finished forward passes over a full evaluation batch of ``batch`` examples (one per grid point)."""
+    if not os.path.exists(log):
+        return 0
+    with open(log) as f:
+        return sum(1 for line in f if line.split()[-1:] == [str(batch)])
