@@ -57,6 +57,7 @@ class Result:
     curvature: dict[str, Any] | None = None
     metrics: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
     layerwise: dict[str, Any] = field(default_factory=dict)
+    plane: dict[str, Any] | None = None
     groups: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ conveniences
@@ -288,6 +289,10 @@ def _read_ours(path: str, f) -> Result:
             if "coords" in g:
                 t.update({k: v for k, v in _attrs(g["coords"]).items() if k not in t})
         res.trajectory = t
+    if "plane" in f and isinstance(f["plane"], h5py.Group) and "coords" in f["plane"]:
+        # the three models a --plane A B C surface passes through (Garipov et al. 2018)
+        ds = f["plane"]["coords"]
+        res.plane = {"coords": np.asarray(ds[()], dtype=np.float64), **_attrs(ds)}
     if "curvature" in f:
         res.curvature = _read_tree(f["curvature"])
         se = res.curvature.get("trace_attrs", {}).get("stderr")
@@ -542,7 +547,11 @@ def describe(result: Result) -> str:
         layers = r.layerwise.get("layers", [])
         lines.append(f"  layerwise: {len(layers)} layers ({', '.join(layers[:4])}{' …' if len(layers) > 4 else ''})"
                      f", {len(qs)} quantities")
-    known = {"coords", "directions", "surfaces", "paths", "trajectory", "curvature", "metrics", "layerwise"}
+    if r.plane is not None:
+        labels = r.plane.get("labels") or []
+        pts = ", ".join(f"{lab}=({', '.join(f'{v:.3g}' for v in c)})" for lab, c in zip(labels, r.plane["coords"]))
+        lines.append(f"  plane through three models: {pts}")
+    known = {"coords", "directions", "surfaces", "paths", "trajectory", "curvature", "metrics", "layerwise", "plane"}
     other = [g for g in r.groups if g not in known] if r.format != LI_FORMAT else []
     if other:
         lines.append("  other groups: " + ", ".join(other))

@@ -107,6 +107,17 @@ def test_li_file_plots(tmp_path):
     np.testing.assert_allclose(mesh.get_array().reshape(5, 7), quad(X7, Y5).T)
 
 
+def test_plane_models_marked(tmp_path):
+    p = write_ours(str(tmp_path / "plane.h5"), ndim=2)
+    with h5py.File(p, "r+") as f:
+        ds = f.create_dataset("plane/coords", data=np.array([[0.0, 0.0], [1.0, 0.0], [0.3, 0.5]]))
+        ds.attrs["labels"] = '["A", "B", "C"]'
+    fig = new_figure(5, 4)
+    ax = fig.add_subplot()
+    draw_contour(ax, open_result(p), "train_loss", colorbar=False)
+    assert {t.get_text() for t in ax.texts} >= {"A", "B", "C"}
+
+
 # ---------------------------------------------------------------------------- orientation
 def _render(fig) -> np.ndarray:
     fig.canvas.draw()

@@ -346,6 +346,16 @@ def test_info_li_file(tmp_path, run_cli):
     assert code == 0 and "Li et al." in out and "7 × 5" in out
 
 
+def test_plane_models(tmp_path):
+    p = write_ours(str(tmp_path / "plane.h5"), ndim=2)
+    with h5py.File(p, "r+") as f:
+        ds = f.create_dataset("plane/coords", data=np.array([[0.0, 0.0], [1.0, 0.0], [0.3, 1.0]]))
+        ds.attrs["labels"] = json.dumps(["A", "B", "C"])
+    r = open_result(p)
+    assert r.plane["labels"] == ["A", "B", "C"] and r.plane["coords"].shape == (3, 2)
+    assert "plane through three models: A=(0, 0), B=(1, 0), C=(0.3, 1)" in describe(r)
+
+
 def test_open_result_is_public_api():
     import landscape
 

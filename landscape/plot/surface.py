@@ -187,9 +187,21 @@ def draw_contour(ax, result: Result, surface: str | None = None, opts: Options |
             ax.clabel(cs, cs.levels[::step], inline=True, fontsize=7, fmt=_level_fmt)
         if colorbar:
             _colorbar(ax, cs, name, opts.log)
-    ax.plot([0], [0], marker="*", color="k", ms=8, ls="none", label="θ (centre)")
+    _mark_models(ax, result)
     _frame2d(ax, result)
     return cs
+
+
+def _mark_models(ax, result: Result) -> None:
+    """The centre θ as a star, or, for a plane through three models, each model labelled at its place."""
+    if result.plane is not None and np.asarray(result.plane["coords"]).shape[-1] >= 2:
+        labels = result.plane.get("labels") or ["A", "B", "C"]
+        for lab, (px, py) in zip(labels, np.asarray(result.plane["coords"])[:, :2]):
+            ax.plot([px], [py], marker="o", color="k", ms=6, ls="none")
+            ax.annotate(str(lab), xy=(px, py), xytext=(4, 4), textcoords="offset points", fontsize=9,
+                        weight="bold")
+    else:
+        ax.plot([0], [0], marker="*", color="k", ms=8, ls="none", label="θ (centre)")
 
 
 def draw_surface3d(ax, result: Result, surface: str | None = None, opts: Options | None = None):
