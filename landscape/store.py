@@ -243,13 +243,25 @@ def peek_surface(path: str) -> dict | None:
                              "inspect it with 'landscape info' or pass --overwrite to recompute it") from None
     try:
         with h5py.File(path, "r", **H5_KW) as f:
+            _read_everything(f)
             problem = surface_problems(f)
-    except (OSError, KeyError, RuntimeError, ValueError) as e:
-        problem = f"it cannot be read ({_first_line(e)})"
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
+        problem = f"part of it cannot be read ({_first_line(e).strip(chr(39))})"
     if problem:
         raise LandscapeError(f"{path} is corrupted: {problem}; inspect it with 'landscape info' or pass --overwrite "
                              "to recompute it")
     return out
+
+
+def _read_everything(f: h5py.File) -> None:
+    """Open every object and read every dataset and attribute: damaged metadata raises here, not mid-run."""
+    def visit(name, obj):
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+
+    dict(f.attrs)
+    f.visititems(visit)
 
 
 def _first_line(e: BaseException) -> str:
@@ -333,8 +345,9 @@ def load_directions(path: str, model_tensors: Named, ndim: int | None = None):
                 vectors.append(read_named(g))
                 meta.append({k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
             dir_type = meta[0].get("dir_type", "weights") if meta else "weights"
-    except OSError as e:
-        raise LandscapeError(f"--directions: {path} cannot be read as HDF5 ({str(e).splitlines()[0]})") from None
+    except (OSError, KeyError, RuntimeError, ValueError) as e:
+        raise LandscapeError(f"--directions: {path} cannot be read as HDF5 ({_first_line(e)}); it may be truncated "
+                             "or corrupted: inspect it with 'landscape info'") from None
     if ndim is not None and len(vectors) < ndim:
         raise LandscapeError(f"--directions: {path} has {len(vectors)} direction(s); this grid needs {ndim}")
     vectors = vectors[:ndim] if ndim else vectors
