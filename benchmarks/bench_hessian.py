@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("zoo:resnet20 is not registered: MLP only")
     cfg = {"mlp": dict(train_steps=100 if args.quick else 400, lr=0.1, ref_steps=60 if args.quick else 120,
                        power_cap=100, power5=True, rounds=5 if args.quick else 15),
-           "resnet20": dict(train_steps=150, lr=0.05, ref_steps=45, power_cap=60, power5=None, rounds=3)}
+           "resnet20": dict(train_steps=150, lr=0.05, ref_steps=45, power_cap=60, power5=True, rounds=5)}
     t_start = time.perf_counter()
     print(f"torch {torch.__version__}, {args.threads} thread(s), float32, CPU; target: top-5 to {RTOL:g} in ≤ 30 "
           "HVPs, HVP ≤ 2× forward+backward")

@@ -22,6 +22,9 @@ from landscape.curvature import (
 from landscape.errors import LandscapeError
 from landscape.problem import Problem
 
+# torch.func's forward-mode AD scripts its decompositions on first use (torch.jit.script, deprecated)
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():

@@ -12,9 +12,10 @@ Ritz pair has r_i ≤ tol·|θ_i| (or ``atol``), or after ``max_iter`` steps. Ea
 orthogonalized against the whole basis twice (classical Gram–Schmidt, twice is enough), which
 keeps Q_m orthonormal to machine precision: no spurious copies of converged eigenvalues, so the
 top-k come out right with about as many products as the plain recurrence. The basis is kept in
-float64 whatever the model's dtype ((m+1)·P·8 bytes). On breakdown (β ≈ 0: an invariant
-subspace) the run continues from a fresh random vector orthogonal to the basis, so repeated
-eigenvalues are found too (convergence is judged after at least one step of the new block).
+float64 whatever the model's dtype, in blocks of 16 vectors: about m·P·8 bytes for m steps.
+On breakdown (β ≈ 0: an invariant subspace) the run continues from a fresh random vector
+orthogonal to the basis, so repeated eigenvalues are found too (convergence is judged after at
+least one step of the new block).
 
 **Power iteration with deflation** (PyHessian, Yao et al. 2020): v ← Hv/‖Hv‖ after projecting out
 the eigenvectors already found, until the Rayleigh quotient changes by less than ``tol`` relative
@@ -109,12 +110,49 @@ def _wanted(n_ritz: int, k: int, which: str) -> list[int] | None:
     return top + ([0] if 0 not in top else [])
 
 
-def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
-    """w minus its projection on the rows of ``basis`` (classical Gram–Schmidt, applied twice)."""
-    if basis.shape[0] == 0:
+class _Basis:
+    """Orthonormal Lanczos vectors (float64), stored in blocks so memory grows with the steps taken.
+
+    ``orthogonalize`` is classical Gram–Schmidt applied twice ("twice is enough"): all inner
+    products with the basis first, then one update, each as a matrix-vector product per block.
+    """
+
+    def __init__(self, n: int, device: torch.device, block: int = 16):
+        self.n, self.device, self.block = n, device, block
+        self.blocks: list[Tensor] = []
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, q: Tensor) -> None:
+        j = self.size % self.block
+        if j == 0:
+            self.blocks.append(torch.empty(self.block, self.n, dtype=torch.float64, device=self.device))
+        self.blocks[-1][j] = q
+        self.size += 1
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.blocks[i // self.block][i % self.block]
+
+    def _parts(self) -> list[Tensor]:
+        rem = self.size - (len(self.blocks) - 1) * self.block
+        return self.blocks[:-1] + [self.blocks[-1][:rem]] if self.blocks else []
+
+    def orthogonalize(self, w: Tensor) -> Tensor:
+        parts = self._parts()
+        for _ in range(2):
+            coefs = [B @ w for B in parts]
+            for B, c in zip(parts, coefs):
+                w = w - B.T @ c
         return w
-    w = w - basis.T @ (basis @ w)
-    return w - basis.T @ (basis @ w)
+
+    def combine(self, coefs: Tensor) -> Tensor:
+        """Σ_j coefs[j] q_j."""
+        out = torch.zeros(self.n, dtype=torch.float64, device=self.device)
+        for b, B in enumerate(self._parts()):
+            out += B.T @ coefs[b * self.block: b * self.block + B.shape[0]]
+        return out
 
 
 def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int = 100,
@@ -151,10 +189,9 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
     gen = generator(seed)
     dev = op.device
     start_matvecs = op.matvecs
-    Q = torch.zeros(steps + 1, n, dtype=torch.float64, device=dev)
+    Q = _Basis(n, dev)
     q = (v0.to(device=dev, dtype=torch.float64).reshape(-1) if v0 is not None else gaussian(n, gen, dev))
-    q = q / q.norm()
-    Q[0] = q
+    Q.append(q / q.norm())
     alphas: list[float] = []
     betas: list[float] = []
     anorm = 0.0
@@ -170,7 +207,7 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
         alpha = float(w @ Q[j])
         alphas.append(alpha)
         m = j + 1
-        w = _orthogonalize(w, Q[:m])
+        w = Q.orthogonalize(w)
         beta = float(w.norm())
         T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
         theta, U = np.linalg.eigh(T)
@@ -191,26 +228,25 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
         if m == steps:
             break
         if breakdown:
-            r = _orthogonalize(gaussian(n, gen, dev), Q[:m])
+            r = Q.orthogonalize(gaussian(n, gen, dev))
             if float(r.norm()) <= 1e-8:
                 converged = idx is not None
                 break
             betas.append(0.0)
-            Q[m] = r / r.norm()
+            Q.append(r / r.norm())
             beta = 0.0
             continue
         betas.append(beta)
-        Q[m] = w / beta
+        Q.append(w / beta)
     if idx is None:  # fewer Ritz values than k (breakdown on a tiny space): take what there is
         idx = _wanted(m, min(k, m), which) or list(range(m))
     top = idx[:k]  # for `both`, idx ends with the smallest Ritz value (index 0) when it is not in the top
     order = sorted(top, key=lambda i: -theta[i])
     vectors = None
-    Qm = Q[:m]
     Ut = torch.as_tensor(U, dtype=torch.float64, device=dev)
 
     def ritz(i: int) -> Tensor:
-        y = Ut[:, i] @ Qm
+        y = Q.combine(Ut[:, i])
         return y / y.norm()
 
     if return_vectors:
@@ -240,9 +276,9 @@ def tridiagonal(op, steps: int, v0: Tensor) -> tuple[np.ndarray, np.ndarray]:
     n = int(op.dim)
     steps = max(min(int(steps), n), 1)
     dev = op.device
-    Q = torch.zeros(steps, n, dtype=torch.float64, device=dev)
+    Q = _Basis(n, dev)
     q = v0.to(device=dev, dtype=torch.float64).reshape(-1)
-    Q[0] = q / q.norm()
+    Q.append(q / q.norm())
     alphas: list[float] = []
     betas: list[float] = []
     anorm = 0.0
@@ -253,12 +289,12 @@ def tridiagonal(op, steps: int, v0: Tensor) -> tuple[np.ndarray, np.ndarray]:
         anorm = max(anorm, abs(alpha), *(betas[-1:]))
         if j + 1 == steps:
             break
-        w = _orthogonalize(w, Q[: j + 1])
+        w = Q.orthogonalize(w)
         beta = float(w.norm())
         if beta <= 1e-12 * max(anorm, np.finfo(float).tiny):
             break
         betas.append(beta)
-        Q[j + 1] = w / beta
+        Q.append(w / beta)
     return np.asarray(alphas), np.asarray(betas)
 
 
