@@ -6,8 +6,8 @@ than one task) mpi4py is never imported and everything runs in one process. Unde
 ``mpiexec``/``mpirun``/``srun`` the world is ``MPI.COMM_WORLD``.
 
 Scheduling (:func:`run_points`): rank 0 cuts the points still to do into chunks, keeps every
-other rank two chunks ahead (one running, one queued, so a worker never waits for rank 0), and
-computes chunks itself in between, checking for finished chunks after each of its own. Results
+other rank three chunks ahead (one running, two queued, so a worker never waits for rank 0), and
+computes half-size chunks itself in between, checking for finished chunks after each of its own. Results
 travel as (indices, arrays) messages -- a few numbers per point, never the whole grid -- and rank
 0 is the only process that hands them to the writer. A rank that raises prints its error once
 and aborts the whole job (``MPI_Abort``), so no rank waits forever.
@@ -39,6 +39,7 @@ _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOC
 _LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK", "SLURM_LOCALID",
                     "MV2_COMM_WORLD_LOCAL_RANK")
 _TAG_WORK, _TAG_RESULT = 11, 12
+_AHEAD = 3  # chunks handed to each worker before it asks: one running, two queued
 
 
 def _launched_by_mpi() -> bool:
@@ -293,9 +294,9 @@ class ChunkQueue:
     def __bool__(self) -> bool:
         return self.pos < len(self.todo)
 
-    def pop(self) -> np.ndarray:
+    def pop(self, size: int | None = None) -> np.ndarray:
         left = len(self)
-        n = min(self.size, max(1, -(-left // (2 * self.n_ranks))))
+        n = min(size or self.size, max(1, -(-left // (2 * self.n_ranks))))
         chunk = self.todo[self.pos : self.pos + n]
         self.pos += len(chunk)
         return chunk
@@ -342,18 +343,27 @@ def run_points(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink |
     w.barrier()
 
 
+def _complete(pending: list) -> list:
+    """The requests of ``pending`` still in flight (testing them also drives MPI's progress)."""
+    return [r for r in pending if not r.Test()]
+
+
 def _worker_loop(w: World, compute: Compute) -> None:
     comm = w.comm
+    pending: list = []  # non-blocking sends: a blocking send can wait until rank 0 polls (Open MPI)
     while True:
-        _wait_message(comm, 0, _TAG_WORK)  # usually there already: rank 0 keeps us two chunks ahead
+        pending = _complete(pending)
+        _wait_message(comm, 0, _TAG_WORK)  # usually there already: rank 0 keeps us chunks ahead
         chunk = comm.recv(source=0, tag=_TAG_WORK)
         if chunk is None:
-            return
+            break
         try:
             res = compute(chunk)
         except BaseException as e:  # noqa: BLE001 - any failure ends the job
             _report_and_abort(w, e)
-        comm.send((chunk, res), dest=0, tag=_TAG_RESULT)
+        pending.append(comm.isend((chunk, res), dest=0, tag=_TAG_RESULT))
+    for r in pending:
+        _wait(r)
 
 
 def _root_loop(w: World, queue: ChunkQueue, compute: Compute, sink: Sink | None,
@@ -365,12 +375,14 @@ def _root_loop(w: World, queue: ChunkQueue, compute: Compute, sink: Sink | None,
     stopped: set[int] = set()
     status = MPI.Status()
 
+    pending: list = []  # isend: rank 0 must never wait for a busy worker to take its next chunk
+
     def give(rank: int) -> None:
         if queue:
-            comm.send(queue.pop(), dest=rank, tag=_TAG_WORK)
+            pending.append(comm.isend(queue.pop(), dest=rank, tag=_TAG_WORK))
             outstanding[rank] += 1
         elif rank not in stopped:
-            comm.send(None, dest=rank, tag=_TAG_WORK)
+            pending.append(comm.isend(None, dest=rank, tag=_TAG_WORK))
             stopped.add(rank)
 
     def accept(chunk: np.ndarray, res: dict) -> None:
@@ -388,18 +400,22 @@ def _root_loop(w: World, queue: ChunkQueue, compute: Compute, sink: Sink | None,
             give(src)
 
     try:
-        for _ in range(2):  # two chunks ahead: one running, one queued
+        for _ in range(_AHEAD):
             for r in range(1, w.size):
                 give(r)
+        own = max(1, -(-queue.size // 2))  # rank 0 works in half chunks, so it answers workers twice as often
         while queue or any(outstanding.values()):
             drain()
+            pending[:] = _complete(pending)
             if queue:
-                chunk = queue.pop()
+                chunk = queue.pop(own)
                 accept(chunk, compute(chunk))
             elif any(outstanding.values()):
                 time.sleep(poll_interval)  # do not spin: the workers need the cores
         for r in range(1, w.size):
             give(r)  # stop any rank not stopped yet
+        for req in pending:
+            _wait(req)
     except KeyboardInterrupt:
         raise  # the caller saves what is done, then aborts the other ranks
     except BaseException as e:  # noqa: BLE001

@@ -41,6 +41,9 @@ def _env(**extra: str) -> dict:
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else ROOT
     env.pop("OMP_NUM_THREADS", None)
     env.pop("LANDSCAPE_NUM_THREADS", None)
+    # Open MPI (where its mpiexec is the one on PATH): allow root (CI containers) and more ranks than cores
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+               PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe")
     env.update(extra)
     return env
 
@@ -52,12 +55,46 @@ def _cmd(n: int, args: list[str], script: bool = False) -> list[str]:
     return launcher + entry + [str(a) for a in args]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Open MPI puts each rank in a process group of its own)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """kill -9 the launcher, its process group and every rank below it."""
+    victims = _descendants(proc.pid) if os.path.isdir("/proc") else []
+    for pid in [proc.pid, *victims]:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     proc.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") and _alive(p) for p in victims) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def run(n: int, args: list[str], timeout: float = 90, script: bool = False, **env: str):
