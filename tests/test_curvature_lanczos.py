@@ -146,7 +146,7 @@ def test_power_iteration_baseline():
     A = _matrix(eigs)
     res = power_iteration(A, k=2, tol=1e-3, max_iter=500)
     assert res.method == "power" and res.converged
-    np.testing.assert_allclose(res.eigenvalues, [30.0, 21.0], rtol=5e-3)
+    np.testing.assert_allclose(res.eigenvalues, [30.0, 21.0], rtol=2e-3)  # PyHessian's rule: ≈ 1e-3 accuracy
     lz = lanczos(A, k=2, tol=1e-3, max_iter=500)
     np.testing.assert_allclose(lz.eigenvalues, [30.0, 21.0], rtol=1e-6)
     assert lz.matvecs < res.matvecs  # the point of Lanczos

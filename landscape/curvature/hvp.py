@@ -122,7 +122,9 @@ class _SavedBytes:
                 self.bytes += storage.nbytes()
         except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. functorch wrappers)
             self.bytes += t.numel() * t.element_size()
-        return t
+        # detached: a saved *output* packed as itself would reference its own grad_fn (a cycle that
+        # only the garbage collector frees); autograd restores the graph metadata on unpack
+        return t.detach()
 
     def __enter__(self) -> _SavedBytes:
         self._ctx.__enter__()
