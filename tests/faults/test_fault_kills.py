@@ -60,7 +60,7 @@ def _check_against(state: dict, ref: dict) -> np.ndarray:
     return done
 
 
-def _wait_started(proc, out: str, timeout: float = 120) -> None:
+def _wait_started(proc, out: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         if os.path.exists(out):
@@ -86,8 +86,12 @@ def kill_restart_cycle(tmp_path, monkeypatch, *, seed: int, kills: int, ranks: i
         before = done_count(out) or 0
         proc = start(["surface", *SLOW, *grid, "--out", out], ranks=ranks, LANDSCAPE_FAULT_SLEEP=SLEEP,
                      LANDSCAPE_FAULT_LOG=log)
-        _wait_started(proc, out)
+        _wait_started(proc, log)  # the model's first forward pass (the output check): set-up is over
         delay = float(rng.uniform(*window))
+        if k == kills - 1 and not any(0 < r["done"] < total and not r["finished"] for r in record):
+            while (done_count(out) or 0) <= before and proc.poll() is None:  # make sure one kill lands mid-run
+                time.sleep(0.02)
+            delay = float(rng.uniform(0, FLUSH))
         time.sleep(delay)
         finished = proc.poll() is not None
         kill9(proc)
