@@ -41,6 +41,24 @@ class WithUnused(nn.Module):
         return torch.tanh(self.lin(x)) * 2 + self.frozen
 
 
+class ConvBN(nn.Module):
+    """Conv → BN pairs (one conv output also used outside its BN; a grouped conv without bias)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(2)
+        self.conv2 = nn.Conv2d(2, 2, 3, padding=1, groups=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(2)
+        self.lin = nn.Linear(50, 3)
+
+    def forward(self, x):
+        a = self.conv1(x)
+        h = torch.tanh(self.bn1(a)) + 0.1 * a
+        h = torch.tanh(self.bn2(self.conv2(h))) + h
+        return self.lin(h.flatten(1))
+
+
 def _model(kind: str) -> nn.Module:
     g = torch.Generator().manual_seed(1)
     if kind == "mlp":
@@ -49,6 +67,10 @@ def _model(kind: str) -> nn.Module:
         m = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
     elif kind == "cnn":
         m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3))
+    elif kind == "bn_input":  # BatchNorm of the data: not foldable into a layer, runs as x·s + t
+        m = nn.Sequential(nn.BatchNorm1d(5), nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    elif kind == "cnn_bn":
+        m = ConvBN()
     elif kind == "unused":
         m = WithUnused()
     elif kind == "dropout":
@@ -70,7 +92,7 @@ def _model(kind: str) -> nn.Module:
 def _problem(kind: str = "mlp", loss: str = "cross_entropy", sizes=SIZES, dtype=torch.float64) -> Problem:
     g = torch.Generator().manual_seed(2)
     n = sum(sizes)
-    shape = (n, 1, 5, 5) if kind == "cnn" else (n, 5)
+    shape = (n, 1, 5, 5) if kind.startswith("cnn") else (n, 5)
     X = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
     y = torch.randint(0, 3, (n,), generator=g)
     batches, i = [], 0
@@ -131,7 +153,7 @@ def dense_ggn(problem: Problem) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ Hessian-vector products
-@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "bn_input", "cnn", "cnn_bn"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_hvp_matches_dense_hessian(kind, loss):
     prob = _problem(kind, loss)
@@ -250,7 +272,7 @@ def test_float32_model():
 
 
 # ------------------------------------------------------------------ Gauss-Newton
-@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "cnn", "unused"])
+@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "cnn_bn", "unused"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_ggn_matches_dense(kind, loss):
     prob = _problem(kind, loss)

@@ -37,6 +37,7 @@ import inspect
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -75,17 +76,35 @@ def _memory_limit(device: torch.device) -> int:
     return int(CACHE_FRACTION_CPU * total)
 
 
-class _EvalBatchNormAsAffine(TorchFunctionMode):
-    """Runs eval-mode ``F.batch_norm`` as the affine map it is: x·s + t, s = γ/√(σ²+ε), t = β − μs.
+class _EvalBatchNormFolded(TorchFunctionMode):
+    """Runs eval-mode ``F.batch_norm`` as the affine map it is, folded into the layer before it.
 
-    Same function (to rounding), but autograd then records two elementwise ops instead of
-    ``native_batch_norm``, whose double backward is the general train-mode formula: on ResNet-20
-    this makes a Hessian-vector product about 10% cheaper. Batch-statistics BatchNorm (train mode,
-    or no running statistics) is passed through unchanged.
+    Eval-mode BatchNorm is y = x·s + t per channel with s = γ/√(σ²+ε) and t = β − μs. When x is
+    the output of a convolution or a linear layer, BN(conv(x, W, b)) = conv(x, W·s, b·s + t): the
+    same function of (W, b, γ, β) to rounding, but with the per-channel factors applied to the
+    small weight tensors instead of the activations. Otherwise x·s + t is recorded as one
+    ``addcmul``. Either way autograd records no ``native_batch_norm``, whose double backward is the
+    general train-mode formula, and the Hessian's graph has far fewer activation-sized
+    elementwise ops (on ResNet-20 a Hessian-vector product gets ≈25% cheaper). The original layer
+    output is still computed once (then unused) while the graph is built. Batch-statistics
+    BatchNorm (train mode, or no running statistics) is passed through unchanged.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[int, tuple] = {}
+
+    def __exit__(self, *exc):
+        self._made.clear()
+        return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _FOLDABLE:
+            out = func(*args, **kwargs)
+            if isinstance(out, Tensor):
+                self._made[id(out)] = (weakref.ref(out), func, args, kwargs)
+            return out
         if func is F.batch_norm:
             a = _BN_SIGNATURE.bind(*args, **kwargs).arguments
             if not a.get("training", False) and a.get("running_mean") is not None \
@@ -97,11 +116,32 @@ class _EvalBatchNormAsAffine(TorchFunctionMode):
                 shift = -a["running_mean"] * scale
                 if a.get("bias") is not None:
                     shift = shift + a["bias"]
+                folded = self._fold(x, scale, shift)
+                if folded is not None:
+                    return folded
                 shape = (1, -1) + (1,) * (x.ndim - 2)
                 return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
         return func(*args, **kwargs)
 
+    def _fold(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor | None:
+        rec = self._made.get(id(x))
+        if rec is None or rec[0]() is not x:
+            return None
+        _, f, args, kwargs = rec
+        names = _FOLDABLE[f]
+        c = dict(zip(names, args))
+        c.update(kwargs)
+        w, b = c.get("weight"), c.get("bias")
+        if not isinstance(w, Tensor) or w.shape[0] != scale.shape[0] or (f is F.linear and x.ndim != 2):
+            return None
+        rest = {k: c[k] for k in names[3:] if k in c}
+        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        b = shift if b is None else torch.addcmul(shift, b, scale)
+        return f(c["input"], w, b, **rest)
 
+
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_FOLDABLE = {F.conv1d: _CONV_ARGS, F.conv2d: _CONV_ARGS, F.conv3d: _CONV_ARGS, F.linear: ("input", "weight", "bias")}
 _BN_SIGNATURE = inspect.signature(F.batch_norm)
 
 
@@ -355,7 +395,7 @@ class HessianOperator(_ProblemOperator):
     """
 
     def _forward(self, leaves: list[Tensor], x: Tensor) -> Tensor:
-        with _EvalBatchNormAsAffine():
+        with _EvalBatchNormFolded():
             return super()._forward(leaves, x)
 
     def _build(self) -> list[Tensor] | None:
