@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         from .parallel import world
 
         w = world()
-        if w.rank == 0 or getattr(e, "rank_specific", False):
+        if not getattr(e, "quiet", False) and (w.rank == 0 or getattr(e, "rank_specific", False)):
             prefix = f"[rank {w.rank}] " if w.size > 1 else ""
             print(f"landscape {args.command}: error: {prefix}{e}", file=sys.stderr, flush=True)
         w.fail(e.exit_code)

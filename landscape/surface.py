@@ -171,7 +171,11 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
                 check_lock_free(out)
             else:
                 existing = peek_surface(out)
-        if existing is not None and _same_direction_request(existing["config"], spec):
+        # Reuse the file's directions on resume (Hessian eigenvectors are costly to recompute), except for
+        # path-based directions: they are centred on θ₀ / A / the final checkpoint, not on the model's
+        # weights, and rebuilding them is cheap and deterministic.
+        reusable = not spec.plane and spec.directions not in ("interp", "pca")
+        if existing is not None and reusable and _same_direction_request(existing["config"], spec):
             dirs = load_directions(out, P.clone(P.select(problem.model, spec.dir_type)), grid.ndim)
         else:
             dirs = build_directions(problem, spec, grid.ndim, out)
