@@ -87,8 +87,10 @@ def run(args) -> int:
     if len(ckpts) >= 2:
         pca = os.path.join(out, "trajectory.h5")
         _call("surface", *model, *data, "--checkpoint", final, "--directions", "pca", "--trajectory",
-              os.path.join(out, "ckpt_*.pt"), "--x=-1:1:15" if fast else "--x=-1:1:31",
-              "--y=-1:1:15" if fast else "--y=-1:1:31", "--out", pca, "--overwrite", *quiet)
+              # PCA coordinates are in weight-space units (unit directions): the trajectory spans
+              # about x ∈ [-14, 0], y ∈ [-3, 3] for this run, so the grid covers that box
+              os.path.join(out, "ckpt_*.pt"), "--x=-16:4:21" if fast else "--x=-16:4:41",
+              "--y=-5:5:11" if fast else "--y=-5:5:21", "--out", pca, "--overwrite", *quiet)
         _call("plot", pca, "--kind", "trajectory")
 
     _step("6/6 curvature and sharpness at final.pt, and the report")
