@@ -69,7 +69,7 @@ from torch import nn
 from . import params as P
 from .directions import Directions, normalize_direction, orthogonalize, random_direction
 from .errors import LandscapeError
-from .parallel import World, auto_chunk_size, run_points, world
+from .parallel import World, auto_chunk_size, run_with_progress, world
 from .params import Named
 from .problem import Problem, read_state_dict
 from .store import (
@@ -503,23 +503,14 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
     chunk = chunk_size or auto_chunk_size(n_todo, w.size, maximum=8)
-    bar = None
-    if w.is_root and progress and n_todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(alphas), initial=len(alphas) - n_todo, unit="α", desc=os.path.basename(out),
-                   dynamic_ncols=True, file=sys.stderr)
-    interrupted = False
     summary: dict | None = None
     values: dict[str, np.ndarray] = {}
+    interrupted = False
     try:
-        run_points(w, todo, compute, store.add if w.is_root else None, chunk_size=chunk,
-                   progress=bar.update if bar is not None else None)
-    except KeyboardInterrupt:
-        interrupted = True
+        interrupted = run_with_progress(w, todo, compute, store.add if w.is_root else None, chunk_size=chunk,
+                                        total=len(alphas), initial=len(alphas) - n_todo,
+                                        label=os.path.basename(out), unit="α", progress=progress and n_todo > 0)
     finally:
-        if bar is not None:
-            bar.close()
         if w.is_root:
             try:
                 store.flush()

@@ -420,3 +420,41 @@ def _root_loop(w: World, queue: ChunkQueue, compute: Compute, sink: Sink | None,
         raise  # the caller saves what is done, then aborts the other ranks
     except BaseException as e:  # noqa: BLE001
         _report_and_abort(w, e)
+
+
+def run_with_progress(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink | None, *, chunk_size: int,
+                      total: int, initial: int, label: str, unit: str = "pt", progress: bool = True) -> bool:
+    """:func:`run_points` with one progress bar (rank 0) and a clean stop on Ctrl-C or SIGTERM.
+
+    SIGTERM on rank 0 is turned into ``KeyboardInterrupt`` for the duration of the run, so both end
+    the same way: the scheduler stops and this returns True; the caller then flushes what it has and
+    tells the user how to resume. Returns False when every point was computed.
+    """
+    import signal
+
+    bar = None
+    if w.is_root and progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=initial, unit=unit, desc=label, dynamic_ncols=True, smoothing=0.1,
+                   file=sys.stderr)
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    old = None
+    if w.is_root:
+        try:
+            old = signal.signal(signal.SIGTERM, on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            old = None
+    try:
+        run_points(w, todo, compute, sink, chunk_size=chunk_size, progress=bar.update if bar is not None else None)
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        if bar is not None:
+            bar.close()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ from .directions import Directions, make_random_directions
 from .errors import LandscapeError
 from .evaluate import PointEvaluator
 from .grid import Grid
-from .parallel import World, auto_chunk_size, run_points, world
+from .parallel import World, auto_chunk_size, run_with_progress, world
 from .problem import Problem
 from .store import (
     GridStore,
@@ -202,21 +201,13 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
     chunk = spec.chunk_size or auto_chunk_size(n_todo, w.size)
-    bar = _progress(w, progress, grid.size, grid.size - n_todo, out)
-    interrupted = False
-    old = _install_sigterm() if w.is_root else None
     try:
-        run_points(w, todo, compute, store.add if w.is_root else None, chunk_size=chunk,
-                   progress=bar.update if bar is not None else None)
-    except KeyboardInterrupt:
-        interrupted = True
+        interrupted = run_with_progress(w, todo, compute, store.add if w.is_root else None, chunk_size=chunk,
+                                        total=grid.size, initial=grid.size - n_todo, label=os.path.basename(out),
+                                        progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
         if w.is_root:
             store.close()
-            if old is not None:
-                signal.signal(signal.SIGTERM, old)
     if interrupted:
         print(f"landscape: interrupted; {store.n_done}/{grid.size} points are saved in {out}; "
               "run the same command again to compute the rest", file=sys.stderr, flush=True)
@@ -239,25 +230,6 @@ def check_lock_free(path: str) -> None:
         check_readable(path)
     except LandscapeError:
         pass
-
-
-def _install_sigterm():
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
-
-
-def _progress(w: World, enabled: bool, total: int, initial: int, out: str):
-    if not (w.is_root and enabled):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="pt", desc=os.path.basename(out), dynamic_ncols=True,
-                smoothing=0.1, file=sys.stderr)
 
 
 def _title(config: dict, grid: Grid, dirs: Directions) -> str:
