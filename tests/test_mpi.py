@@ -266,7 +266,9 @@ assert w.bcast({"a": 1} if w.rank == 0 else None) == {"a": 1}
 try:
     w.collective(lambda: 1 / 0 if w.rank == 1 else 0)
 except Exception as e:
-    print(f"rank {w.rank}: {type(e).__name__}")
+    import sys
+    sys.stdout.write(f"rank {w.rank}: {type(e).__name__}\\n")  # one write: lines of two ranks cannot interleave
+    sys.stdout.flush()
 w.barrier()
 """
 
