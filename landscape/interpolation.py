@@ -78,9 +78,8 @@ from .store import (
     _json,
     atomic_create,
     base_attrs,
-    check_readable,
     compare_identity,
-    read_attrs,
+    existing_attrs,
     set_attrs,
 )
 
@@ -418,13 +417,9 @@ def _create_path_file(out: str, attrs: dict, identity: dict, name: str, alphas: 
 
 
 def _open_existing(out: str, name: str) -> dict | None:
-    if not os.path.exists(out):
+    attrs = existing_attrs(out, "interpolation", "an interpolation")
+    if attrs is None:
         return None
-    check_readable(out)
-    attrs = read_attrs(out)
-    if attrs.get("kind") != "interpolation":
-        raise LandscapeError(f"{out} holds a {attrs.get('kind')!r} result, not an interpolation; "
-                             "choose another --out or pass --overwrite")
     with h5py.File(out, "r", **H5_KW) as f:
         if f"paths/{name}/done" not in f:
             raise LandscapeError(f"{out} has no path {name!r}; choose another --out or pass --overwrite")

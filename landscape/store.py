@@ -227,15 +227,23 @@ def compare_identity(path: str, stored: dict, wanted: dict) -> None:
                                  f"has {_describe(key, want)}); pass --overwrite to replace it or choose another --out")
 
 
-def peek_surface(path: str) -> dict | None:
-    """Config and identity of an existing landscape surface file, or None if ``path`` does not exist."""
+def existing_attrs(path: str, kind: str, noun: str) -> dict | None:
+    """Root attributes of an existing, readable result file of ``kind``; None if ``path`` does not exist."""
     if not os.path.exists(path):
         return None
     check_readable(path)
     attrs = read_attrs(path)
-    if attrs.get("kind") != "surface":
-        raise LandscapeError(f"{path} holds a {attrs.get('kind')!r} result, not a surface; "
+    if attrs.get("kind") != kind:
+        raise LandscapeError(f"{path} holds a {attrs.get('kind')!r} result, not {noun}; "
                              "choose another --out or pass --overwrite")
+    return attrs
+
+
+def peek_surface(path: str) -> dict | None:
+    """Config and identity of an existing landscape surface file, or None if ``path`` does not exist."""
+    attrs = existing_attrs(path, "surface", "a surface")
+    if attrs is None:
+        return None
     try:
         out = {"config": json.loads(attrs.get("config", "{}")), "identity": json.loads(attrs.get("identity", "{}"))}
     except (TypeError, ValueError) as e:
