@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from . import curvature as C
 from .errors import LandscapeError
 from .params import Named
 from .problem import Batch, Problem
@@ -148,28 +149,6 @@ def loss_grad(problem: Problem, theta: Named, batches: Sequence[Batch] | None = 
     return total, dict(zip(keys, grads))
 
 
-def hvp(problem: Problem, theta: Named, v: Named, batches: Sequence[Batch] | None = None) -> Named:
-    """H v = Σ_b ∇_θ((∇ℓ_sum(b)/N)ᵀ v) by double backward, batch-size weighted (science.md §2)."""
-    batches = problem.batches if batches is None else batches
-    n = _n(batches)
-    keys = list(theta)
-    leaves = [theta[k].detach().requires_grad_(True) for k in keys]
-    out = [torch.zeros_like(t) for t in leaves]
-    with eval_mode(problem.model):
-        for x, y in batches:
-            loss = problem.loss_sum(_forward(problem, dict(zip(keys, leaves)), x), y) / n
-            gs = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-            pairs = [(g, v[k]) for g, k in zip(gs, keys) if g is not None and g.requires_grad]
-            if not pairs:
-                continue
-            dot = sum((g * vv).sum() for g, vv in pairs)
-            hs = torch.autograd.grad(dot, leaves, allow_unused=True)
-            for acc, h in zip(out, hs):
-                if h is not None:
-                    acc.add_(h)
-    return dict(zip(keys, out))
-
-
 def _dot(a: Named, b: Named) -> float:
     return float(sum((a[k].double() * b[k].double()).sum() for k in a))
 
@@ -187,63 +166,6 @@ def _randn_like(t: Tensor, g: torch.Generator) -> Tensor:
 
 
 # =========================================================================== 1. curvature
-def _curvature_api():
-    try:
-        from . import curvature as C
-    except ImportError:
-        return None
-    if hasattr(C, "hessian_eigenpairs") and hasattr(C, "hessian_trace"):
-        return C
-    return None
-
-
-def _lanczos(problem: Problem, theta: Named, steps: int, seed: int) -> np.ndarray:
-    """Ritz values of H after ``steps`` Lanczos steps with full reorthogonalization (ascending)."""
-    keys = list(theta)
-    flat = torch.cat([theta[k].reshape(-1) for k in keys])
-    dim = flat.numel()
-    steps = max(1, min(steps, dim))
-    dtype = torch.float64
-
-    def mv(vec: Tensor) -> Tensor:
-        v, i = {}, 0
-        for k in keys:
-            m = theta[k].numel()
-            v[k] = vec[i: i + m].view_as(theta[k]).to(theta[k].dtype)
-            i += m
-        hv = hvp(problem, theta, v)
-        return torch.cat([hv[k].reshape(-1).to(dtype) for k in keys])
-
-    q = torch.randn(dim, generator=_gen(seed), dtype=dtype).to(flat.device)
-    q /= q.norm()
-    Q = [q]
-    alphas, betas = [], []
-    for j in range(steps):
-        w = mv(Q[-1])
-        a = float(w @ Q[-1])
-        alphas.append(a)
-        Qm = torch.stack(Q)
-        w = w - Qm.T @ (Qm @ w)
-        w = w - Qm.T @ (Qm @ w)
-        b = float(w.norm())
-        if j == steps - 1 or b < 1e-10 * max(1.0, abs(a)):
-            break
-        betas.append(b)
-        Q.append(w / b)
-    T = np.diag(alphas) + np.diag(betas[: len(alphas) - 1], 1) + np.diag(betas[: len(alphas) - 1], -1)
-    return np.linalg.eigvalsh(T)
-
-
-def _hutchinson(problem: Problem, theta: Named, matvecs: int, seed: int) -> tuple[float, float]:
-    g = _gen(seed)
-    vals = []
-    for _ in range(matvecs):
-        v = {k: (torch.randint(0, 2, t.shape, generator=g) * 2 - 1).to(t) for k, t in theta.items()}
-        vals.append(_dot(v, hvp(problem, theta, v)))
-    arr = np.asarray(vals)
-    return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else float("nan")
-
-
 def curvature_metrics(problem: Problem, *, lr: float | None = None, lanczos_steps: int = 30,
                       trace_matvecs: int = 30, trace_method: str = "hutch++", tol: float = 1e-4,
                       seed: int = 0) -> dict[str, Metric]:
@@ -251,29 +173,17 @@ def curvature_metrics(problem: Problem, *, lr: float | None = None, lanczos_step
     given the step size η (``lr``), the edge-of-stability ratio η·λ_max/2 (Cohen et al. 2021: GD on a
     quadratic diverges along the top eigenvector when η·λ_max/2 > 1).
 
-    Uses :mod:`landscape.curvature` (``hessian_eigenpairs(which='both')``, ``hessian_trace``) when it is
-    installed, else a built-in Lanczos with full reorthogonalization and Hutchinson's estimator.
+    Uses :mod:`landscape.curvature`: ``hessian_eigenpairs(which='both')`` (Lanczos with full
+    reorthogonalization) and ``hessian_trace``.
     """
-    params: dict = {"seed": seed, "trace_matvecs": trace_matvecs}
-    C = _curvature_api()
-    lmax = lmin = tr = tr_err = None
-    if C is not None:
-        with eval_mode(problem.model):
-            eig = C.hessian_eigenpairs(problem, k=1, which="both", tol=tol, max_iter=max(lanczos_steps, 2),
-                                       seed=seed)
-            tres = C.hessian_trace(problem, matvecs=trace_matvecs, method=trace_method, seed=seed)
-        lmax = float(np.max(np.asarray(eig.eigenvalues, dtype=np.float64)))
-        small = getattr(eig, "smallest", None)
-        lmin = float(small) if small is not None else float("nan")
-        tr, tr_err = float(tres.estimate), float(tres.stderr)
-        params.update(backend="landscape.curvature", trace_method=trace_method, tol=tol, max_iter=lanczos_steps)
-    else:
-        theta = trainable(problem.model)
-        with eval_mode(problem.model):
-            ritz = _lanczos(problem, theta, lanczos_steps, seed)
-            tr, tr_err = _hutchinson(problem, theta, trace_matvecs, seed + 1)
-        lmax, lmin = float(ritz[-1]), float(ritz[0])
-        params.update(backend="builtin", lanczos_steps=lanczos_steps, trace_method="hutchinson")
+    with eval_mode(problem.model):
+        eig = C.hessian_eigenpairs(problem, k=1, which="both", tol=tol, max_iter=max(lanczos_steps, 2), seed=seed)
+        tres = C.hessian_trace(problem, matvecs=trace_matvecs, method=trace_method, seed=seed)
+    lmax = float(np.max(np.asarray(eig.eigenvalues, dtype=np.float64)))
+    lmin = float(eig.smallest) if eig.smallest is not None else float("nan")
+    tr, tr_err = float(tres.estimate), float(tres.stderr)
+    params = {"seed": seed, "trace_matvecs": trace_matvecs, "backend": "landscape.curvature",
+              "trace_method": trace_method, "tol": tol, "max_iter": lanczos_steps}
     out = {
         "lambda_max": Metric("lambda_max", lmax, dict(params)),
         "lambda_min": Metric("lambda_min", lmin, dict(params)),
@@ -575,7 +485,8 @@ def directional_sharpness(problem: Problem, direction: Named | None = None, *, l
     un = _norm(u)
     if un == 0:
         raise LandscapeError("directional sharpness: the direction is zero (are the two checkpoints identical?)")
-    hu = hvp(problem, theta, u)
+    with eval_mode(problem.model):
+        hu = C.hvp(problem, u, params=theta)
     gu = _dot(g, u)
     prm = {"direction": label or "given", "direction_norm": un, "grad_norm": _norm(g)}
     return {
