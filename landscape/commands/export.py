@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import os
-
 from ..errors import LandscapeError
+from .common import check_out_folder
 
 
 def add_parser(sub) -> None:
@@ -26,12 +25,7 @@ def run(args) -> int:
 
     if not world().is_root:
         return 0
-    if args.out:
-        folder = os.path.dirname(os.path.abspath(args.out))
-        if not os.path.isdir(folder):
-            raise LandscapeError(f"--out: folder {folder!r} does not exist (create it first or choose another path)")
-        if os.path.isdir(args.out):
-            raise LandscapeError(f"--out: {args.out!r} is a folder; give a file name")
+    check_out_folder(args.out)
     if args.format != "vtk" and (args.surface or args.log or args.zmax is not None):
         raise LandscapeError("--surface, --log and --zmax apply to --format vtk only")
     result = open_result(args.file)

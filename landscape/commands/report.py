@@ -7,8 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import LandscapeError
-from .common import positive_int
+from .common import check_out_folder, positive_int
 
 
 def add_parser(sub) -> None:
@@ -37,8 +36,6 @@ def print_warnings(command: str) -> Iterator[None]:
 
 
 def run(args) -> int:
-    import os
-
     from ..parallel import world
     from ..plot.report import make_report
     from ..plot.surface import Options
@@ -46,10 +43,7 @@ def run(args) -> int:
 
     if not world().is_root:
         return 0
-    if args.out:
-        folder = os.path.dirname(os.path.abspath(args.out))
-        if not os.path.isdir(folder):
-            raise LandscapeError(f"--out: folder {folder!r} does not exist (create it first or choose another path)")
+    check_out_folder(args.out, file_name=False)  # --out is a name stem: .png and .pdf are added
     result = open_result(args.file)
     with print_warnings("report"):
         paths = make_report(result, args.out, Options(log=args.log, dpi=args.dpi))
