@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+from _common import write_section
 from torch import nn
 
 from landscape.layerwise import layerwise
@@ -131,11 +132,7 @@ def main() -> None:
                           f"{'PASS' if ok else 'not met'}")
     lines += ["", "Check (plain falls by ≥ 2 orders of magnitude across depth, BN stays within 1 order):", "",
               *checks]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.readme:
-        with open(a.readme, "a") as f:
-            f.write("\n" + text)
+    write_section(lines, a.readme)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from _common import write_section
 
 from landscape.problem import load_data, make_problem
 from landscape.sharpness import curvature_metrics
@@ -79,11 +80,7 @@ def main() -> None:
     for r in results:
         lines.append(f"| {r['lr']:g} | {2 / r['lr']:.3g} | {r['late_mean']:.3f} | {r['late_max']:.3f} | "
                      f"{r['late_mean'] * r['lr'] / 2:.3f} | {r['seconds']:.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.readme:
-        with open(a.readme, "a") as f:
-            f.write("\n" + text)
+    write_section(lines, a.readme)
 
 
 if __name__ == "__main__":
