@@ -284,16 +284,14 @@ def fingerprint_data(X: Tensor, y: Tensor) -> str:
 
 # --------------------------------------------------------------------------- device
 def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` → ``cuda:(local_rank % n_gpus)`` when CUDA is there, else CPU."""
+    """``auto`` → ``cuda:(local_rank % n_gpus)`` when CUDA is there, else CPU (as
+    :func:`landscape.parallel.device_for_rank`); ``cuda:N`` is checked against the GPUs there are."""
+    from .parallel import device_for_rank
+
     if isinstance(device, torch.device):
         return device
     if device in ("auto", "cuda"):
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n:
-            return torch.device(f"cuda:{local_rank % n}")
-        if device == "cuda":
-            raise LandscapeError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-        return torch.device("cpu")
+        return torch.device(device_for_rank(device, local_rank))
     if device == "cpu":
         return torch.device(device)
     if device.startswith("cuda:"):
