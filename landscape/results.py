@@ -176,7 +176,21 @@ def _attrs(obj, decode_json: bool = True) -> dict[str, Any]:
 
 
 def _hint(path: str) -> str:
-    return "re-run the command that made it with --overwrite (or restore a copy)"
+    return "re-run the command that made it with --overwrite to recompute it (or restore a copy)"
+
+
+def _check_surfaces(path: str, f, ndim: int) -> None:
+    """Refuse values no run writes (garbage on disk) with one line; a partly done file is not damage.
+
+    Every object header is opened first (not the data: directions can be large), so damaged metadata that
+    would hide a surface raises here instead of leaving the surface out silently.
+    """
+    from .store import surface_problems
+
+    f.visititems(lambda name, obj: None)
+    why = "/surfaces is there but /coords is not" if not ndim else surface_problems(f)
+    if why:
+        raise LandscapeError(f"{path} is damaged ({why}): {_hint(path)}")
 
 
 def open_result(path: str) -> Result:
@@ -197,7 +211,8 @@ def open_result(path: str) -> Result:
         raise LandscapeError(f"{path} cannot be opened ({_first_line(e)}); check its permissions") from None
     if not is_h5:
         raise LandscapeError(f"{path} is not an HDF5 file; give a .h5 file written by landscape (or by Li et al.'s "
-                             "loss-landscape code)")
+                             "loss-landscape code); if landscape wrote it and was killed, re-run that command with "
+                             "--overwrite")
     try:
         with h5py.File(path, "r", **H5_KW) as f:
             fmt = _attr(f.attrs.get("format"))
@@ -247,7 +262,8 @@ def _read_ours(path: str, f) -> Result:
         for a in AXES:
             if a in f["directions"]:
                 res.directions_meta[a] = _attrs(f["directions"][a])
-    if "surfaces" in f and res.ndim:
+    if "surfaces" in f:
+        _check_surfaces(path, f, res.ndim)
         shape = res.shape
         g = f["surfaces"]
         done = np.asarray(g["done"][()], dtype=bool) if "done" in g else None

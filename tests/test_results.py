@@ -251,7 +251,7 @@ def test_not_hdf5(tmp_path):
     p.write_text("hello\n")
     with pytest.raises(LandscapeError, match="not an HDF5 file") as e:
         open_result(str(p))
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "--overwrite" in str(e.value)  # a file cut to 1 byte looks like this
 
 
 def test_empty_and_folder(tmp_path):
@@ -289,6 +289,22 @@ def test_inconsistent_shapes(tmp_path):
         f["surfaces/test_loss"] = np.zeros((5, 7))
     with pytest.raises(LandscapeError, match="test_loss has shape"):
         open_result(p)
+
+
+@pytest.mark.parametrize("name,value,why", [("surfaces/done", 7, "only 0 and 1"),
+                                            ("surfaces/train_loss", -3.0, "no run writes"),
+                                            ("surfaces/train_acc", 1.5, "no run writes"),
+                                            ("coords/x", np.nan, "finite increasing")])
+def test_values_no_run_writes_are_refused(tmp_path, name, value, why):
+    """Garbage over a dataset (landscape.store.surface_problems): one line suggesting --overwrite."""
+    p = write_ours(str(tmp_path / "r.h5"), ndim=2, holes=True)
+    with h5py.File(p, "r+") as f:
+        v = f[name][()]
+        v.reshape(-1)[1] = value
+        f[name][...] = v
+    with pytest.raises(LandscapeError, match=why) as e:
+        open_result(p)
+    assert "\n" not in str(e.value) and "damaged" in str(e.value) and "--overwrite" in str(e.value)
 
 
 def test_newer_format_refused(tmp_path):
