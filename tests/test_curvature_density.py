@@ -16,18 +16,13 @@ from landscape.curvature import (
     spectral_density,
 )
 from landscape.errors import LandscapeError
+from tests.curvature_models import random_basis
 
 N = 400
 SPIKES = (8.0, 15.0, 25.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _papyan(n=N, seed=0) -> tuple[torch.Tensor, np.ndarray]:
@@ -36,9 +31,7 @@ def _papyan(n=N, seed=0) -> tuple[torch.Tensor, np.ndarray]:
     Z = rng.normal(size=(n, 2 * n)) / np.sqrt(2 * n)
     bulk = np.linalg.eigvalsh(Z @ Z.T)[: n - len(SPIKES)]  # MP with ratio 1/2: support ≈ [0.09, 2.9]
     eigs = np.sort(np.concatenate([bulk, SPIKES]))
-    g = torch.Generator().manual_seed(seed)
-    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    return (V * torch.as_tensor(eigs)) @ V.T, eigs
+    return random_basis(eigs, seed), eigs
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +86,8 @@ def test_density_matches_eigh_distribution(slq):
 
 def test_fraction_near_zero():
     """A degenerate matrix: 2/3 of the eigenvalues exactly zero, the rest in [1, 2]."""
-    n = 300
     eigs = np.concatenate([np.zeros(200), np.linspace(1.0, 2.0, 100)])
-    g = torch.Generator().manual_seed(1)
-    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    A = (V * torch.as_tensor(eigs)) @ V.T
+    A = random_basis(eigs, seed=1)
     res = spectral_density(A, runs=10, steps=30, seed=1)
     assert res.fraction_near_zero(0.5) == pytest.approx(2 / 3, abs=0.05)
     assert res.fraction_near_zero(0.25, relative=True) == pytest.approx(2 / 3, abs=0.05)

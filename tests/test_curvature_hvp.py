@@ -5,23 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from landscape.curvature import GGNOperator, HessianOperator, check_deterministic, hvp
 from landscape.errors import LandscapeError
 from landscape.problem import Problem
+from tests.curvature_models import IGNORE_JIT_SCRIPT, all_data, dense_ggn, dense_hessian, flat, named, unflat
 
-# torch.func's forward-mode AD scripts its decompositions on first use (torch.jit.script, deprecated)
-pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.usefixtures("one_thread"), IGNORE_JIT_SCRIPT]
 
 
 SIZES = (16, 16, 8)  # unequal batches: a wrong (per-batch mean) weighting shows
@@ -103,55 +93,6 @@ def _problem(kind: str = "mlp", loss: str = "cross_entropy", sizes=SIZES, dtype=
     return Problem(model=model, loss=loss, splits={"train": batches}, device=torch.device("cpu"))
 
 
-def _named(problem: Problem, names=None) -> dict[str, torch.Tensor]:
-    return {k: v.detach() for k, v in problem.model.named_parameters()
-            if (names is None and v.requires_grad) or (names is not None and k in names)}
-
-
-def _flat(d):
-    return torch.cat([t.reshape(-1) for t in d.values()])
-
-
-def _unflat(vec, like):
-    out, i = {}, 0
-    for k, t in like.items():
-        out[k] = vec[i: i + t.numel()].view_as(t)
-        i += t.numel()
-    return out
-
-
-def _all_data(problem):
-    return torch.cat([x for x, _ in problem.batches]), torch.cat([y for _, y in problem.batches])
-
-
-def dense_hessian(problem: Problem, names=None) -> torch.Tensor:
-    """∇² of the mean loss over the full data (one big batch) wrt the flattened parameters."""
-    params = _named(problem, names)
-    buffers = dict(problem.model.named_buffers())
-    X, Y = _all_data(problem)
-
-    def loss(flat):
-        out = functional_call(problem.model, {**buffers, **_unflat(flat, params)}, (X,))
-        return problem.loss_sum(out, Y) / len(X)
-
-    return torch.func.hessian(loss)(_flat(params))
-
-
-def dense_ggn(problem: Problem) -> torch.Tensor:
-    params = _named(problem)
-    buffers = dict(problem.model.named_buffers())
-    X, Y = _all_data(problem)
-
-    def f(flat):
-        return functional_call(problem.model, {**buffers, **_unflat(flat, params)}, (X,))
-
-    theta = _flat(params)
-    out = f(theta)
-    J = torch.func.jacrev(f)(theta).reshape(out.numel(), -1)
-    Hl = torch.func.hessian(lambda o: problem.loss_sum(o.reshape(out.shape), Y) / len(X))(out.reshape(-1))
-    return J.T @ Hl @ J
-
-
 # ------------------------------------------------------------------ Hessian-vector products
 @pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "bn_input", "cnn", "cnn_bn"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
@@ -166,37 +107,37 @@ def test_hvp_matches_dense_hessian(kind, loss):
         torch.testing.assert_close(op.matvec_flat(v), H @ v, rtol=1e-10, atol=1e-12)
     assert op.cache is True and op.matvecs == 3
     # the named interface, the one-shot function and the uncached path agree
-    v = _unflat(V[:, 0], _named(prob))
+    v = unflat(V[:, 0], named(prob))
     hv = hvp(prob, v)
     assert list(hv) == list(v)
-    torch.testing.assert_close(_flat(hv), H @ V[:, 0], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(_flat(op.matvec(v)), H @ V[:, 0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(flat(hv), H @ V[:, 0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(flat(op.matvec(v)), H @ V[:, 0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(HessianOperator(prob, cache=False).matvec_flat(V[:, 1]), H @ V[:, 1],
                                rtol=1e-10, atol=1e-12)
 
 
 def test_hvp_equals_finite_differences_of_gradient():
     prob = _problem("mlp_bn")
-    theta = _named(prob)
+    theta = named(prob)
     op = HessianOperator(prob)
-    v = _unflat(torch.randn(op.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64), theta)
+    v = unflat(torch.randn(op.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64), theta)
     eps = 1e-5
     plus = {k: theta[k] + eps * v[k] for k in theta}
     minus = {k: theta[k] - eps * v[k] for k in theta}
-    fd = (_flat(HessianOperator(prob, params=plus).gradient()) - _flat(HessianOperator(prob, params=minus).gradient()))
+    fd = (flat(HessianOperator(prob, params=plus).gradient()) - flat(HessianOperator(prob, params=minus).gradient()))
     fd = fd / (2 * eps)
-    torch.testing.assert_close(_flat(op.matvec(v)), fd, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(flat(op.matvec(v)), fd, rtol=1e-6, atol=1e-8)
 
 
 def test_gradient_and_loss_are_byproducts():
     prob = _problem("mlp")
     op = HessianOperator(prob)
     op.matvec_flat(torch.ones(op.dim, dtype=torch.float64))
-    X, Y = _all_data(prob)
+    X, Y = all_data(prob)
     loss = prob.loss_sum(prob.model(X), Y) / len(X)
     grads = torch.autograd.grad(loss, [p for p in prob.model.parameters()])
     assert op.value() == pytest.approx(float(loss.detach()), rel=1e-12)
-    torch.testing.assert_close(_flat(op.gradient()), torch.cat([g.reshape(-1) for g in grads]))
+    torch.testing.assert_close(flat(op.gradient()), torch.cat([g.reshape(-1) for g in grads]))
 
 
 def test_unequal_batches_weighted_by_size():
@@ -221,7 +162,7 @@ def test_unused_parameter_gives_zero_rows(cache):
     H = dense_hessian(prob)
     dense = op.to_dense()
     torch.testing.assert_close(dense, H, rtol=1e-10, atol=1e-12)
-    v = {k: torch.ones_like(t) for k, t in _named(prob).items()}
+    v = {k: torch.ones_like(t) for k, t in named(prob).items()}
     hv = op.matvec(v)
     assert torch.count_nonzero(hv["unused.weight"]) == 0 and torch.count_nonzero(hv["unused.bias"]) == 0
     assert torch.count_nonzero(hv["lin.weight"]) > 0
@@ -238,7 +179,7 @@ def test_parameter_subset_and_missing_entries():
     v = {"2.bias": torch.ones(3, dtype=torch.float64)}
     full = torch.zeros(H.shape[0], dtype=torch.float64)
     full[-3:] = 1.0
-    torch.testing.assert_close(_flat(hvp(prob, v)), H @ full, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(flat(hvp(prob, v)), H @ full, rtol=1e-10, atol=1e-12)
     with pytest.raises(LandscapeError):
         hvp(prob, {"nope": torch.ones(1)})
     with pytest.raises(LandscapeError):

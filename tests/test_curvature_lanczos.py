@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from landscape.curvature import (
     EigenResult,
@@ -21,26 +20,9 @@ from landscape.curvature import (
 )
 from landscape.errors import LandscapeError
 from landscape.problem import Problem
+from tests.curvature_models import IGNORE_JIT_SCRIPT, dense_hessian, flat, random_basis
 
-# torch.func's forward-mode AD scripts its decompositions on first use (torch.jit.script, deprecated)
-pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _matrix(eigs, seed=0) -> torch.Tensor:
-    """V diag(eigs) Vᵀ with a random orthogonal V."""
-    eigs = torch.as_tensor(eigs, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    V, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=g, dtype=torch.float64))
-    return (V * eigs) @ V.T
+pytestmark = [pytest.mark.usefixtures("one_thread"), IGNORE_JIT_SCRIPT]
 
 
 def _spectrum(n=150, seed=0) -> np.ndarray:
@@ -61,32 +43,11 @@ def _mlp_problem(dtype=torch.float64) -> Problem:
                                                                      (X[32:], y[32:])]}, device=torch.device("cpu"))
 
 
-def _dense_hessian(prob: Problem) -> torch.Tensor:
-    params = {k: v.detach().double() for k, v in prob.model.named_parameters()}
-    model = prob.model.double()
-    X = torch.cat([x for x, _ in prob.batches]).double()
-    Y = torch.cat([y for _, y in prob.batches])
-    shapes = [(k, v.shape, v.numel()) for k, v in params.items()]
-
-    def loss(flat):
-        d, i = {}, 0
-        for k, s, n in shapes:
-            d[k] = flat[i: i + n].view(s)
-            i += n
-        return prob.loss_sum(functional_call(model, d, (X,)), Y) / len(X)
-
-    return torch.func.hessian(loss)(torch.cat([v.reshape(-1) for v in params.values()]))
-
-
-def _flat(d):
-    return torch.cat([t.reshape(-1).double() for t in d.values()])
-
-
 # ------------------------------------------------------------------ explicit matrices
 @pytest.mark.parametrize("which", ["LA", "SA", "both"])
 def test_lanczos_extreme_eigenpairs_match_eigh(which):
     eigs = _spectrum()
-    A = _matrix(eigs)
+    A = random_basis(eigs)
     w, V = np.linalg.eigh(A.numpy())
     k = 4
     res = lanczos(MatrixOperator(A), k=k, which=which, tol=1e-10, max_iter=150)
@@ -110,7 +71,7 @@ def test_lanczos_extreme_eigenpairs_match_eigh(which):
 
 
 def test_ritz_residual_estimate_is_the_true_residual():
-    A = _matrix(_spectrum(seed=1), seed=1)
+    A = random_basis(_spectrum(seed=1), seed=1)
     res = lanczos(A, k=3, tol=1e-3, max_iter=100)
     assert res.converged
     for lam, y, r in zip(res.eigenvalues, res.eigenvectors, res.residuals):
@@ -119,7 +80,7 @@ def test_ritz_residual_estimate_is_the_true_residual():
 
 
 def test_lanczos_stops_at_max_iter_and_is_seeded():
-    A = _matrix(_spectrum())
+    A = random_basis(_spectrum())
     short = lanczos(A, k=3, tol=1e-12, max_iter=8, seed=3)
     assert not short.converged and short.matvecs == 8 == short.iterations
     again = lanczos(A, k=3, tol=1e-12, max_iter=8, seed=3)
@@ -134,7 +95,7 @@ def test_lanczos_stops_at_max_iter_and_is_seeded():
 def test_lanczos_finds_repeated_eigenvalues():
     """An invariant Krylov space (breakdown) restarts orthogonally, so multiplicities are found."""
     eigs = np.concatenate([[5.0, 5.0, 5.0], np.full(40, 1.0), [-2.0, -2.0]])
-    res = lanczos(_matrix(eigs), k=4, which="both", tol=1e-10, max_iter=len(eigs))
+    res = lanczos(random_basis(eigs), k=4, which="both", tol=1e-10, max_iter=len(eigs))
     np.testing.assert_allclose(res.eigenvalues, [5.0, 5.0, 5.0, 1.0], rtol=1e-8)
     assert res.smallest == pytest.approx(-2.0, rel=1e-8)
     vecs = torch.stack(res.eigenvectors[:3])
@@ -143,7 +104,7 @@ def test_lanczos_finds_repeated_eigenvalues():
 
 def test_power_iteration_baseline():
     eigs = _spectrum()
-    A = _matrix(eigs)
+    A = random_basis(eigs)
     res = power_iteration(A, k=2, tol=1e-3, max_iter=500)
     assert res.method == "power" and res.converged
     np.testing.assert_allclose(res.eigenvalues, [30.0, 21.0], rtol=2e-3)  # PyHessian's rule: ≈ 1e-3 accuracy
@@ -159,7 +120,7 @@ def test_power_iteration_baseline():
 # ------------------------------------------------------------------ a network's Hessian
 def test_hessian_eigenpairs_of_a_network():
     prob = _mlp_problem()
-    H = _dense_hessian(prob)
+    H = dense_hessian(prob)
     w, V = np.linalg.eigh(H.numpy())
     op = HessianOperator(prob)
     res = hessian_eigenpairs(op, k=3, which="both", tol=1e-9, max_iter=op.dim)
@@ -169,11 +130,11 @@ def test_hessian_eigenpairs_of_a_network():
     names = [k for k, _ in prob.model.named_parameters()]
     for i, v in enumerate(res.eigenvectors):
         assert list(v) == names and all(t.shape == p.shape for t, p in zip(v.values(), prob.model.parameters()))
-        flat = _flat(v)
-        assert float(flat.norm()) == pytest.approx(1.0, abs=1e-10)
+        vec = flat(v)
+        assert float(vec.norm()) == pytest.approx(1.0, abs=1e-10)
         gap = min(abs(w[::-1][i] - w[::-1][j]) for j in range(len(w)) if j != i)
         if gap > 1e-3 * abs(w).max():
-            assert abs(float(flat @ torch.as_tensor(V[:, len(w) - 1 - i]))) == pytest.approx(1.0, abs=1e-6)
+            assert abs(float(vec @ torch.as_tensor(V[:, len(w) - 1 - i]))) == pytest.approx(1.0, abs=1e-6)
     assert smallest_eigenvalue(prob, tol=1e-9, max_iter=op.dim) == pytest.approx(w[0], rel=1e-6)
     power = hessian_eigenpairs(prob, k=1, method="power", tol=1e-3, max_iter=200)
     assert power.eigenvalues[0] == pytest.approx(w[-1], rel=1e-2)
@@ -184,7 +145,7 @@ def test_hessian_eigenpairs_of_a_network():
 
 def test_float32_network_uses_float64_basis():
     prob64 = _mlp_problem()
-    H = _dense_hessian(prob64)
+    H = dense_hessian(prob64)
     w = np.linalg.eigvalsh(H.numpy())
     prob = _mlp_problem(torch.float32)
     res = hessian_eigenpairs(prob, k=2, tol=1e-5, max_iter=80)
@@ -193,7 +154,7 @@ def test_float32_network_uses_float64_basis():
 
 
 def test_bad_arguments():
-    A = _matrix(_spectrum(n=20))
+    A = random_basis(_spectrum(n=20))
     with pytest.raises(LandscapeError):
         lanczos(A, k=0)
     with pytest.raises(LandscapeError):

@@ -12,15 +12,9 @@ from torch import nn
 from landscape.curvature import HessianOperator, MatrixOperator, hessian_trace, hutchinson, hutchpp
 from landscape.errors import LandscapeError
 from landscape.problem import Problem
+from tests.curvature_models import random_basis
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to OpenMP spin-waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SEEDS = range(40)
@@ -31,9 +25,7 @@ def _outlier_matrix(n=200, seed=0) -> tuple[torch.Tensor, float]:
     """A bulk of small eigenvalues (both signs) and ten outliers, in a random basis."""
     rng = np.random.default_rng(seed)
     eigs = np.concatenate([rng.normal(0.2, 0.3, n - 10), np.linspace(20.0, 60.0, 10)])
-    g = torch.Generator().manual_seed(seed)
-    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    return (V * torch.as_tensor(eigs)) @ V.T, float(eigs.sum())
+    return random_basis(eigs, seed), float(eigs.sum())
 
 
 @pytest.fixture(scope="module")
