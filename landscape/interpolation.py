@@ -81,6 +81,7 @@ from .store import (
     compare_identity,
     existing_attrs,
     set_attrs,
+    write_samples,
 )
 
 DEFAULT_TOLERANCE = 1e-3
@@ -402,11 +403,13 @@ def _identity(config: dict, alphas: np.ndarray, fp0: str, fp1: str, data_fp: str
     }
 
 
-def _create_path_file(out: str, attrs: dict, identity: dict, name: str, alphas: np.ndarray, metrics: list[str]):
+def _create_path_file(out: str, attrs: dict, identity: dict, name: str, alphas: np.ndarray, metrics: list[str],
+                      info: dict):
     def build(f: h5py.File) -> None:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["identity"] = _json(identity)
+        write_samples(f, info)
         g = f.create_group(f"paths/{name}", track_order=True)
         g.create_dataset("alpha", data=alphas)
         for m in metrics:
@@ -490,7 +493,7 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
             attrs = base_attrs(command, config, fp1, data_fp, kind="interpolation")
             attrs["from_fingerprint"], attrs["to_fingerprint"] = fp0, fp1
             attrs["title"] = f"{config.get('model')} — linear path θ₀→θ₁ ({len(alphas)} points)"
-            _create_path_file(out, attrs, identity, name, alphas, metrics)
+            _create_path_file(out, attrs, identity, name, alphas, metrics, problem.info)
         return GridStore(out, [f"{group}/{m}" for m in metrics], f"{group}/done", (len(alphas),), flush_every)
 
     store = w.collective(setup_root if w.is_root else (lambda: None))

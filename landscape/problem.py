@@ -423,6 +423,7 @@ def make_problem(
             continue
         flag = "--data" if split == "train" else "--test-data"
         X, y = load_data(spec, flag) if isinstance(spec, str) else _as_tensors(spec, "data")
+        info[f"{split}_total"] = len(X)
         X, y, idx = subsample(X, y, samples, seed)
         splits[split] = make_batches(X, y, batch_size, dev)
         info[f"{split}_data"] = spec if isinstance(spec, str) else "<tensors>"

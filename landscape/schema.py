@@ -17,6 +17,9 @@ readers: :mod:`landscape.results`. Changing anything here bumps ``FORMAT_VERSION
                               split ∈ {train, test}; metric ∈ {loss, acc, lambda_max,
                               lambda_min, convexity}
     /surfaces/done            uint8, grid shape, 1 where a point is computed
+    /samples/<split>          int64 (n,): with --samples, the indices of the evaluated examples
+                              in the data set (sorted); attrs: of (the data set's size), seed.
+                              Absent when every example is used.
     /paths/<name>/alpha       float64 (n,)       name: "interpolation" (θ₀→θ₁) by default
     /paths/<name>/<split>_loss, <split>_acc      float64 (n,), NaN = not computed
     /paths/<name>/done        uint8 (n,)

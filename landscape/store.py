@@ -30,7 +30,7 @@ import torch
 from . import __version__
 from .errors import LandscapeError, ResumeMismatch
 from .params import Named
-from .schema import AXES, FORMAT, FORMAT_VERSION
+from .schema import AXES, FORMAT, FORMAT_VERSION, SPLITS
 
 H5_KW = {"locking": False}
 
@@ -207,8 +207,12 @@ def surface_identity(config: dict, coords: tuple[np.ndarray, ...], model_fp: str
         **{f"--{a}": [float(c[0]), float(c[-1]), len(c)] for a, c in zip(AXES, coords)},
         "grid dimensions": len(coords),
         **{f"--{k.replace('_', '-')}": config.get(k) for k in ("model", "model_args", "loss", "samples", "data",
-                                                               "test_data", "curvature_map")},
+                                                               "test_data", "curvature_map", "precision")},
     }
+
+
+#: identity entries older files lack, and the value they were made with
+_IDENTITY_DEFAULTS = {"--precision": "fp32"}
 
 
 def _describe(key: str, v) -> str:
@@ -221,7 +225,7 @@ def _describe(key: str, v) -> str:
 
 def compare_identity(path: str, stored: dict, wanted: dict) -> None:
     for key, want in wanted.items():
-        have = stored.get(key)
+        have = stored.get(key, _IDENTITY_DEFAULTS.get(key))
         if json.loads(_json(have)) != json.loads(_json(want)):
             raise ResumeMismatch(f"{path} was made by another run ({key}: file has {_describe(key, have)}, this run "
                                  f"has {_describe(key, want)}); pass --overwrite to replace it or choose another --out")
@@ -312,15 +316,31 @@ def surface_problems(f: h5py.File) -> str | None:
     return None
 
 
+def write_samples(f: h5py.File, info: dict) -> None:
+    """``/samples/<split>``: the indices of the examples a ``--samples`` run evaluates (none if it uses all)."""
+    for split in SPLITS:
+        idx = info.get(f"{split}_indices")
+        total = info.get(f"{split}_total")
+        if idx is None or total is None or len(idx) == total:
+            continue
+        ds = f.create_dataset(f"samples/{split}", data=np.asarray(idx, dtype=np.int64))
+        ds.attrs["of"] = int(total)
+        ds.attrs["seed"] = int(info.get("seed") or 0)
+
+
 def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple[np.ndarray, ...], directions,
-                        metrics: list[str]) -> None:
-    """Write a new, complete surface file (NaN values, empty done mask)."""
+                        metrics: list[str], samples: dict | None = None) -> None:
+    """Write a new, complete surface file (NaN values, empty done mask).
+
+    ``samples``: the problem's ``info`` (its ``<split>_indices`` are written to ``/samples``).
+    """
     shape = tuple(len(c) for c in coords)
 
     def build(f: h5py.File) -> None:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["identity"] = _json(identity)
+        write_samples(f, samples or {})
         for a, c in zip(AXES, coords):
             f.create_dataset(f"coords/{a}", data=np.asarray(c, dtype=np.float64))
         for a, vec, meta in zip(AXES, directions.vectors, directions.meta):

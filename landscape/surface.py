@@ -136,8 +136,9 @@ def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: Sur
 
 
 def _config(problem: Problem, spec: SurfaceSpec) -> dict:
+    # precision is kept (part of the resume identity: one file never mixes fp32 and bf16 values)
     cfg = {k: v for k, v in asdict(spec).items() if k not in ("flush_every", "chunk_size", "points_per_batch",
-                                                                  "precision", "compile")}
+                                                                  "compile")}
     info = {k: v for k, v in problem.info.items() if not k.endswith("_indices")}
     cfg.update(model=info.get("model"), model_args=info.get("model_args"), checkpoint=info.get("checkpoint"),
                data=info.get("train_data"), test_data=info.get("test_data"), loss=problem.loss,
@@ -185,7 +186,7 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
             attrs = base_attrs(command, config, model_fp, data_fp, kind="surface")
             attrs["title"] = _title(config, grid, dirs)
             create_surface_file(out, attrs=attrs, identity=identity, coords=grid.coords, directions=dirs,
-                                metrics=names)
+                                metrics=names, samples=problem.info)
         store = GridStore(out, [f"surfaces/{n}" for n in names], "surfaces/done", grid.shape, spec.flush_every)
         return dirs, store
 

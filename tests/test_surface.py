@@ -166,3 +166,34 @@ def test_test_split_surfaces(tmp_path):
     with h5py.File(out, "r") as f:
         assert {"train_loss", "train_acc", "test_loss", "test_acc", "done"} <= set(f["surfaces"])
         assert not np.allclose(f["surfaces/train_loss"][()], f["surfaces/test_loss"][()])
+
+
+def test_samples_are_recorded_and_reproduce_the_surface(tmp_path):
+    """--samples: the evaluated examples' indices are in the file, and evaluating exactly them gives its values."""
+    from landscape.problem import load_data
+
+    p = make_problem("zoo:mlp", data="zoo:synthetic", samples=24, seed=3, device="cpu")
+    out = tmp_path / "s.h5"
+    run_surface(p, SurfaceSpec(x="-1:1:3", seed=1), str(out), progress=False)
+    X, Y = load_data("zoo:synthetic", "--data")
+    with h5py.File(out, "r") as f:
+        idx = f["samples/train"][()]
+        assert f["samples/train"].attrs["of"] == len(X) and f["samples/train"].attrs["seed"] == 3
+        loss = f["surfaces/train_loss"][()]
+    assert len(idx) == 24 and len(np.unique(idx)) == 24 and np.all(np.diff(idx) > 0)
+    same = make_problem(p.model, data=(X[idx], Y[idx]), device="cpu")
+    run_surface(same, SurfaceSpec(x="-1:1:3", seed=1), str(tmp_path / "t.h5"), progress=False)
+    with h5py.File(tmp_path / "t.h5", "r") as f:
+        np.testing.assert_allclose(f["surfaces/train_loss"][()], loss, rtol=1e-6)
+    # a run on every example records no sample
+    run_surface(make_problem("zoo:mlp", data="zoo:synthetic", device="cpu"), SurfaceSpec(x="-1:1:3"),
+                str(tmp_path / "all.h5"), progress=False)
+    with h5py.File(tmp_path / "all.h5", "r") as f:
+        assert "samples" not in f
+
+
+def test_precision_is_part_of_the_resume_identity(tmp_path, tiny_problem):
+    out = str(tmp_path / "s.h5")
+    run_surface(tiny_problem, SurfaceSpec(x="-1:1:3", precision="bf16"), out, progress=False)
+    with pytest.raises(LandscapeError, match="--precision: file has \"bf16\", this run has \"fp32\""):
+        run_surface(tiny_problem, SurfaceSpec(x="-1:1:3"), out, progress=False)
