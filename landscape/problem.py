@@ -120,30 +120,36 @@ def load_model(spec: str, model_args: dict | str | None = None, seed: int = 0) -
 STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 
 
-def read_state_dict(path: str, unsafe_load: bool = False) -> dict[str, Tensor]:
+def _checkpoint_label(flag: str | None) -> str:
+    return f"{flag}: checkpoint" if flag else "checkpoint"
+
+
+def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = None) -> dict[str, Tensor]:
     """Read a checkpoint file into a plain ``{name: tensor}`` dict.
 
     ``.pt``/``.pth``/anything else goes through ``torch.load(weights_only=True)``; a file that
     would need to unpickle code (a whole pickled model) is refused unless ``unsafe_load``.
+    ``flag`` (``--checkpoint``, ``--init``, ...) is the option the path came from; errors name it.
     """
+    what = _checkpoint_label(flag)
     if not os.path.isfile(path):
-        raise LandscapeError(f"checkpoint {path!r} does not exist")
+        raise LandscapeError(f"{what} {path!r} does not exist")
     if path.endswith(".safetensors"):
         try:
             from safetensors.torch import load_file
         except ImportError as e:
-            raise LandscapeError(f"{path}: reading .safetensors needs 'pip install safetensors'") from e
+            raise LandscapeError(f"{what} {path!r}: reading .safetensors needs 'pip install safetensors'") from e
         return dict(load_file(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as e:
         raise LandscapeError(
-            f"checkpoint {path!r} holds pickled objects that may run code; refusing to load it "
+            f"{what} {path!r} holds pickled objects that may run code; refusing to load it "
             "(save model.state_dict() instead, or pass --unsafe-load if you trust the file)"
         ) from e
     except Exception as e:  # noqa: BLE001
         first = str(e).splitlines()[0] if str(e) else ""
-        raise LandscapeError(f"checkpoint {path!r} could not be read ({type(e).__name__}: {first})") from e
+        raise LandscapeError(f"{what} {path!r} could not be read ({type(e).__name__}: {first})") from e
     if unsafe_load:
         warnings.warn(f"--unsafe-load: {path} was unpickled with full code execution", stacklevel=2)
     if isinstance(obj, nn.Module):
@@ -158,7 +164,7 @@ def read_state_dict(path: str, unsafe_load: bool = False) -> dict[str, Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise LandscapeError(
-            f"checkpoint {path!r} is not a state_dict (expected {{name: tensor}}, possibly under one of {STATE_KEYS})"
+            f"{what} {path!r} is not a state_dict (expected {{name: tensor}}, possibly under one of {STATE_KEYS})"
         )
     # DataParallel / torch.compile prefixes
     for prefix in ("module.", "_orig_mod."):
@@ -167,9 +173,9 @@ def read_state_dict(path: str, unsafe_load: bool = False) -> dict[str, Tensor]:
     return obj
 
 
-def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False) -> None:
-    """Load a checkpoint into ``model``, naming the first mismatches if keys or shapes differ."""
-    sd = read_state_dict(path, unsafe_load=unsafe_load)
+def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False, flag: str | None = None) -> None:
+    """Load a checkpoint into ``model``, naming the first mismatches if keys or shapes differ (and ``flag``)."""
+    sd = read_state_dict(path, unsafe_load=unsafe_load, flag=flag)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -183,7 +189,7 @@ def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False) -> N
     if shapes:
         problems.append(f"shape {'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''}")
     if problems:
-        raise LandscapeError(f"checkpoint {path!r} does not match the model: {'; '.join(problems)} "
+        raise LandscapeError(f"{_checkpoint_label(flag)} {path!r} does not match the model: {'; '.join(problems)} "
                              "(check --model and --model-args)")
     model.load_state_dict(sd)
 
@@ -410,7 +416,7 @@ def make_problem(
     dev = resolve_device(device, local_rank)
     net = load_model(model, model_args, seed=seed) if isinstance(model, str) else model
     if checkpoint:
-        load_checkpoint(net, checkpoint, unsafe_load=unsafe_load)
+        load_checkpoint(net, checkpoint, unsafe_load=unsafe_load, flag="--checkpoint")
     net = net.to(dev).eval()
     info: dict = {"model": model if isinstance(model, str) else type(model).__name__,
                   "model_args": parse_kwargs(model_args) if isinstance(model_args, str) else (model_args or {}),

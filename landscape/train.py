@@ -39,7 +39,16 @@ import torch
 from torch import Tensor, nn
 
 from .errors import LandscapeError
-from .problem import correct_count, load_checkpoint, load_data, load_model, loss_sum, parse_kwargs, subsample
+from .problem import (
+    correct_count,
+    load_checkpoint,
+    load_data,
+    load_model,
+    loss_sum,
+    parse_kwargs,
+    resolve_device,
+    subsample,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -87,6 +96,16 @@ def _evaluate(model: nn.Module, X: Tensor, y: Tensor, loss: str, batch_size: int
     return total / len(X), correct / len(X)
 
 
+def _make_out_dir(out_dir: str) -> None:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise LandscapeError(f"--out-dir {out_dir!r} is a file; give a folder for the checkpoints (it is created if "
+                             "missing)")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise LandscapeError(f"--out-dir {out_dir!r}: cannot create the folder ({e.strerror or e})") from None
+
+
 def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor, Tensor] = "zoo:digits", *,
           model_args: dict | str | None = None, optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
           weight_decay: float = 0.0, epochs: int = 10, steps: int | None = None, batch_size: int = 64,
@@ -104,13 +123,15 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
         raise LandscapeError(f"--lr must be a positive number, got {lr}")
     if batch_size <= 0 or epochs < 0 or (steps is not None and steps < 0) or save_every < 0:
         raise LandscapeError("--batch-size must be positive; --epochs, --steps and --save-every non-negative")
+    for flag, v in (("--momentum", momentum), ("--weight-decay", weight_decay)):
+        if not (v >= 0 and math.isfinite(v)):
+            raise LandscapeError(f"{flag} must be a finite number of 0 or more, got {v}")
+    dev = resolve_device(device)  # '--device: 'tpu' is not auto, cpu, cuda or cuda:N', before anything is made
     t0 = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    _make_out_dir(out_dir)
     model = load_model(model_spec, model_args, seed=seed) if isinstance(model_spec, str) else model_spec
     if init:
-        load_checkpoint(model, init)
+        load_checkpoint(model, init, flag="--init")
     model = model.to(dev)
     X, y = load_data(data_spec) if isinstance(data_spec, str) else data_spec
     X, y, _ = subsample(X, y, samples, seed)

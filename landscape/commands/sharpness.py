@@ -85,6 +85,17 @@ def _percentiles(text: str) -> list[float]:
         raise LandscapeError(f"--percentiles {text!r}: give numbers in (0, 100], e.g. 50,90") from None
 
 
+def _check_picture_path(path: str) -> None:
+    """``--plot-layers``: refused before any metric is computed when the picture could not be saved."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise LandscapeError(f"--plot-layers: folder {folder!r} does not exist (create it first or choose another "
+                             "path)")
+    if os.path.isdir(path):
+        raise LandscapeError(f"--plot-layers: {path!r} is a folder; give a file name such as "
+                             f"{os.path.join(path, 'layers.png')}")
+
+
 def _direction(args, problem):
     if bool(args.direction_from) != bool(args.direction_to):
         raise LandscapeError("--direction-from and --direction-to go together (u = θ_B − θ_A)")
@@ -93,14 +104,14 @@ def _direction(args, problem):
     from ..problem import read_state_dict
     from ..sharpness import trainable
 
-    a = read_state_dict(args.direction_from, unsafe_load=args.unsafe_load)
-    b = read_state_dict(args.direction_to, unsafe_load=args.unsafe_load)
+    a = read_state_dict(args.direction_from, unsafe_load=args.unsafe_load, flag="--direction-from")
+    b = read_state_dict(args.direction_to, unsafe_load=args.unsafe_load, flag="--direction-to")
     theta = trainable(problem.model)
-    for path, sd in ((args.direction_from, a), (args.direction_to, b)):
+    for flag, path, sd in (("--direction-from", args.direction_from, a), ("--direction-to", args.direction_to, b)):
         bad = [k for k in theta if k not in sd or tuple(sd[k].shape) != tuple(theta[k].shape)]
         if bad:
-            raise LandscapeError(f"--direction: {path} does not match the model ({bad[0]} missing or of another "
-                                 "shape); use checkpoints of the same --model and --model-args")
+            raise LandscapeError(f"{flag}: checkpoint {path!r} does not match the model ({bad[0]} missing or of "
+                                 "another shape); use checkpoints of the same --model and --model-args")
     u = {k: (b[k].double() - a[k].double()).to(device=v.device, dtype=v.dtype) for k, v in theta.items()}
     return u, f"{os.path.basename(args.direction_to)} - {os.path.basename(args.direction_from)}"
 
@@ -114,6 +125,8 @@ def run(args) -> int:
     if not w.is_root:  # metrics run on one rank; the others have nothing to do
         return 0
     check_output_path(args.out)
+    if args.plot_layers:
+        _check_picture_path(args.plot_layers)
     names = S.parse_metrics(args.metrics)
     etas = _etas(args.etas)
     percentiles = _percentiles(args.percentiles)
