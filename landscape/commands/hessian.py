@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from ..errors import LandscapeError
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
 
 
@@ -43,7 +44,11 @@ def run(args) -> int:
         return 0
     check_output_path(args.out)
     problem = problem_from_args(args, w)
-    curvature.check_deterministic(curvature.HessianOperator(problem))
+    op = curvature.HessianOperator(problem)
+    if args.top_k > op.dim:
+        raise LandscapeError(f"--top-k {args.top_k} is more than the {op.dim} trainable parameters of the model "
+                             f"(a Hessian has one eigenvalue per parameter): the maximum is {op.dim}")
+    curvature.check_deterministic(op)
     print(f"landscape hessian: {problem.n_samples} samples on {problem.device}", file=sys.stderr, flush=True)
     which = "both" if args.smallest else "LA"
     eig = curvature.hessian_eigenpairs(problem, k=args.top_k, which=which, tol=args.tol, max_iter=args.max_iter,

@@ -12,6 +12,14 @@ import sys
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
 
 
+def _group_name(text: str) -> str:
+    """``--name``: one HDF5 group name under /paths (not empty, no '/', not '.')."""
+    if not text.strip() or "/" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"--name {text!r}: give a non-empty group name without '/' "
+                                         "(the path is stored as /paths/NAME), e.g. init_to_final")
+    return text
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("interpolate", help="loss/accuracy on the straight line between two checkpoints (MLI)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -25,7 +33,7 @@ def add_parser(sub) -> None:
                         "(default: on when the model has BatchNorm)")
     g.add_argument("--tolerance", type=positive_float("--tolerance"), default=1e-3,
                    help="a rise of the loss larger than this is a bump (non-monotonic path)")
-    g.add_argument("--name", default="interpolation", help="the path's group name under /paths")
+    g.add_argument("--name", type=_group_name, default="interpolation", help="the path's group name under /paths")
     o = p.add_argument_group("output and execution")
     o.add_argument("--out", default="outputs/interpolation.h5", metavar="FILE.h5")
     o.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")

@@ -184,7 +184,7 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
     op = as_operator(op)
     n = int(op.dim)
     if k < 1 or k > n:
-        raise LandscapeError(f"k must be between 1 and the dimension {n}, got {k}")
+        raise LandscapeError(f"k must be between 1 and the dimension {n} (the number of parameters), got {k}")
     steps = max(min(int(max_iter), n), 1)
     gen = generator(seed)
     dev = op.device
@@ -317,7 +317,7 @@ def power_iteration(op, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed
     op = as_operator(op)
     n = int(op.dim)
     if k < 1 or k > n:
-        raise LandscapeError(f"k must be between 1 and the dimension {n}, got {k}")
+        raise LandscapeError(f"k must be between 1 and the dimension {n} (the number of parameters), got {k}")
     gen = generator(seed)
     dev = op.device
     start_matvecs = op.matvecs
