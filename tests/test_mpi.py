@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,99 +16,23 @@ import h5py
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPIEXEC = shutil.which("mpiexec")
-
-try:
-    import mpi4py  # noqa: F401
-
-    HAVE_MPI4PY = True
-except ImportError:  # pragma: no cover
-    HAVE_MPI4PY = False
+from tests.mpi_helpers import HAVE_MPI, MPIEXEC, ROOT, finish, kill9, start, subprocess_env
 
 pytestmark = [
     pytest.mark.mpi,
-    pytest.mark.skipif(MPIEXEC is None or not HAVE_MPI4PY, reason="needs mpiexec and mpi4py (pip install '.[mpi]')"),
+    pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py (pip install '.[mpi]')"),
 ]
 
 BASE = ["--model", "zoo:mlp", "--data", "zoo:digits", "--samples", "200", "--no-progress"]
 
 
-def _env(**extra: str) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else ROOT
-    env.pop("OMP_NUM_THREADS", None)
-    env.pop("LANDSCAPE_NUM_THREADS", None)
-    # Open MPI (where its mpiexec is the one on PATH): allow root (CI containers) and more ranks than cores
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
-               PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe")
-    env.update(extra)
-    return env
-
-
-def _cmd(n: int, args: list[str], script: bool = False) -> list[str]:
-    entry = [sys.executable, os.path.join(ROOT, "scripts", "surface.py")] if script else \
-        [sys.executable, "-m", "landscape.cli", "surface"]
-    launcher = [MPIEXEC, "-n", str(n)] if n else []  # n = 0: a plain process, no launcher at all
-    return launcher + entry + [str(a) for a in args]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Open MPI puts each rank in a process group of its own)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """kill -9 the launcher, its process group and every rank below it."""
-    victims = _descendants(proc.pid) if os.path.isdir("/proc") else []
-    for pid in [proc.pid, *victims]:
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    proc.wait()
-    deadline = time.monotonic() + 10
-    while any(os.path.exists(f"/proc/{p}") and _alive(p) for p in victims) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def run(n: int, args: list[str], timeout: float = 90, script: bool = False, **env: str):
     """Run ``[mpiexec -n N] landscape surface ARGS``; returns (rc, stdout, stderr, seconds); a hang fails."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(_cmd(n, args, script), cwd=ROOT, env=_env(**env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, err = proc.communicate()
-        launcher = f"mpiexec -n {n}" if n else "landscape"
-        pytest.fail(f"{launcher} {' '.join(args)} hung for {timeout} s\n"
-                    f"stdout: {out}\nstderr: {err}")
-    return proc.returncode, out, err, time.monotonic() - t0
+    proc = start(["surface", *args] if not script else args, ranks=n, stdout=subprocess.PIPE,
+                 script=os.path.join("scripts", "surface.py") if script else None, **env)
+    rc, out, err = finish(proc, timeout)
+    return rc, out, err, time.monotonic() - t0
 
 
 def ok(n: int, args: list[str], **kw) -> str:
@@ -189,8 +111,7 @@ def test_kill_9_then_restart_with_another_rank_count(tmp_path):
     reference = read(ref)
 
     out = str(tmp_path / "killed.h5")
-    proc = subprocess.Popen(_cmd(2, [*slow, "--out", out]), cwd=ROOT, env=_env(**env), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start(["surface", *slow, "--out", out], ranks=2, stderr=subprocess.DEVNULL, **env)
     flushes: list[tuple[float, int]] = []  # (time, done) whenever the done count on disk grew
     deadline = time.monotonic() + 90
     try:
@@ -202,7 +123,7 @@ def test_kill_9_then_restart_with_another_rank_count(tmp_path):
                     break
             time.sleep(0.02)
     finally:
-        _kill_group(proc)  # kill -9 of mpiexec and every rank
+        kill9(proc)  # kill -9 of mpiexec and every rank
     assert len(flushes) >= 3, f"the run ended or stalled before it was killed: {flushes}, rc={proc.returncode}"
     gaps = np.diff([t for t, _ in flushes])
     assert gaps.max() <= flush + 1.0, f"flushes {gaps} s apart: more than --flush-every={flush} s of work at risk"
@@ -274,7 +195,7 @@ w.barrier()
 
 
 def test_bcast_named_is_bitwise_and_collective_agrees_on_failure():
-    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", BCAST_CODE], cwd=ROOT, env=_env(),
+    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", BCAST_CODE], cwd=ROOT, env=subprocess_env(),
                           capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split("\n")[:2]) == ["rank 0: AbortedElsewhere", "rank 1: ZeroDivisionError"], proc.stdout

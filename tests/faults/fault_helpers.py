@@ -1,27 +1,24 @@
 """Models, data and process helpers for the fault-injection tests (``--model tests.faults.fault_helpers:NAME``).
 
-The subprocesses that use them run from the repository root with it on ``PYTHONPATH``.
+The subprocesses that use them run from the repository root with it on ``PYTHONPATH`` (launched by
+``tests.mpi_helpers.start``, the one launcher of the test suite).
 Environment knobs (read when the model is built, so a parent test can set them per run):
 
 * ``LANDSCAPE_FAULT_SLEEP``: seconds each forward pass of :func:`slow_mlp` sleeps (default 0.05);
 * ``LANDSCAPE_FAULT_LOG``: a file that gets one line ``pid batch`` per finished forward pass;
-* ``LANDSCAPE_FAULT_OOM_AFTER``: :func:`oom_mlp` raises "CUDA out of memory" from that call on.
+* ``LANDSCAPE_FAULT_OOM_AFTER``: :func:`oom_mlp` raises "CUDA out of memory" from that call on;
+* ``LANDSCAPE_FAULT_OOM_RANK``: ... on that MPI rank only.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import torch
 from torch import nn
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ----------------------------------------------------------------------------- models
@@ -54,10 +51,14 @@ def slow_mlp() -> nn.Module:
 
 
 class _OOM(nn.Module):
-    def __init__(self, after: int):
+    def __init__(self, after: int, rank: int | None = None):
         super().__init__()
         self.net = _mlp()
         self.after, self.calls = after, 0
+        if rank is not None:
+            from landscape.parallel import world
+
+            self.after = after if world().rank == rank else 2**62  # other ranks never run out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
@@ -67,8 +68,10 @@ class _OOM(nn.Module):
 
 
 def oom_mlp() -> nn.Module:
-    """Raises the error torch raises when a batch does not fit, from the ``LANDSCAPE_FAULT_OOM_AFTER``-th call."""
-    return _OOM(int(os.environ.get("LANDSCAPE_FAULT_OOM_AFTER", "4")))
+    """Raises the error torch raises when a batch does not fit, from the ``LANDSCAPE_FAULT_OOM_AFTER``-th call
+    (on the MPI rank ``LANDSCAPE_FAULT_OOM_RANK`` only, when set)."""
+    rank = os.environ.get("LANDSCAPE_FAULT_OOM_RANK")
+    return _OOM(int(os.environ.get("LANDSCAPE_FAULT_OOM_AFTER", "4")), None if rank is None else int(rank))
 
 
 class _Wrong(nn.Module):
@@ -116,87 +119,7 @@ def synthetic16():
     return torch.randn(64, 16, generator=g), torch.randint(0, 10, (64,), generator=g)
 
 
-# ----------------------------------------------------------------------------- processes
-def env(**extra: str) -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = ROOT + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-    e.pop("OMP_NUM_THREADS", None)
-    e.pop("LANDSCAPE_NUM_THREADS", None)
-    e.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
-    e.update({k: str(v) for k, v in extra.items()})
-    return e
-
-
-def command(args: list[str], ranks: int = 0) -> list[str]:
-    import shutil
-
-    launcher = [shutil.which("mpiexec") or "mpiexec", "-n", str(ranks)] if ranks else []
-    return [*launcher, sys.executable, "-m", "landscape.cli", *[str(a) for a in args]]
-
-
-def start(args: list[str], ranks: int = 0, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **extra_env):
-    """Start ``[mpiexec -n R] landscape ARGS`` in a session of its own (so the whole group can be signalled)."""
-    return subprocess.Popen(command(args, ranks), cwd=ROOT, env=env(**extra_env), stdout=stdout, stderr=stderr,
-                            text=True, start_new_session=True)
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def kill9(proc: subprocess.Popen) -> None:
-    """kill -9 the process group and every process below the launcher (ranks may sit in groups of their own)."""
-    victims = descendants(proc.pid) if os.path.isdir("/proc") else []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for pid in [proc.pid, *victims]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    try:
-        proc.communicate(timeout=30)
-    except (subprocess.TimeoutExpired, ValueError):
-        proc.wait()
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in victims) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
-    """Wait for ``proc``; a hang is killed and reported, never waited on forever."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill9(proc)
-        raise AssertionError(f"{' '.join(proc.args)} hung for {timeout} s") from None
-    return proc.returncode, out or "", err or ""
-
-
+# ----------------------------------------------------------------------------- files
 def done_count(path: str) -> int | None:
     """Points marked done on disk, or None while the file does not exist yet."""
     if not os.path.exists(path):

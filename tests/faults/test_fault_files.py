@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.faults.fault_helpers import done_count, finish, read_all, start
+from tests.faults.fault_helpers import done_count, read_all
+from tests.mpi_helpers import finish, start
 
 BASE = ["--model", "zoo:mlp", "--model-args", "width=8,depth=1", "--data", "zoo:synthetic", "--samples", "32",
         "--no-progress"]

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import time
 
 import numpy as np
 import pytest
 
-from tests.faults.fault_helpers import done_count, finish, forward_calls, kill9, read_all, start
+from tests.faults.fault_helpers import done_count, forward_calls, read_all
+from tests.mpi_helpers import HAVE_MPI, finish, kill9, start
 
 FLUSH = 0.5
 SLEEP = 0.05
@@ -26,14 +26,6 @@ PER_FLUSH = int(np.ceil(FLUSH / SLEEP)) + 1  # points one flush interval can com
 SLOW = ["--model", "tests.faults.fault_helpers:slow_mlp", "--data", "tests.faults.fault_helpers:synthetic16",
         "--chunk-size", "1", "--points-per-batch", "1", "--flush-every", str(FLUSH), "--no-progress"]
 DONE_RE = re.compile(r"(\d+)/(\d+) points done \((\d+) computed now")
-
-try:
-    import mpi4py  # noqa: F401
-
-    HAVE_MPI = shutil.which("mpiexec") is not None
-except ImportError:  # pragma: no cover
-    HAVE_MPI = False
-
 
 def _reference(tmp_path, grid: list[str], monkeypatch) -> dict:
     from landscape.cli import main
