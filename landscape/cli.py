@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from . import parallel
+
+    # a rank that fails inside the MPI scheduler reports and aborts there, not here: same one line for out of memory
+    parallel.describe_failure = lambda e: _oom_message(args, e, aborted=True) if _out_of_memory(e) else None
     try:
         return int(args.func(args) or 0)
     except LandscapeError as e:
@@ -71,13 +75,14 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
 
 
-def _oom_message(args, e: BaseException) -> str:
-    """One line for a batch that did not fit: which flags make the next try smaller."""
+def _oom_message(args, e: BaseException, aborted: bool = False) -> str:
+    """One line for a batch that did not fit: which flags make the next try smaller. ``aborted``: an MPI job
+    ended from inside its scheduler, where only the points of the last flush are on disk."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     flags = [f"--{d.replace('_', '-')}" for d in ("batch_size", "points_per_batch", "samples", "m", "max_examples")
              if hasattr(args, d)]
-    resume = " (points already computed are saved: run the command again to resume)" \
-        if hasattr(args, "flush_every") else ""
+    saved = "points saved by the last flush are kept" if aborted else "points already computed are saved"
+    resume = f" ({saved}: run the command again to resume)" if hasattr(args, "flush_every") else ""
     return (f"out of memory ({type(e).__name__}: {first[:160]}); try a smaller {' or '.join(flags) or 'problem'}"
             f"{resume}")
 

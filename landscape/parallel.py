@@ -306,11 +306,16 @@ Compute = Callable[[np.ndarray], dict[str, np.ndarray]]
 Sink = Callable[[np.ndarray, dict[str, np.ndarray]], None]
 
 
+#: set by the CLI: one line for an error that is not a LandscapeError but needs no traceback (out of memory)
+describe_failure: Callable[[BaseException], str | None] | None = None
+
+
 def _report_and_abort(w: World, err: BaseException) -> None:
     prefix = f"[rank {w.rank}] " if w.size > 1 else ""
-    if isinstance(err, LandscapeError):
-        print(f"landscape: error: {prefix}{err}", file=sys.stderr, flush=True)
-        w.abort(err.exit_code)
+    line = str(err) if isinstance(err, LandscapeError) else describe_failure(err) if describe_failure else None
+    if line:
+        print(f"landscape: error: {prefix}{line}", file=sys.stderr, flush=True)
+        w.abort(getattr(err, "exit_code", 2))
     print(f"landscape: error: {prefix}{type(err).__name__}: {err}", file=sys.stderr)
     traceback.print_exc(file=sys.stderr)
     w.abort(1)

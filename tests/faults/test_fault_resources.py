@@ -10,6 +10,7 @@ import pytest
 
 from tests.faults.fault_helpers import read_all
 from tests.faults.test_fault_files import cli, one_line_error
+from tests.mpi_helpers import HAVE_MPI, finish, start
 
 FAST = ["--data", "tests.faults.fault_helpers:synthetic16", "--chunk-size", "1", "--points-per-batch", "1",
         "--no-progress"]
@@ -55,6 +56,22 @@ def test_out_of_memory_suggests_smaller_batches_and_keeps_the_points_done(tmp_pa
     monkeypatch.setenv("LANDSCAPE_FAULT_OOM_AFTER", "1000000")
     code, stdout, err = cli(*args)
     assert code == 0 and "7/7 points done (5 computed now" in stdout, err
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPI, reason="needs mpiexec and mpi4py")
+def test_out_of_memory_on_a_worker_rank_is_one_line_with_the_hint(tmp_path):
+    """``mpiexec -n 2``: rank 1 (not rank 0, which reports everything else) runs out of memory mid-run."""
+    out = str(tmp_path / "oom_mpi.h5")
+    proc = start(["surface", "--model", "tests.faults.fault_helpers:oom_mlp", *FAST, "--x=-1:1:9", "--out", out],
+                 ranks=2, LANDSCAPE_FAULT_OOM_AFTER=4, LANDSCAPE_FAULT_OOM_RANK=1)
+    rc, _, err = finish(proc, 120)
+    assert rc != 0, err
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(lines) == 1, err
+    for want in ("[rank 1]", "out of memory", "--batch-size", "--points-per-batch", "--samples"):
+        assert want in lines[0], lines[0]
 
 
 def test_memory_error_is_one_line_too(tmp_path, monkeypatch):
