@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
 
+from landscape.errors import LandscapeError
 from landscape.problem import load_checkpoint, load_model, read_state_dict
 from landscape.train import train
 
@@ -64,3 +66,19 @@ def test_train_command(tmp_path, run_cli):
         "ckpt_00000.pt", "ckpt_00002.pt", "ckpt_00003.pt"]
     code, _, err = run_cli("train", "--optimizer", "lbfgs")
     assert code == 2
+
+
+@pytest.mark.parametrize("kw,want", [({"momentum": -0.5}, "--momentum"), ({"weight_decay": -1.0}, "--weight-decay"),
+                                     ({"device": "tpu"}, "--device: 'tpu' is not auto, cpu, cuda or cuda:N"),
+                                     ({"init": "/no/such.pt"}, "--init: checkpoint '/no/such.pt' does not exist")])
+def test_bad_arguments_are_one_line_before_anything_is_written(tmp_path, kw, want):
+    with pytest.raises(LandscapeError, match=re.escape(want)):
+        _run(tmp_path / "out", **kw)
+    assert not (tmp_path / "out" / "init.pt").exists()
+
+
+def test_out_dir_that_is_a_file(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    with pytest.raises(LandscapeError, match="--out-dir .* is a file"):
+        _run(f)
