@@ -6,7 +6,10 @@ run and interleaved round by round (the fastest round of each, so that load from
 hits every path alike and spikes drop out):
 
 * ``bare``: one forward pass of the model over the evaluation batches, nothing else (the limit);
-* ``per-point``: :class:`landscape.evaluate.PointEvaluator` (K = 1);
+* ``bare one batch``: the same forward with every sample in one batch (for reference: the batch
+  size is the user's ``--batch-size``, 512 here);
+* ``per-point``: :class:`landscape.evaluate.PointEvaluator` (K = 1), with and without the
+  input-layer fold (:class:`landscape.evaluate.InputFold`, for sequential models);
 * ``batched``: what ``--points-per-batch auto`` picks (:func:`landscape.evaluate.make_evaluator`),
   plus a sweep of fixed K for the MLP;
 * ``reference``: a per-point loop in the style of the reference tool (Li et al.'s loss-landscape):
@@ -85,10 +88,10 @@ def reference_loop(problem, directions, coords: np.ndarray, grid_size: int) -> f
 
 
 # --------------------------------------------------------------------------- timing
-def bare_forward(problem) -> float:
+def bare_forward(problem, batches=None) -> float:
     t = time.perf_counter()
     with torch.inference_mode():
-        for x, _ in problem.batches:
+        for x, _ in batches or problem.batches:
             problem.model(x)
     return time.perf_counter() - t
 
@@ -109,18 +112,26 @@ def bench_setting(name: str, model: str, samples: int | None, n_points: int, rou
     setup_s = time.perf_counter() - t0
     auto_k = auto.k if isinstance(auto, E.BatchedEvaluator) else 1
     per_point = E.PointEvaluator(problem, dirs)
+    plain = E.PointEvaluator(problem, dirs, fold=False)
+    folds = per_point.fold is not None
     fixed = {k: E.BatchedEvaluator(problem, dirs, k) for k in sweep}
     # warm-up (first-call allocations and vmap set-up are not what a long surface pays)
-    for ev in (per_point, auto, *fixed.values()):
+    for ev in (per_point, plain, auto, *fixed.values()):
         ev(coords[: max(2, auto_k)])
+    one_batch = [(torch.cat([x for x, _ in problem.batches]), None)]
     bare_forward(problem)
     reference_loop(problem, dirs, coords[:1], n_points)
     n_bare = max(3, min(50, int(0.2 / max(1e-5, bare_forward(problem)))))
-    rec: dict[str, list[float]] = {"bare": [], "per-point": [], "auto": [], "reference": []}
+    rec: dict[str, list[float]] = {"bare": [], "bare one batch": [], "per-point": [], "auto": [], "reference": []}
+    if folds:
+        rec["per-point, no fold"] = []
     rec.update({f"K={k}": [] for k in sweep})
     for _ in range(rounds):
         rec["bare"].append(float(np.median([bare_forward(problem) for _ in range(n_bare)])))
+        rec["bare one batch"].append(float(np.median([bare_forward(problem, one_batch) for _ in range(n_bare)])))
         rec["per-point"].append(per_point_time(per_point, coords))
+        if folds:
+            rec["per-point, no fold"].append(per_point_time(plain, coords))
         rec["auto"].append(per_point_time(auto, coords))
         for k, ev in fixed.items():
             rec[f"K={k}"].append(per_point_time(ev, coords))
@@ -161,7 +172,13 @@ def table(results: list[dict], mem: list[tuple[str, dict]]) -> str:
         bare = t["bare"]
         best = min(t["per-point"], t["auto"])
         lines.append(f"| {r['name']} | bare forward (the limit) | {bare * 1e3:.3f} | 1.00 | |")
-        lines.append(f"| | per-point | {t['per-point'] * 1e3:.3f} | {t['per-point'] / bare:.2f} | |")
+        lines.append(f"| | bare forward, all samples in one batch | {t['bare one batch'] * 1e3:.3f} | "
+                     f"{t['bare one batch'] / bare:.2f} | |")
+        if "per-point, no fold" in t:
+            v = t["per-point, no fold"]
+            lines.append(f"| | per-point without the input-layer fold | {v * 1e3:.3f} | {v / bare:.2f} | |")
+        what = "per-point (input-layer fold)" if "per-point, no fold" in t else "per-point"
+        lines.append(f"| | {what} | {t['per-point'] * 1e3:.3f} | {t['per-point'] / bare:.2f} | |")
         what = f"batched auto (K={r['auto_k']})" if r["auto_k"] > 1 else "auto (picked per-point, K=1)"
         lines.append(f"| | {what} | {t['auto'] * 1e3:.3f} | {t['auto'] / bare:.2f} | "
                      f"{t['per-point'] / t['auto']:.2f}× over per-point |")

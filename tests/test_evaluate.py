@@ -151,8 +151,10 @@ def test_make_evaluator_explicit_and_auto(monkeypatch):
 def test_memory_cap_is_sane():
     p = _problem(samples=200, batch_size=64)
     dirs = make_random_directions(p.model, 2, seed=0)
-    b = E.BatchedEvaluator(p, dirs, 1)
+    b = E.BatchedEvaluator(p, dirs, 1, fold=False)
     assert b.param_numel == sum(v.numel() for k, v in dirs.center.items() if v.dim() > 1)  # biases not stacked
+    folded = E.BatchedEvaluator(p, dirs, 1)  # the first layer comes from the fold's cache: not stacked either
+    assert folded.param_numel == b.param_numel - dirs.center["1.weight"].numel()
     assert 1 <= E.max_points_per_batch(p, b) <= E.MAX_AUTO_K
     assert E.activation_bytes(p) > 64 * 4 * 64  # at least the flattened input of one batch
     assert E.free_memory(torch.device("cpu")) > 0
@@ -200,3 +202,55 @@ def test_zero_directions_give_the_centre_everywhere():
     want = E.PointEvaluator(p, dirs)(np.zeros((1, 2)))["train_loss"][0]
     for ev in (E.PointEvaluator(p, dirs), E.BatchedEvaluator(p, dirs, 2)):
         np.testing.assert_allclose(ev(_coords(3, 2))["train_loss"], want, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- the input-layer fold
+def _conv_first_problem():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 3, 3, padding=1, padding_mode="reflect"),
+                        nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(192, 10))
+    with torch.no_grad():
+        net[2].running_mean.uniform_(-0.5, 0.5)
+        net[2].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(70, 64)
+    return make_problem(net.eval(), data=(x, torch.randint(0, 10, (70,))), batch_size=32, device="cpu")
+
+
+@pytest.mark.parametrize("case", ["mlp-1d", "mlp-2d", "mlp-3d", "mlp-bn-states", "mlp-ignore-none", "conv-first"])
+def test_input_fold_equals_the_plain_forward(case):
+    """The fold (first layer from cached per-direction outputs) gives the plain forward's numbers."""
+    if case == "conv-first":
+        p, ndim, kw = _conv_first_problem(), 2, {}
+    else:
+        ndim = int(case[4]) if case[4].isdigit() else 2
+        p = _problem(model_args={"bn": True, "width": 16} if "bn" in case else None)
+        kw = {"dir_type": "states"} if "states" in case else {"ignore": "none"} if "none" in case else {}
+    dirs = make_random_directions(p.model, ndim, seed=4, **kw)
+    coords = _coords(7, ndim, scale=1.5)
+    plain = E.PointEvaluator(p, dirs, fold=False)(coords)
+    folded = E.PointEvaluator(p, dirs)
+    assert folded.fold is not None
+    _assert_same(folded(coords), plain, rtol=1e-5)
+    _assert_same(E.BatchedEvaluator(p, dirs, 3)(coords), plain, rtol=1e-5)
+    # move_to/restore (the curvature maps' interface) still put the whole point into the model
+    folded.move_to(coords[0])
+    moved = P.select(p.model, dirs.dir_type)
+    want = {k: dirs.center[k] + sum(float(c) * v[k] for c, v in zip(coords[0], dirs.vectors)) for k in dirs.center}
+    assert all(torch.allclose(moved[k], want[k], atol=1e-6) for k in want)
+    folded.restore()
+    assert all(torch.equal(P.select(p.model, dirs.dir_type)[k], dirs.center[k]) for k in dirs.center)
+
+
+def test_input_fold_applies_only_where_it_is_exact():
+    p = _problem()
+    dirs = make_random_directions(p.model, 2, seed=0)
+    batches = p.batches
+    assert E.input_fold(p.model, dirs, batches) is not None
+    assert E.input_fold(p.model, dirs, batches, precision="bf16") is None  # autocast changes the first matmul
+    assert E.input_fold(p.model, dirs, batches, max_bytes=1024) is None  # the cache would not fit
+    cnn = _problem(model="zoo:cnn")  # not a Sequential: its forward may do anything
+    assert E.input_fold(cnn.model, make_random_directions(cnn.model, 2, seed=0), cnn.batches) is None
+    drop = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, 10))  # a parameter-free but random module
+    assert E.input_fold(drop, make_random_directions(drop, 2, seed=0), batches) is None
+    bn_first = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 10)).eval()
+    assert E.input_fold(bn_first, make_random_directions(bn_first, 2, seed=0), batches) is None
