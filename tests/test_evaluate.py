@@ -254,3 +254,14 @@ def test_input_fold_applies_only_where_it_is_exact():
     assert E.input_fold(drop, make_random_directions(drop, 2, seed=0), batches) is None
     bn_first = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 10)).eval()
     assert E.input_fold(bn_first, make_random_directions(bn_first, 2, seed=0), batches) is None
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_batched_in_row_chunks_equals_per_point(monkeypatch, fold):
+    """On a CPU the batched path runs K points over cache-sized row chunks; the numbers do not change."""
+    p = _problem(samples=150, batch_size=100)  # batches of 100 and 50 rows, chunked at 64
+    dirs = make_random_directions(p.model, 2, seed=2)
+    monkeypatch.setattr(E, "CACHE_BYTES", 1)
+    ev = E.BatchedEvaluator(p, dirs, 4, fold=fold)
+    assert ev.rows == E.MIN_ROWS == 64
+    _assert_same(ev(_coords(9, 2)), E.PointEvaluator(p, dirs, fold=False)(_coords(9, 2)), rtol=1e-5)
