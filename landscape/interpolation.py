@@ -138,7 +138,8 @@ def endpoint_states(model: nn.Module, state: str | Named, what: str = "checkpoin
     ``state`` is a checkpoint path or a ``state_dict``-like dict; the result has the keys, device
     and dtypes of ``params.states(model)``.
     """
-    sd = read_state_dict(state, unsafe_load=unsafe_load) if isinstance(state, str | os.PathLike) else state
+    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith("--") else None)
+          if isinstance(state, str | os.PathLike) else state)
     target = P.states(model)
     missing = [k for k in target if k not in sd]
     shapes = [k for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]

@@ -281,12 +281,14 @@ class ChunkQueue:
 
     Once fewer than ``2 * n_ranks * size`` points remain, a chunk is ``ceil(remaining / (2 *
     n_ranks))`` points, so the ranks finish within a fraction of a chunk of each other instead of
-    one rank computing a whole last chunk while the others wait.
+    one rank computing a whole last chunk while the others wait. Every chunk but the last holds a
+    multiple of ``multiple`` points (the batched evaluator's K: no group padded mid-run).
     """
 
-    def __init__(self, todo: np.ndarray, size: int, n_ranks: int = 1):
+    def __init__(self, todo: np.ndarray, size: int, n_ranks: int = 1, multiple: int = 1):
         self.todo = np.asarray(todo, dtype=np.int64)
         self.size, self.n_ranks, self.pos = max(1, int(size)), max(1, int(n_ranks)), 0
+        self.multiple = max(1, int(multiple))
 
     def __len__(self) -> int:
         return len(self.todo) - self.pos
@@ -297,6 +299,7 @@ class ChunkQueue:
     def pop(self, size: int | None = None) -> np.ndarray:
         left = len(self)
         n = min(size or self.size, max(1, -(-left // (2 * self.n_ranks))))
+        n = -(-n // self.multiple) * self.multiple  # whole groups of the evaluator's K points
         chunk = self.todo[self.pos : self.pos + n]
         self.pos += len(chunk)
         return chunk
@@ -323,7 +326,7 @@ def _report_and_abort(w: World, err: BaseException) -> None:
 
 def run_points(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink | None,
                chunk_size: int = 1, progress: Callable[[int], None] | None = None,
-               poll_interval: float = 0.002) -> None:
+               poll_interval: float = 0.002, multiple: int = 1) -> None:
     """Compute every flat index in ``todo`` (given on rank 0) once, on some rank.
 
     ``compute(indices) -> {name: values}`` runs on any rank; ``sink(indices, values)`` and
@@ -342,7 +345,7 @@ def run_points(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink |
                 progress(len(chunk))
         return
     if w.rank == 0:
-        _root_loop(w, ChunkQueue(todo, chunk_size, w.size), compute, sink, progress, poll_interval)
+        _root_loop(w, ChunkQueue(todo, chunk_size, w.size, multiple), compute, sink, progress, poll_interval)
     else:
         _worker_loop(w, compute)
     w.barrier()
@@ -428,7 +431,8 @@ def _root_loop(w: World, queue: ChunkQueue, compute: Compute, sink: Sink | None,
 
 
 def run_with_progress(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink | None, *, chunk_size: int,
-                      total: int, initial: int, label: str, unit: str = "pt", progress: bool = True) -> bool:
+                      total: int, initial: int, label: str, unit: str = "pt", progress: bool = True,
+                      multiple: int = 1) -> bool:
     """:func:`run_points` with one progress bar (rank 0) and a clean stop on Ctrl-C or SIGTERM.
 
     SIGTERM on rank 0 is turned into ``KeyboardInterrupt`` for the duration of the run, so both end
@@ -454,7 +458,8 @@ def run_with_progress(w: World, todo: np.ndarray | None, compute: Compute, sink:
         except ValueError:  # not the main thread: leave signals alone
             old = None
     try:
-        run_points(w, todo, compute, sink, chunk_size=chunk_size, progress=bar.update if bar is not None else None)
+        run_points(w, todo, compute, sink, chunk_size=chunk_size, progress=bar.update if bar is not None else None,
+                   multiple=multiple)
         return False
     except KeyboardInterrupt:
         return True

@@ -18,14 +18,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from . import params as P
 from .directions import Directions, make_random_directions
 from .errors import LandscapeError
-from .evaluate import PointEvaluator
+from .evaluate import PointEvaluator, make_evaluator
 from .grid import Grid
 from .parallel import World, auto_chunk_size, run_with_progress, world
 from .problem import Problem
@@ -114,25 +114,32 @@ def metric_names(problem: Problem, spec: SurfaceSpec) -> list[str]:
 
 def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: SurfaceSpec):
     """``compute(flat_indices) -> {metric: values}`` for this rank."""
-    evaluator = PointEvaluator(problem, directions)
     if spec.curvature_map:
         from .curvature.maps import CurvatureMapEvaluator
 
-        evaluator = CurvatureMapEvaluator(problem, directions, evaluator, seed=spec.seed)
+        evaluator = CurvatureMapEvaluator(problem, directions, PointEvaluator(problem, directions), seed=spec.seed)
     else:
-        try:
-            from .evaluate import make_evaluator  # batched (vmap) path, when available
-        except ImportError:
-            pass
-        else:
-            extra = {"precision": spec.precision} if spec.precision != "fp32" else {}
-            extra.update({"compile": True} if spec.compile else {})
-            evaluator = make_evaluator(problem, directions, spec.points_per_batch, **extra)
+        extra = {"precision": spec.precision} if spec.precision != "fp32" else {}
+        extra.update({"compile": True} if spec.compile else {})
+        evaluator = make_evaluator(problem, directions, spec.points_per_batch, **extra)
 
     def compute(indices: np.ndarray) -> dict[str, np.ndarray]:
         return evaluator(grid.points(indices))
 
+    compute.points_per_batch = getattr(evaluator, "k", 1)  # type: ignore[attr-defined]
     return compute
+
+
+def _make_compute_agreed(w: World, problem: Problem, directions: Directions, grid: Grid, spec: SurfaceSpec):
+    """``make_compute`` on every rank, with one K for all: rank 0 times the choices (``auto``), the others take
+    its K, so that a point's value does not depend on which rank computed it (nor on the number of ranks)."""
+    if w.size == 1 or str(spec.points_per_batch).strip().lower() != "auto" or spec.curvature_map:
+        return w.collective(lambda: make_compute(problem, directions, grid, spec))
+    root = w.collective(lambda: make_compute(problem, directions, grid, spec) if w.is_root else None)
+    k = w.bcast(root.points_per_batch if w.is_root else None)
+    fixed = replace(spec, points_per_batch=k)
+    others = w.collective(lambda: None if w.is_root else make_compute(problem, directions, grid, fixed))
+    return root if w.is_root else others
 
 
 def _config(problem: Problem, spec: SurfaceSpec) -> dict:
@@ -198,14 +205,16 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     dirs = Directions(center, vectors, spec.dir_type, meta)
     P.assign_(P.select(problem.model, spec.dir_type), center)
 
-    compute = w.collective(lambda: make_compute(problem, dirs, grid, spec))
+    compute = _make_compute_agreed(w, problem, dirs, grid, spec)
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
-    chunk = spec.chunk_size or auto_chunk_size(n_todo, w.size)
+    k = compute.points_per_batch
+    chunk = spec.chunk_size or auto_chunk_size(n_todo, w.size, maximum=max(64, k))
+    chunk = -(-chunk // k) * k  # whole groups of K points: a point's value never depends on its group's size
     try:
         interrupted = run_with_progress(w, todo, compute, store.add if w.is_root else None, chunk_size=chunk,
                                         total=grid.size, initial=grid.size - n_todo, label=os.path.basename(out),
-                                        progress=progress)
+                                        progress=progress, multiple=k)
     finally:
         if w.is_root:
             store.close()

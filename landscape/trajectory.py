@@ -105,12 +105,12 @@ def pca_directions(problem: Problem, spec, ndim: int) -> Directions:
     if problem.info.get("checkpoint"):
         final_named, center_from = like, str(problem.info["checkpoint"])
     else:
-        final_named = {k: v for k, v in read_state_dict(files[-1]).items() if k in like}
+        final_named = {k: v for k, v in read_state_dict(files[-1], flag="--trajectory").items() if k in like}
         center_from = files[-1]
     final = _row(like, final_named, center_from)
     rows = torch.empty((len(files), final.numel()), dtype=torch.float64)
     for i, f in enumerate(files):
-        rows[i] = _row(like, read_state_dict(f), f)
+        rows[i] = _row(like, read_state_dict(f, flag="--trajectory"), f)
     k = max(ndim, 2)
     V, coords, ratio, rank = pca(rows, final, min(k, len(files)))
     if rank < ndim:

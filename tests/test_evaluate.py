@@ -265,3 +265,15 @@ def test_batched_in_row_chunks_equals_per_point(monkeypatch, fold):
     ev = E.BatchedEvaluator(p, dirs, 4, fold=fold)
     assert ev.rows == E.MIN_ROWS == 64
     _assert_same(ev(_coords(9, 2)), E.PointEvaluator(p, dirs, fold=False)(_coords(9, 2)), rtol=1e-5)
+
+
+def test_a_points_value_does_not_depend_on_the_other_points_of_its_call():
+    """Every vmap call has exactly K points (the last group padded), so regrouping changes no bit."""
+    p = _problem(test=False)
+    dirs = make_random_directions(p.model, 2, seed=5)
+    coords = _coords(13, 2)
+    ev = E.BatchedEvaluator(p, dirs, 4)
+    whole = ev(coords)["train_loss"]
+    for n in (1, 2, 3, 5):
+        parts = np.concatenate([ev(coords[i:i + n])["train_loss"] for i in range(0, len(coords), n)])
+        assert parts.tobytes() == whole.tobytes(), n

@@ -226,3 +226,12 @@ def test_run_points_single_process():
     assert [i.tolist() for i, _ in seen] == [[5, 1], [9, 2], [7]]
     assert np.concatenate([v for _, v in seen]).tolist() == [10, 2, 18, 4, 14]
     assert sum(sizes) == 5
+
+
+def test_chunk_queue_hands_out_whole_groups_of_k():
+    q = ChunkQueue(np.arange(103), 10, n_ranks=3, multiple=4)
+    sizes = []
+    while q:
+        sizes.append(len(q.pop(2 if len(sizes) % 2 else None)))
+    assert sum(sizes) == 103
+    assert all(s % 4 == 0 for s in sizes[:-1]), sizes  # only the very last chunk may be partial
