@@ -53,6 +53,8 @@ from .errors import LandscapeError
 from .problem import Batch, Problem
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: samples the auto-K probe evaluates (the first batches of the training split, at least one)
+PROBE_ROWS = 1024
 #: most grid points one vmap call evaluates when K is chosen automatically
 MAX_AUTO_K = 64
 #: share of the free memory the stacked weights and activations of one group may take
@@ -653,15 +655,16 @@ class BatchedEvaluator:
         cf = torch.cat([torch.ones((n, 1), dtype=coeffs.dtype, device=dev), coeffs], 1)
         with torch.inference_mode():
             for xs, y, onehot in groups:
-                rows = self.rows
-                if self.fold is not None:
-                    xs = [InputFold.combine(c, cf.to(z.dtype)) for z in xs for c in z.split(rows or z.shape[1], 1)]
-                elif rows:
-                    xs = [c for x in xs for c in x.split(rows)]
-                with _autocast(dev, self.precision):
-                    loss, corr = self._fn(weights, self.fixed, xs, y, onehot, coeffs)
-                total += loss
-                correct += corr
+                # on a CPU: one call (forward and loss) per cache-sized chunk of rows; on a GPU: the whole group
+                calls = _row_chunks(xs, y, onehot, self.rows, 1 if self.fold is not None else 0) if self.rows \
+                    else [(xs, y, onehot)]
+                for xc, yc, oc in calls:
+                    if self.fold is not None:
+                        xc = [InputFold.combine(z, cf.to(z.dtype)) for z in xc]
+                    with _autocast(dev, self.precision):
+                        loss, corr = self._fn(weights, self.fixed, xc, yc, oc, coeffs)
+                    total += loss
+                    correct += corr
                 m += len(y)
         return total, correct, m
 
@@ -683,6 +686,16 @@ class BatchedEvaluator:
                 corr[lo:lo + n, j] = c[:n]
         self._buf.clear()  # the K copies live no longer than one call
         return _results(self.splits, loss, corr, counts, self.problem.classification)
+
+
+def _row_chunks(xs: list[Tensor], y: Tensor, onehot: Tensor | None, rows: int, dim: int):
+    """``([x_chunk], y_chunk, onehot_chunk)`` of at most ``rows`` samples (``dim``: the inputs' sample dim)."""
+    offset = 0
+    for x in xs:
+        for c in x.split(rows, dim):
+            n = c.shape[dim]
+            yield [c], y[offset:offset + n], None if onehot is None else onehot[offset:offset + n]
+            offset += n
 
 
 # --------------------------------------------------------------------------- choosing the path
@@ -714,7 +727,7 @@ def _time_per_point(run: Callable[[], object], k: int, device: torch.device, rep
 
 def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched: BatchedEvaluator,
                             k_max: int, budget_s: float = 3.0) -> tuple[int, dict[int, float]]:
-    """Time K = 1, 4, 16, 64 (≤ ``k_max``, which is tried too) on the first training batch; the fastest K.
+    """Time K = 1, 4, 16, 64 (≤ ``k_max``, which is tried too) on the first training batches; the fastest K.
 
     Each K is timed as the fastest of three runs after a warm-up. Batched must beat K = 1 by 10 %, a
     larger K the best so far by 5 %; growing K stops after two K in a row that do not, after a
@@ -722,34 +735,53 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
     seconds (compute-bound models stay at K = 1). Returns ``(K, {K: seconds per point})``.
     """
     split = per_point.splits[0]
-    raw = make_groups(problem, per_point.batches[split][:1])
+    probe, rows = [], 0
+    for b in per_point.batches[split]:  # the first batches, about PROBE_ROWS samples (joined as a run joins them)
+        if rows >= PROBE_ROWS:
+            break
+        probe.append(b)
+        rows += len(b[0])
+    raw = make_groups(problem, probe)
     batch, batch_k = per_point.prepare(raw), batched.prepare(raw)
     dev = problem.device
     nd = per_point.directions.ndim
     t0 = time.perf_counter()
     times: dict[int, float] = {}
-    try:
-        per_point.move_to([0.0] * nd)
-        times[1] = _time_per_point(lambda: _accumulate(problem, batch, per_point.forward, per_point.precision)[0]
+
+    def time_per_point() -> float:
+        try:
+            per_point.move_to([0.0] * nd)
+            return _time_per_point(lambda: _accumulate(problem, batch, per_point.forward, per_point.precision)[0]
                                    .cpu(), 1, dev)
-    finally:
-        per_point.restore()
+        finally:
+            per_point.restore()
+
+    times[1] = time_per_point()
     best = 1
     candidates = sorted({k for k in (4, 16, 64) if k < k_max} | ({k_max} if k_max > 1 else set()))
     misses = 0
-    for k in candidates:
-        # the next probe costs about 4 runs of K points; skip it if that would overrun the budget
-        if time.perf_counter() - t0 + 4 * k * times[best] > budget_s:
-            break
-        coeffs = torch.zeros((k, nd), dtype=torch.float64, device=dev)
-        times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch_k)[0].cpu(), k, dev)
-        if times[k] < (0.9 if best == 1 else 0.95) * times[best]:
-            best, misses = k, 0
-        else:
-            misses += 1
-            if misses == 2 or (k >= 16 and times[k] > 1.2 * times[best]):
+    k_before = batched.k
+    try:
+        for k in candidates:
+            # the next probe costs about 4 runs of K points; skip it if that would overrun the budget
+            if time.perf_counter() - t0 + 4 * k * times[best] > budget_s:
                 break
-    batched._buf.clear()
+            batched.k = k  # (the row chunks depend on K)
+            coeffs = torch.zeros((k, nd), dtype=torch.float64, device=dev)
+            times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch_k)[0].cpu(), k, dev)
+            if times[k] < (0.9 if best == 1 else 0.95) * times[best]:
+                best, misses = k, 0
+            else:
+                misses += 1
+                if misses == 2 or (k >= 16 and times[k] > 1.2 * times[best]):
+                    break
+        if best > 1:  # K = 1 once more: load that came and went during the probe then hits both alike
+            times[1] = min(times[1], time_per_point())
+            if not times[best] < 0.9 * times[1]:
+                best = 1
+    finally:
+        batched.k = k_before
+        batched._buf.clear()
     return best, times
 
 

@@ -38,9 +38,11 @@ def add_parser(sub) -> None:
     o.add_argument("--flush-every", type=positive_float("--flush-every"), default=10.0, metavar="SECONDS",
                    help="rank 0 writes finished points to disk at least this often")
     o.add_argument("--chunk-size", type=positive_int("--chunk-size"), metavar="N",
-                   help="points per scheduling chunk (default: about 8 chunks per rank)")
+                   help="points per scheduling chunk (default: about 8 chunks per rank; rounded up to a multiple "
+                        "of the points per batch)")
     o.add_argument("--points-per-batch", default="auto", metavar="auto|K",
-                   help="grid points evaluated together with vmap (1 = per-point path)")
+                   help="grid points evaluated together with vmap (1 = per-point path; auto: rank 0 times a few K "
+                        "and every rank uses its choice, so the surface does not depend on the number of ranks)")
     o.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="autocast the forward pass (losses still summed in float64; on a CPU bf16/fp16 work but "
                         "are usually slower than fp32)")
