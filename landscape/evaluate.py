@@ -407,6 +407,9 @@ def input_fold(model: nn.Module, directions: Directions, batches: list[Batch], p
     from collections import OrderedDict
 
     body = nn.Sequential(OrderedDict(children[first + 1:]))
+    own = {t.data_ptr() for t in layer.parameters(recurse=False)}
+    if any(t.data_ptr() in own for t in (*body.parameters(), *body.buffers())):
+        return None  # weights tied to a later layer: that layer must see them move
     fold = InputFold([m for _, m in children[:first]], layer, body, name, directions)
     if not batches:
         return None

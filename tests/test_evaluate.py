@@ -254,6 +254,9 @@ def test_input_fold_applies_only_where_it_is_exact():
     assert E.input_fold(drop, make_random_directions(drop, 2, seed=0), batches) is None
     bn_first = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 10)).eval()
     assert E.input_fold(bn_first, make_random_directions(bn_first, 2, seed=0), batches) is None
+    tied = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    tied[3].weight = tied[1].weight  # the later layer must see the tied weight move
+    assert E.input_fold(tied, make_random_directions(tied, 2, seed=0), batches) is None
 
 
 @pytest.mark.parametrize("fold", [True, False])
