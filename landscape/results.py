@@ -59,6 +59,8 @@ class Result:
     layerwise: dict[str, Any] = field(default_factory=dict)
     plane: dict[str, Any] | None = None
     groups: list[str] = field(default_factory=list)
+    #: ``--samples`` runs: {split: {"n": evaluated, "of": data set size, "seed": seed}} (indices in /samples/<split>)
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ conveniences
     @property
@@ -253,6 +255,11 @@ def _read_ours(path: str, f) -> Result:
     res = Result(path=path, format=FORMAT, format_version=version, kind=str(attrs.get("kind", "")), ndim=0,
                  attrs=attrs, config=config if isinstance(config, dict) else {}, groups=sorted(f.keys()))
 
+    if isinstance(f.get("samples"), h5py.Group):
+        for split, ds in f["samples"].items():
+            if isinstance(ds, h5py.Dataset):
+                res.samples[split] = {"n": int(ds.shape[0]) if ds.shape else 0,
+                                      **{k: int(ds.attrs[k]) for k in ("of", "seed") if k in ds.attrs}}
     if "coords" in f:
         for a in AXES:
             if a in f["coords"]:
@@ -465,6 +472,9 @@ def describe(result: Result) -> str:
                 what.append(f"{key}={c[key]}")
         if what:
             lines.append("  problem: " + ", ".join(what))
+        for split, smp in r.samples.items():
+            lines.append(f"  {split} samples: {smp['n']} of {smp.get('of', '?')} (seed {smp.get('seed', '?')}; "
+                         f"indices in /samples/{split})")
         fps = [f"{k.split('_')[0]} {_short(a[k])}" for k in ("model_fingerprint", "data_fingerprint") if a.get(k)]
         if fps:
             lines.append("  fingerprints: " + ", ".join(fps))
@@ -567,7 +577,8 @@ def describe(result: Result) -> str:
         labels = r.plane.get("labels") or []
         pts = ", ".join(f"{lab}=({', '.join(f'{v:.3g}' for v in c)})" for lab, c in zip(labels, r.plane["coords"]))
         lines.append(f"  plane through three models: {pts}")
-    known = {"coords", "directions", "surfaces", "paths", "trajectory", "curvature", "metrics", "layerwise", "plane"}
+    known = {"coords", "directions", "surfaces", "paths", "trajectory", "curvature", "metrics", "layerwise", "plane",
+             "samples"}
     other = [g for g in r.groups if g not in known] if r.format != LI_FORMAT else []
     if other:
         lines.append("  other groups: " + ", ".join(other))

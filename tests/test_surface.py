@@ -196,3 +196,14 @@ def test_precision_is_part_of_the_resume_identity(tmp_path, tiny_problem):
     run_surface(tiny_problem, SurfaceSpec(x="-1:1:3", precision="bf16"), out, progress=False)
     with pytest.raises(LandscapeError, match="--precision: file has \"bf16\", this run has \"fp32\""):
         run_surface(tiny_problem, SurfaceSpec(x="-1:1:3"), out, progress=False)
+
+
+def test_info_shows_the_samples(tmp_path, run_cli):
+    out = str(tmp_path / "s.h5")
+    code, _, err = run_cli("surface", "--model", "zoo:mlp", "--data", "zoo:synthetic", "--samples", "24",
+                           "--x=-1:1:3", "--no-progress", "--out", out)
+    assert code == 0, err
+    code, text, _ = run_cli("info", out)
+    assert code == 0
+    assert "train samples: 24 of " in text and "indices in /samples/train" in text
+    assert "other groups" not in text
