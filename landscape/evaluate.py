@@ -177,7 +177,7 @@ def _loss_and_correct(problem: Problem) -> Callable[[Tensor, Tensor, Tensor | No
     if problem.classification:
         def generic(out: Tensor, y: Tensor, onehot: Tensor | None):
             if onehot is not None and out.shape == onehot.shape:
-                return _fast_ce(out, y, onehot.to(out.dtype))
+                return _fast_ce(out, y, onehot if onehot.dtype == out.dtype else onehot.to(out.dtype))
             return problem.loss_sum(out, y), problem.correct(out, y)
 
         return generic
@@ -258,7 +258,7 @@ def _accumulate(problem: Problem, groups: list[Group], forward: Callable, precis
             out = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
             loss, corr = loss_and_correct(out, y, onehot)
             if total is None:
-                total, correct = loss.to(torch.float64), corr.to(torch.int64)
+                total, correct = loss.double(), corr  # (counts are int64 sums already)
             else:
                 total, correct = total + loss, correct + corr  # (float64 + float32 stays float64)
             n += len(y)
@@ -469,7 +469,7 @@ class PointEvaluator:
             self._coeffs[0, 0] = 1.0
             self._coeffs_host = self._coeffs.numpy()[0] if self._coeffs.device.type == "cpu" else None
             body = _MaybeCompiled(self.fold.body, compile, "per-point forward")
-            self.forward = lambda z: body(InputFold.combine(z, self._coeffs.to(z.dtype))[0])
+            self.forward = lambda z: body(InputFold.combine(z, self._coeffs)[0])  # (both float32)
         else:
             self.forward = _MaybeCompiled(problem.model, compile, "per-point forward")
 
