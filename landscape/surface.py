@@ -136,7 +136,7 @@ def _make_compute_agreed(w: World, problem: Problem, directions: Directions, gri
     if w.size == 1 or str(spec.points_per_batch).strip().lower() != "auto" or spec.curvature_map:
         return w.collective(lambda: make_compute(problem, directions, grid, spec))
     root = w.collective(lambda: make_compute(problem, directions, grid, spec) if w.is_root else None)
-    k = w.bcast(root.points_per_batch if w.is_root else None)
+    k = w.bcast(getattr(root, "points_per_batch", 1) if w.is_root else None)
     fixed = replace(spec, points_per_batch=k)
     others = w.collective(lambda: None if w.is_root else make_compute(problem, directions, grid, fixed))
     return root if w.is_root else others
@@ -208,7 +208,7 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     compute = _make_compute_agreed(w, problem, dirs, grid, spec)
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
-    k = compute.points_per_batch
+    k = getattr(compute, "points_per_batch", 1)
     chunk = spec.chunk_size or auto_chunk_size(n_todo, w.size, maximum=max(64, k))
     chunk = -(-chunk // k) * k  # whole groups of K points: a point's value never depends on its group's size
     try:
