@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -10,30 +11,34 @@ import sys
 from ..errors import LandscapeError
 
 
-def positive_int(flag: str):
-    def parse(text: str) -> int:
+def number(flag: str, convert: type = int, *, minimum: float = 0, strict: bool = True):
+    """An argparse ``type``: a finite ``convert`` (int or float) above ``minimum`` (``strict``) or from it.
+
+    Errors name the flag and the value: ``--steps 'x' is not an integer``, ``--lr must be a positive
+    number, got -1``.
+    """
+    noun = "an integer" if convert is int else "a number"
+    need = (f"a positive {noun[noun.index(' ') + 1:]}" if strict and minimum == 0
+            else f"{'more than' if strict else 'at least'} {minimum:g}")
+
+    def parse(text: str):
         try:
-            v = int(text)
+            v = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not an integer") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text}")
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not {noun}") from None
+        if not (math.isfinite(v) and (v > minimum if strict else v >= minimum)):
+            raise argparse.ArgumentTypeError(f"{flag} must be {need}, got {text}")
         return v
 
     return parse
+
+
+def positive_int(flag: str):
+    return number(flag, int)
 
 
 def positive_float(flag: str):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a number") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text}")
-        return v
-
-    return parse
+    return number(flag, float)
 
 
 def add_problem_args(p: argparse.ArgumentParser, checkpoint: bool = True, data_required: bool = True) -> None:

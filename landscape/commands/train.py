@@ -7,42 +7,9 @@ The files (``init.pt``, ``final.pt``, ``ckpt_00000.pt``, ...) are plain ``state_
 from __future__ import annotations
 
 import argparse
-import math
 import os
 
-from .common import positive_float, positive_int
-
-
-def _non_negative(flag: str):
-    """:func:`positive_int` (its parsing and 'not an integer' message), with 0 allowed."""
-    positive = positive_int(flag)
-
-    def parse(text: str) -> int:
-        try:
-            return positive(text)
-        except argparse.ArgumentTypeError as e:
-            try:
-                zero = int(text) == 0
-            except ValueError:
-                raise e from None  # not an integer: positive_int's message
-            if zero:
-                return 0
-            raise argparse.ArgumentTypeError(f"{flag} must be 0 or more, got {text}") from None
-
-    return parse
-
-
-def _non_negative_float(flag: str):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a float") from None
-        if not (v >= 0 and math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"{flag} must be a finite number of 0 or more, got {text}")
-        return v
-
-    return parse
+from .common import number, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -59,17 +26,18 @@ def add_parser(sub) -> None:
     o = p.add_argument_group("optimization")
     o.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
     o.add_argument("--lr", type=positive_float("--lr"), default=0.1)
-    o.add_argument("--momentum", type=_non_negative_float("--momentum"), default=0.9,
+    o.add_argument("--momentum", type=number("--momentum", float, strict=False), default=0.9,
                    help="SGD momentum (ignored by Adam)")
-    o.add_argument("--weight-decay", type=_non_negative_float("--weight-decay"), default=0.0)
-    o.add_argument("--epochs", type=_non_negative("--epochs"), default=10)
-    o.add_argument("--steps", type=_non_negative("--steps"), metavar="N", help="optimizer steps (overrides --epochs)")
+    o.add_argument("--weight-decay", type=number("--weight-decay", float, strict=False), default=0.0)
+    o.add_argument("--epochs", type=number("--epochs", strict=False), default=10)
+    o.add_argument("--steps", type=number("--steps", strict=False), metavar="N",
+                   help="optimizer steps (overrides --epochs)")
     o.add_argument("--batch-size", type=positive_int("--batch-size"), default=64)
     o.add_argument("--seed", type=int, default=0, help="initialization and mini-batch order")
     o.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N|auto")
     s = p.add_argument_group("output")
     s.add_argument("--out-dir", default=os.path.join("outputs", "train"), metavar="DIR")
-    s.add_argument("--save-every", type=_non_negative("--save-every"), default=0, metavar="STEPS",
+    s.add_argument("--save-every", type=number("--save-every", strict=False), default=0, metavar="STEPS",
                    help="also save ckpt_STEP.pt every STEPS optimizer steps (and at steps 0 and the last); 0: none")
     s.add_argument("--quiet", action="store_true", help="only the last line")
     p.set_defaults(func=run)
