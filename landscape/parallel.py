@@ -143,6 +143,21 @@ class World:
         if self.comm is not None and self.size > 1 and not getattr(exc, "agreed", False):
             self.abort(code)
 
+    def allreduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The elementwise sum of ``t`` over all ranks, on every rank (``t`` itself when running alone).
+
+        Summed in float64 (a contiguous CPU copy, ``comm.Allreduce``), returned on ``t``'s device and
+        in its dtype. Every rank must call it, with a tensor of the same shape.
+        """
+        if self.comm is None or self.size == 1:
+            return t
+        from mpi4py import MPI
+
+        buf = t.detach().to(device="cpu", dtype=torch.float64).reshape(-1).contiguous().numpy()
+        out = np.empty_like(buf)
+        self.comm.Allreduce(buf, out, op=MPI.SUM)
+        return torch.from_numpy(out).reshape(t.shape).to(device=t.device, dtype=t.dtype)
+
 
 class AbortedElsewhere(LandscapeError):
     """Raised on the ranks that did not fail when another rank failed during setup."""
