@@ -265,3 +265,137 @@ def test_ggn_generic_loss_path_matches_closed_form():
     prob.loss = "custom"
     prob.loss_sum = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="sum")  # type: ignore
     torch.testing.assert_close(GGNOperator(prob).matvec_flat(v), ref, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ sharded over ranks (world=...)
+class _ThreadRanks:
+    """``size`` fake ranks run as threads of this process; ``allreduce_sum`` adds the ranks' tensors (float64, in
+    rank order) at a barrier. A rank that makes fewer or more collective calls than the others breaks the barrier
+    (its timeout), so a mismatch fails the test instead of hanging it."""
+
+    def __init__(self, size: int):
+        import threading
+
+        self.size = size
+        self.slots: list = [None] * size
+        self.barrier = threading.Barrier(size, timeout=60)
+
+    def world(self, rank: int):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(rank=rank, size=self.size, allreduce_sum=lambda t: self._sum(rank, t))
+
+    def _sum(self, rank: int, t: torch.Tensor) -> torch.Tensor:
+        self.slots[rank] = t.detach().to(torch.float64).clone()
+        self.barrier.wait()
+        total = self.slots[0].clone()
+        for s in self.slots[1:]:
+            total += s
+        self.barrier.wait()  # nobody overwrites a slot before every rank has read them all
+        return total.to(t.dtype)
+
+    def run(self, fn, problem) -> list:
+        """``fn(world, problem)`` on every rank at once, each with its own copy of ``problem`` (functional_call
+        swaps a module's parameters while it runs: threads must not share one); their results in rank order
+        (a failure on any rank is raised)."""
+        import copy
+        import threading
+
+        copies = [copy.deepcopy(problem) for _ in range(self.size)]
+
+        results, errors = [None] * self.size, [None] * self.size
+
+        def target(r: int) -> None:
+            try:
+                results[r] = fn(self.world(r), copies[r])
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                errors[r] = e
+                self.barrier.abort()
+
+        threads = [threading.Thread(target=target, args=(r,)) for r in range(self.size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads), "a rank hung"
+        import threading as _t
+
+        # the rank that failed first, not those that then found the barrier broken
+        for e in sorted((e for e in errors if e is not None), key=lambda e: isinstance(e, _t.BrokenBarrierError)):
+            raise e
+        return results
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])  # 3 batches: with 4 ranks, rank 3 holds none
+def test_sharded_hessian_matches_dense(size):
+    """Batch i on rank i % size, partial sums added over ranks: every rank gets the dense float64 product, the
+    gradient and the loss, whatever the rank count, with or without a cached graph (ranks may differ there)."""
+    prob = _problem("mlp_bn", sizes=SIZES)
+    ref = dense_hessian(prob)
+    single = HessianOperator(prob)
+    grad, value = flat(single.gradient()), single.value()
+    V = torch.randn(ref.shape[0], 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def rank(w, p):
+        op = HessianOperator(p, cache=w.rank % 2 == 0, world=w)
+        assert op.n_samples == sum(SIZES) and len(op.batches) == len(range(w.rank, len(SIZES), w.size))
+        prods = [op.matvec_flat(v) for v in V.T]
+        prods += [op.fresh_matvec_flat(V[:, 0]), flat(op.matvec(unflat(V[:, 1], named(p))))]
+        check_deterministic(op)
+        return prods, op.to_dense(), flat(op.gradient()), op.value()
+
+    for r, (prods, dense, g, loss) in enumerate(_ThreadRanks(size).run(rank, prob)):
+        for got, v in zip(prods, [*V.T, V[:, 0], V[:, 1]]):
+            torch.testing.assert_close(got, ref @ v, rtol=1e-10, atol=1e-12, msg=f"rank {r}")
+        torch.testing.assert_close(dense, ref, rtol=1e-10, atol=1e-12, msg=f"rank {r}")
+        torch.testing.assert_close(g, grad, rtol=1e-10, atol=1e-12, msg=f"rank {r}")
+        assert loss == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_sharded_ggn_partial_sums_add_up_to_dense(size):
+    """The GGN's shards, one rank at a time (``torch.func.jvp`` is not thread-safe, so no threads here): a world
+    whose allreduce returns this rank's part; the parts of all ranks add up to the dense G (rank 3 of 4: zeros)."""
+    from types import SimpleNamespace
+
+    prob = _problem("mlp_bn", sizes=SIZES)
+    G = dense_ggn(prob)
+    v = torch.randn(G.shape[0], generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    parts = []
+    for r in range(size):
+        w = SimpleNamespace(rank=r, size=size, allreduce_sum=lambda t: t)
+        for cache in (True, False):
+            parts.append(GGNOperator(prob, cache=cache, world=w).matvec_flat(v))
+    if size == 4:
+        assert torch.count_nonzero(parts[-1]) == 0
+    torch.testing.assert_close(sum(parts[::2]), G @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(sum(parts[1::2]), G @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_sharded_lanczos_and_trace_agree_on_every_rank():
+    """Everything built on the sharded product (Lanczos, Hutch++) gives the single-process result on each rank."""
+    from landscape.curvature import hessian_eigenpairs, hessian_trace
+
+    prob = _problem("mlp", sizes=(9, 9, 9, 9, 4))
+    eig = hessian_eigenpairs(prob, k=3, which="both", tol=1e-8, seed=1, return_vectors=False)
+    tr = hessian_trace(prob, matvecs=30, seed=2)
+
+    def rank(w, p):
+        op = HessianOperator(p, world=w)
+        e = hessian_eigenpairs(op, k=3, which="both", tol=1e-8, seed=1, return_vectors=False)
+        return e.eigenvalues, e.smallest, hessian_trace(op, matvecs=30, seed=2).estimate
+
+    for vals, smallest, trace in _ThreadRanks(3).run(rank, prob):
+        torch.testing.assert_close(torch.as_tensor(vals), torch.as_tensor(eig.eigenvalues), rtol=1e-10, atol=0)
+        assert smallest == pytest.approx(eig.smallest, rel=1e-9)
+        assert trace == pytest.approx(tr.estimate, rel=1e-10)
+
+
+def test_world_of_one_is_the_plain_operator():
+    from types import SimpleNamespace
+
+    prob = _problem("mlp")
+    one = SimpleNamespace(rank=0, size=1, allreduce_sum=None)  # never called
+    v = torch.randn(HessianOperator(prob).dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    a, b = HessianOperator(prob).matvec_flat(v), HessianOperator(prob, world=one).matvec_flat(v)
+    assert torch.equal(a, b)

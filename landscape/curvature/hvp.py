@@ -188,10 +188,16 @@ class _ProblemOperator(_LinearOperator):
             decides from the measured size of the first batch's graph (see
             :data:`CACHE_FRACTION_CPU`); a cache is rebuilt when the weights change in place.
         batches: evaluate on these ``(x, y)`` batches instead of ``problem.batches``.
+        world: share the batches out among ranks (:class:`~landscape.parallel.World`, or any object
+            with ``rank``, ``size`` and ``allreduce_sum``): batch i is computed by rank i % size, and
+            every product, gradient and loss is the float64 sum (``world.allreduce_sum``) of the
+            ranks' partial sums, so each rank gets the whole result. Every rank must then make the
+            same calls in the same order (they are collective); a rank without batches contributes
+            zeros. ``None`` (default) or a world of size 1: one process computes every batch.
     """
 
     def __init__(self, problem, params: Sequence[str] | Named | None = None, cache: bool | None = None,
-                 batches: Sequence[tuple[Tensor, Tensor]] | None = None):
+                 batches: Sequence[tuple[Tensor, Tensor]] | None = None, world=None):
         super().__init__()
         self.problem = problem
         self.model: nn.Module = problem.model
@@ -222,15 +228,21 @@ class _ProblemOperator(_LinearOperator):
         self.dtype = dtype
         self.device = next(iter(source.values())).device
         self.buffers = dict(self.model.named_buffers())
-        self.batches = list(problem.batches if batches is None else batches)
-        if not self.batches:
+        all_batches = list(problem.batches if batches is None else batches)
+        if not all_batches:
             raise LandscapeError("the problem has no evaluation batches")
-        self.n_samples = sum(len(x) for x, _ in self.batches)
+        self.n_samples = sum(len(x) for x, _ in all_batches)  # N of the whole set, on every rank
+        self.world = world if world is not None and world.size > 1 else None
+        if self.world is not None and not 0 <= self.world.rank < self.world.size:
+            raise ValueError(f"world: rank {self.world.rank} is not in 0..{self.world.size - 1}")
+        #: the batches this process computes (all of them without a world; batch i on rank i % size)
+        self.batches = all_batches if self.world is None else all_batches[self.world.rank::self.world.size]
         self.cache = cache
         self._cached: object | None = None
         self._cached_versions: tuple[int, ...] | None = None
         self.cache_bytes: int | None = None
         self.loss: float | None = None
+        self._local_loss: float | None = None
         self._gradient: list[Tensor] | None = None
         self._grad_versions: tuple[int, ...] | None = None
         self._leaves: list[Tensor] = []
@@ -283,20 +295,41 @@ class _ProblemOperator(_LinearOperator):
     def matvec(self, v: Named) -> Named:
         """The product with a parameter-shaped named dict (missing entries count as zeros)."""
         self.matvecs += 1
-        return self._to_named(self._product(self._as_list(v), fresh=False))
+        return self._to_named(self._reduced(self._product(self._as_list(v), fresh=False)))
 
     def _matvec_flat(self, x: Tensor) -> Tensor:
         vs = list(self.unflatten(x).values())
-        return torch.cat([t.reshape(-1).to(self.dtype) for t in self._to_named(self._product(vs, False)).values()])
+        return torch.cat([t.reshape(-1).to(self.dtype)
+                          for t in self._to_named(self._reduced(self._product(vs, False))).values()])
 
     def fresh_matvec_flat(self, x: Tensor) -> Tensor:
         """``matvec_flat`` recomputed from scratch (no cached graph): what :func:`check_deterministic` compares."""
         self.matvecs += 1
         vs = list(self.unflatten(x.to(self.device, self.dtype)).values())
-        return torch.cat([t.reshape(-1).to(self.dtype) for t in self._to_named(self._product(vs, True)).values()])
+        return torch.cat([t.reshape(-1).to(self.dtype)
+                          for t in self._to_named(self._reduced(self._product(vs, True))).values()])
 
     def _product(self, v: list[Tensor], fresh: bool) -> list[Tensor | None]:
+        """This process's part of the product: the sum over ``self.batches`` (all of them without a world)."""
         raise NotImplementedError
+
+    def _reduced(self, parts: Sequence[Tensor | None]) -> list[Tensor | None]:
+        """The sum over ranks of every rank's partial product (float64, one allreduce); unchanged without a world.
+
+        ``None`` (no gradient reached that parameter on this rank, or no batches at all) counts as zeros.
+        """
+        if self.world is None:
+            return list(parts)
+        flat = torch.cat([torch.zeros(n, dtype=torch.float64, device=self.device) if t is None
+                          else t.detach().reshape(-1).to(torch.float64) for t, n in zip(parts, self._numels)])
+        return self._split(self.world.allreduce_sum(flat))
+
+    def _split(self, flat: Tensor) -> list[Tensor]:
+        out, i = [], 0
+        for shape, n, dt in zip(self.shapes.values(), self._numels, self._dtypes):
+            out.append(flat[i: i + n].reshape(shape).to(device=self.device, dtype=dt))
+            i += n
+        return out
 
     # ------------------------------------------------------------------ cache bookkeeping
     def _versions(self) -> tuple[int, ...]:
@@ -311,9 +344,13 @@ class _ProblemOperator(_LinearOperator):
         self._cached_versions = None
 
     def _decide_cache(self, first_batch_bytes: int) -> bool:
-        """Cache when the whole graph (first batch × number of batches) fits the memory budget."""
+        """Cache when the whole graph (first batch × number of batches) fits the memory budget.
+
+        With a world, the graph of this rank's own batches: ranks may decide differently (a
+        product costs the same collectives either way)."""
         n_first = len(self.batches[0][0])
-        estimate = first_batch_bytes * math.ceil(self.n_samples / max(n_first, 1))
+        n_here = sum(len(x) for x, _ in self.batches)
+        estimate = first_batch_bytes * math.ceil(n_here / max(n_first, 1))
         self.cache_bytes = estimate
         if self.cache is not None:
             return bool(self.cache)
@@ -345,10 +382,16 @@ class _ProblemOperator(_LinearOperator):
 
     # ------------------------------------------------------------------ by-products
     def _set_gradient(self, grads: list[Tensor], loss: float) -> None:
-        self._gradient, self.loss, self._grad_versions = grads, loss, self._versions()
+        """This process's sums (over ``self.batches``); with a world, :meth:`gradient` adds up the ranks'."""
+        self._gradient, self._local_loss, self._grad_versions = grads, loss, self._versions()
+        if self.world is None:
+            self.loss = loss
 
     def gradient(self) -> Named:
-        """∇L(θ): a by-product of the Hessian's products (else one forward+backward per batch)."""
+        """∇L(θ): a by-product of the Hessian's products (else one forward+backward per batch).
+
+        With a world this is collective (one allreduce of the gradient and the loss): call it on every rank.
+        """
         if self._gradient is None or self._grad_versions != self._versions():
             leaves = self.leaves()
             total, grads = 0.0, [torch.zeros_like(t) for t in leaves]
@@ -361,10 +404,16 @@ class _ProblemOperator(_LinearOperator):
                 total += float(loss.detach())
             self._set_gradient(grads, total)
         assert self._gradient is not None
-        return self._to_named(self._gradient)
+        if self.world is None:
+            return self._to_named(self._gradient)
+        flat = torch.cat([*(g.detach().reshape(-1).to(torch.float64) for g in self._gradient),
+                          torch.tensor([self._local_loss], dtype=torch.float64, device=self.device)])
+        flat = self.world.allreduce_sum(flat)
+        self.loss = float(flat[-1])
+        return self._to_named(self._split(flat[:-1]))
 
     def value(self) -> float:
-        """L(θ), the mean loss over the evaluation set."""
+        """L(θ), the mean loss over the evaluation set (collective with a world, like :meth:`gradient`)."""
         self.gradient()
         assert self.loss is not None
         return self.loss
