@@ -1,4 +1,11 @@
-"""``landscape hessian``: top/bottom eigenvalues, trace and spectral density of the loss Hessian."""
+"""``landscape hessian``: top/bottom eigenvalues, trace and spectral density of the loss Hessian.
+
+Under ``mpiexec``/``mpirun``/``srun`` every rank computes: the Hessian-vector product over the data
+set is a sum over batches, so batch i is computed by rank i % size and the ranks' partial sums are
+added up in float64 (one allreduce per product). Lanczos, Hutch++/Hutchinson and SLQ then run the same
+on every rank (same seeds, same vectors), so all ranks agree; rank 0 alone prints and writes --out.
+Each rank takes ``cuda:(local_rank % GPUs per node)`` (``--device auto``) or its share of the CPU cores.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,12 @@ from .common import add_problem_args, check_output_path, command_line, positive_
 
 def add_parser(sub) -> None:
     p = sub.add_parser("hessian", help="Hessian eigenvalues (Lanczos), trace (Hutch++) and spectral density (SLQ)",
+                       description="Hessian eigenvalues (Lanczos), trace (Hutch++) and spectral density (SLQ) of "
+                       "the mean loss over the evaluation set. Under mpiexec/mpirun/srun every rank computes "
+                       "Hessian-vector products on its share of the batches (batch i on rank i % ranks; the "
+                       "partial sums are added up across ranks) and all ranks run the same iterations; rank 0 "
+                       "alone prints and writes --out. Each rank takes cuda:(local_rank % GPUs) or its share "
+                       "of the CPU cores.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_problem_args(p)
     g = p.add_argument_group("what to compute")
@@ -36,22 +49,53 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from .. import curvature
-    from ..parallel import world
-    from ..store import base_attrs, replace_group, set_attrs, update_file, write_named
+    from ..parallel import configure_threads, world
 
     w = world()
-    if not w.is_root:  # curvature runs on one rank; the others have nothing to do
-        return 0
-    check_output_path(args.out)
-    problem = problem_from_args(args, w)
-    op = curvature.HessianOperator(problem)
-    if args.top_k > op.dim:
-        raise LandscapeError(f"--top-k {args.top_k} is more than the {op.dim} trainable parameters of the model "
-                             f"(a Hessian has one eigenvalue per parameter): the maximum is {op.dim}")
-    curvature.check_deterministic(op)
-    print(f"landscape hessian: {problem.n_samples} samples on {problem.device}", file=sys.stderr, flush=True)
+
+    def setup():
+        if w.is_root:
+            check_output_path(args.out)
+        problem = problem_from_args(args, w)  # device: cuda:(local_rank % GPUs) or the CPU, as for surface
+        op = curvature.HessianOperator(problem, world=w)  # batch i on rank i % size, products summed over ranks
+        if args.top_k > op.dim:
+            raise LandscapeError(f"--top-k {args.top_k} is more than the {op.dim} trainable parameters of the "
+                                 f"model (a Hessian has one eigenvalue per parameter): the maximum is {op.dim}")
+        return problem, op
+
+    problem, op = w.collective(setup)  # a setup error on any rank ends every rank (no one waits in an allreduce)
+    threads = configure_threads(w, problem.device)
+    if w.size == 1:
+        return _compute_and_write(args, w, problem, op)
+    # Every product is collective from here on. The determinism check gives the same verdict on every rank (it
+    # compares summed products); any other failure on one rank aborts the whole job, so no rank waits forever.
+    if w.is_root:
+        print(f"landscape hessian: {problem.n_samples} samples in {len(problem.batches)} batches on "
+              f"{problem.device} ({w.size} ranks, {threads} threads per rank)", file=sys.stderr, flush=True)
+    try:
+        return _compute_and_write(args, w, problem, op)
+    except Exception as e:  # noqa: BLE001 - unless agreed, the other ranks would wait for this one in an allreduce
+        if isinstance(e, LandscapeError) and getattr(e, "agreed", False):
+            raise  # every rank raises it: the CLI prints it once (rank 0) and every rank exits with its status
+        from ..parallel import _report_and_abort
+
+        _report_and_abort(w, e)  # prints the error (this rank's) and aborts the whole job
+        raise  # pragma: no cover - _report_and_abort does not return
+
+
+def _compute_and_write(args, w, problem, op) -> int:
+    from .. import curvature
+    from ..store import base_attrs, replace_group, set_attrs, update_file, write_named
+
+    try:
+        curvature.check_deterministic(op)
+    except LandscapeError as e:  # decided from products summed over all ranks: the same on every rank
+        e.agreed = True
+        raise
+    if w.size == 1:
+        print(f"landscape hessian: {problem.n_samples} samples on {problem.device}", file=sys.stderr, flush=True)
     which = "both" if args.smallest else "LA"
-    eig = curvature.hessian_eigenpairs(problem, k=args.top_k, which=which, tol=args.tol, max_iter=args.max_iter,
+    eig = curvature.hessian_eigenpairs(op, k=args.top_k, which=which, tol=args.tol, max_iter=args.max_iter,
                                        seed=args.seed, method=args.method, return_vectors=args.save_vectors)
     rows = [(f"eigenvalues (top {args.top_k})", ", ".join(f"{v:.6g}" for v in eig.eigenvalues))]
     smallest = getattr(eig, "smallest", None)
@@ -59,10 +103,12 @@ def run(args) -> int:
         rows.append(("smallest eigenvalue", f"{smallest:.6g}"))
     tr = dens = None
     if args.trace:
-        tr = curvature.hessian_trace(problem, matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed)
+        tr = curvature.hessian_trace(op, matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed)
         rows.append(("trace", f"{tr.estimate:.6g} ± {tr.stderr:.2g} ({args.trace_method}, {args.trace_matvecs} HVPs)"))
     if args.density:
-        dens = curvature.spectral_density(problem, runs=args.density_runs, steps=args.density_steps, seed=args.seed)
+        dens = curvature.spectral_density(op, runs=args.density_runs, steps=args.density_steps, seed=args.seed)
+    if not w.is_root:  # every rank computed the same results; rank 0 writes and prints them
+        return 0
     from ..params import fingerprint, select
 
     attrs = base_attrs(command_line(), {"model": args.model, "data": args.data, "samples": args.samples},
