@@ -300,6 +300,7 @@ def module_output_bytes(model: nn.Module, x: Tensor) -> int:
             h.remove()
     return int(sum(sizes) / max(1, len(x)))
 
+
 #: layer types the fold understands: affine in their (weight, bias) for a fixed input
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: the fold's cache may take at most this share of the free memory
@@ -350,6 +351,11 @@ class InputFold:
             zw = torch.zeros_like(own["weight"])
             zb = None if own.get("bias") is None else torch.zeros_like(own["bias"])
             self._weights.append((pick(v, w, zw), pick(v, b, zb)))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the cache (the layer's weights)."""
+        return self._weights[0][0].dtype
 
     def _apply(self, u: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if isinstance(self.layer, nn.Linear):
@@ -559,14 +565,16 @@ class BatchedEvaluator:
 
     Only tensors that some direction moves are stacked (``(K, ...)`` buffers allocated once and
     rewritten per group of K points); the rest are shared. With ``dir_type="states"`` perturbed
-    BatchNorm running statistics are stacked like weights. The last group of a call may be
-    smaller than K. Peak memory is K × (perturbed weights + activations of one batch), whatever
-    the number of points.
+    BatchNorm running statistics are stacked like weights. The last group of a call is padded to K
+    points. Peak memory is K × (perturbed weights + activations of one batch), whatever the number
+    of points. ``share``: a :class:`PointEvaluator` of the same problem, directions, splits and
+    precision whose device batches, input fold and prepared groups are reused (its fold replaces
+    ``fold``), so that the fold's cache is computed and held once.
     """
 
     def __init__(self, problem: Problem, directions: Directions, points_per_batch: int = 8,
                  splits: list[str] | None = None, *, precision: str = "fp32", compile: bool = False,
-                 fold: bool = True):
+                 fold: bool = True, share: PointEvaluator | None = None):
         from torch.func import functional_call, vmap
 
         if points_per_batch < 1:
@@ -582,9 +590,12 @@ class BatchedEvaluator:
         missing = [k for k in directions.center if k not in own]
         if missing:
             raise LandscapeError(f"the directions name tensors the model does not have: {', '.join(missing[:3])}")
-        self.batches = _device_batches(problem, self.splits, problem.device.type == "cuda" and _has_conv(model))
-        self.fold = input_fold(model, directions, [b for bs in self.batches.values() for b in bs],
-                               precision) if fold else None
+        if share is not None:
+            self.batches, self.fold = share.batches, share.fold
+        else:
+            self.batches = _device_batches(problem, self.splits, problem.device.type == "cuda" and _has_conv(model))
+            self.fold = input_fold(model, directions, [b for bs in self.batches.values() for b in bs],
+                                   precision) if fold else None
         folded = set(self.fold.names) if self.fold is not None else set()
         self.moving = [k for k in directions.center
                        if k not in folded and any(bool(torch.any(v[k] != 0)) for v in directions.vectors)]
@@ -595,7 +606,8 @@ class BatchedEvaluator:
         self.channels_last = problem.device.type == "cuda" and _has_conv(model)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.groups = {s: self.prepare(make_groups(problem, b)) for s, b in self.batches.items()}
+        self.groups = dict(share.groups) if share is not None else \
+            {s: self.prepare(make_groups(problem, b)) for s, b in self.batches.items()}
         loss_and_correct = _loss_and_correct(problem)
         net = model if self.fold is None else self.fold.body
         first = next(iter(self.batches.values()))[0][0][:2]
@@ -664,7 +676,8 @@ class BatchedEvaluator:
         correct = torch.zeros(n, dtype=torch.int64, device=dev)
         m = 0
         weights = self.stack(coeffs)
-        cf = torch.cat([torch.ones((n, 1), dtype=coeffs.dtype, device=dev), coeffs], 1)
+        if self.fold is not None:  # the fold's coefficients [1, c], in the dtype of its cache
+            cf = torch.cat([torch.ones((n, 1), dtype=coeffs.dtype, device=dev), coeffs], 1).to(self.fold.dtype)
         with torch.inference_mode():
             for xs, y, onehot in groups:
                 # on a CPU: one call (forward and loss) per cache-sized chunk of rows; on a GPU: the whole group
@@ -672,7 +685,7 @@ class BatchedEvaluator:
                     else [(xs, y, onehot)]
                 for xc, yc, oc in calls:
                     if self.fold is not None:
-                        xc = [InputFold.combine(z, cf.to(z.dtype)) for z in xc]
+                        xc = [InputFold.combine(z, cf) for z in xc]
                     with _autocast(dev, self.precision):
                         loss, corr = self._fn(weights, self.fixed, xc, yc, oc, coeffs)
                     total += loss
@@ -754,7 +767,8 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
         probe.append(b)
         rows += len(b[0])
     raw = make_groups(problem, probe)
-    batch, batch_k = per_point.prepare(raw), batched.prepare(raw)
+    batch = per_point.prepare(raw)
+    batch_k = batch if batched.fold is per_point.fold else batched.prepare(raw)
     dev = problem.device
     nd = per_point.directions.ndim
     t0 = time.perf_counter()
@@ -803,7 +817,8 @@ def _check_batched(per_point: PointEvaluator, batched: BatchedEvaluator) -> str 
     split = per_point.splits[0]
     x, y = per_point.batches[split][0]
     raw = make_groups(problem, [(x[:4], y[:4])])
-    few, few_k = per_point.prepare(raw), batched.prepare(raw)
+    few = per_point.prepare(raw)
+    few_k = few if batched.fold is per_point.fold else batched.prepare(raw)
     nd = per_point.directions.ndim
     g = torch.Generator().manual_seed(0)
     coeffs = (torch.rand((2, nd), generator=g, dtype=torch.float64) - 0.5) * 0.2
@@ -850,7 +865,8 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
     per_point = PointEvaluator(problem, directions, splits, precision=precision, compile=compile)
     if not auto and k == 1:
         return per_point
-    batched = BatchedEvaluator(problem, directions, 1 if auto else k, splits, precision=precision, compile=compile)
+    batched = BatchedEvaluator(problem, directions, 1 if auto else k, splits, precision=precision, compile=compile,
+                               share=per_point)
     why = _check_batched(per_point, batched)
     if why is not None:
         if verbose:

@@ -280,3 +280,15 @@ def test_a_points_value_does_not_depend_on_the_other_points_of_its_call():
     for n in (1, 2, 3, 5):
         parts = np.concatenate([ev(coords[i:i + n])["train_loss"] for i in range(0, len(coords), n)])
         assert parts.tobytes() == whole.tobytes(), n
+
+
+def test_batched_shares_the_per_point_fold_and_groups():
+    """make_evaluator builds both paths; with ``share`` the fold's cache is computed and held once."""
+    p = _problem()
+    dirs = make_random_directions(p.model, 2, seed=6)
+    pp = E.PointEvaluator(p, dirs)
+    shared = E.BatchedEvaluator(p, dirs, 3, share=pp)
+    assert shared.fold is pp.fold is not None
+    assert all(a[0][0] is b[0][0] for s in pp.groups for a, b in zip(pp.groups[s], shared.groups[s]))
+    _assert_same(shared(_coords(7, 2)), E.BatchedEvaluator(p, dirs, 3)(_coords(7, 2)))
+    _assert_same(shared(_coords(7, 2)), pp(_coords(7, 2)), rtol=1e-5)
