@@ -329,10 +329,10 @@ def write_samples(f: h5py.File, info: dict) -> None:
 
 
 def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple[np.ndarray, ...], directions,
-                        metrics: list[str], samples: dict | None = None) -> None:
+                        metrics: list[str], info: dict | None = None) -> None:
     """Write a new, complete surface file (NaN values, empty done mask).
 
-    ``samples``: the problem's ``info`` (its ``<split>_indices`` are written to ``/samples``).
+    ``info``: the problem's ``info`` (its ``<split>_indices`` are written to ``/samples``).
     """
     shape = tuple(len(c) for c in coords)
 
@@ -340,7 +340,7 @@ def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["identity"] = _json(identity)
-        write_samples(f, samples or {})
+        write_samples(f, info or {})
         for a, c in zip(AXES, coords):
             f.create_dataset(f"coords/{a}", data=np.asarray(c, dtype=np.float64))
         for a, vec, meta in zip(AXES, directions.vectors, directions.meta):

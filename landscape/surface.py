@@ -193,7 +193,7 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
             attrs = base_attrs(command, config, model_fp, data_fp, kind="surface")
             attrs["title"] = _title(config, grid, dirs)
             create_surface_file(out, attrs=attrs, identity=identity, coords=grid.coords, directions=dirs,
-                                metrics=names, samples=problem.info)
+                                metrics=names, info=problem.info)
         store = GridStore(out, [f"surfaces/{n}" for n in names], "surfaces/done", grid.shape, spec.flush_every)
         return dirs, store
 
