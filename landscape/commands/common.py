@@ -81,21 +81,15 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
 
 
-def check_output_path(path: str) -> None:
+def check_output_path(path: str | None, flag: str = "--out", example: str | None = "run.h5",
+                      file_name: bool = True) -> None:
+    """An output path given with ``flag``: its folder must exist and, with ``file_name``, it must not itself be
+    a folder (the message then suggests ``path/example``). Nothing to check without a path."""
+    if not path:
+        return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise LandscapeError(f"--out: folder {folder!r} does not exist (create it first or choose another path)")
-    if os.path.isdir(path):
-        raise LandscapeError(f"--out: {path!r} is a folder; give a file name such as {os.path.join(path, 'run.h5')}")
-
-
-def check_out_folder(out: str | None, file_name: bool = True) -> None:
-    """``--out`` of a command that reads one result file (export, report): its folder must exist and, with
-    ``file_name``, it must not itself be a folder. Nothing to check without ``--out``."""
-    if not out:
-        return
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise LandscapeError(f"--out: folder {folder!r} does not exist (create it first or choose another path)")
-    if file_name and os.path.isdir(out):
-        raise LandscapeError(f"--out: {out!r} is a folder; give a file name")
+        raise LandscapeError(f"{flag}: folder {folder!r} does not exist (create it first or choose another path)")
+    if file_name and os.path.isdir(path):
+        such = f" such as {os.path.join(path, example)}" if example else ""
+        raise LandscapeError(f"{flag}: {path!r} is a folder; give a file name{such}")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..errors import LandscapeError
-from .common import check_out_folder
+from .common import check_output_path
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,7 @@ def run(args) -> int:
 
     if not world().is_root:
         return 0
-    check_out_folder(args.out)
+    check_output_path(args.out, example=None)
     if args.format != "vtk" and (args.surface or args.log or args.zmax is not None):
         raise LandscapeError("--surface, --log and --zmax apply to --format vtk only")
     result = open_result(args.file)

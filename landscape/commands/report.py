@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .common import check_out_folder, positive_int
+from .common import check_output_path, positive_int
 
 
 def add_parser(sub) -> None:
@@ -43,7 +43,7 @@ def run(args) -> int:
 
     if not world().is_root:
         return 0
-    check_out_folder(args.out, file_name=False)  # --out is a name stem: .png and .pdf are added
+    check_output_path(args.out, file_name=False)  # --out is a name stem: .png and .pdf are added
     result = open_result(args.file)
     with print_warnings("report"):
         paths = make_report(result, args.out, Options(log=args.log, dpi=args.dpi))

@@ -85,17 +85,6 @@ def _percentiles(text: str) -> list[float]:
         raise LandscapeError(f"--percentiles {text!r}: give numbers in (0, 100], e.g. 50,90") from None
 
 
-def _check_picture_path(path: str) -> None:
-    """``--plot-layers``: refused before any metric is computed when the picture could not be saved."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise LandscapeError(f"--plot-layers: folder {folder!r} does not exist (create it first or choose another "
-                             "path)")
-    if os.path.isdir(path):
-        raise LandscapeError(f"--plot-layers: {path!r} is a folder; give a file name such as "
-                             f"{os.path.join(path, 'layers.png')}")
-
-
 def _direction(args, problem):
     if bool(args.direction_from) != bool(args.direction_to):
         raise LandscapeError("--direction-from and --direction-to go together (u = θ_B − θ_A)")
@@ -126,7 +115,7 @@ def run(args) -> int:
         return 0
     check_output_path(args.out)
     if args.plot_layers:
-        _check_picture_path(args.plot_layers)
+        check_output_path(args.plot_layers, "--plot-layers", "layers.png")
     names = S.parse_metrics(args.metrics)
     etas = _etas(args.etas)
     percentiles = _percentiles(args.percentiles)
