@@ -197,6 +197,16 @@ class GridStore:
             self._lock.release()
 
 
+def make_output_folder(path: str, flag: str, purpose: str) -> None:
+    """Create the folder ``path`` given with ``flag`` (for ``purpose``); one line if it is a file or cannot be made."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise LandscapeError(f"{flag} {path!r} is a file; give a folder for {purpose} (it is created if missing)")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise LandscapeError(f"{flag} {path!r}: cannot create the folder ({e.strerror or e})") from None
+
+
 # ---------------------------------------------------------------------------- surfaces
 def surface_identity(config: dict, coords: tuple[np.ndarray, ...], model_fp: str, data_fp: str, dirs_fp: str) -> dict:
     """What must agree between a file and a run for the run to resume it."""

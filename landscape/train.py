@@ -49,6 +49,7 @@ from .problem import (
     resolve_device,
     subsample,
 )
+from .store import make_output_folder
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -96,16 +97,6 @@ def _evaluate(model: nn.Module, X: Tensor, y: Tensor, loss: str, batch_size: int
     return total / len(X), correct / len(X)
 
 
-def _make_out_dir(out_dir: str) -> None:
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise LandscapeError(f"--out-dir {out_dir!r} is a file; give a folder for the checkpoints (it is created if "
-                             "missing)")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise LandscapeError(f"--out-dir {out_dir!r}: cannot create the folder ({e.strerror or e})") from None
-
-
 def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor, Tensor] = "zoo:digits", *,
           model_args: dict | str | None = None, optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
           weight_decay: float = 0.0, epochs: int = 10, steps: int | None = None, batch_size: int = 64,
@@ -128,7 +119,7 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
             raise LandscapeError(f"{flag} must be a finite number of 0 or more, got {v}")
     dev = resolve_device(device)  # '--device: 'tpu' is not auto, cpu, cuda or cuda:N', before anything is made
     t0 = time.perf_counter()
-    _make_out_dir(out_dir)
+    make_output_folder(out_dir, "--out-dir", "the checkpoints")
     model = load_model(model_spec, model_args, seed=seed) if isinstance(model_spec, str) else model_spec
     if init:
         load_checkpoint(model, init, flag="--init")

@@ -44,14 +44,11 @@ def _have(command: str) -> bool:
 
 
 def run(args) -> int:
+    from ..store import make_output_folder
+
     t0 = time.perf_counter()
     out = args.out
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise LandscapeError(f"--out {out!r} is a file; give a folder for the demo's files (it is created if missing)")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise LandscapeError(f"--out {out!r}: cannot create the folder ({e.strerror or e})") from None
+    make_output_folder(out, "--out", "the demo's files")
     try:
         import sklearn  # noqa: F401
     except ImportError:

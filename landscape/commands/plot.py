@@ -36,6 +36,7 @@ def run(args) -> int:
     from ..parallel import world
     from ..plot import Options, available_kinds, plot_all, plot_kind
     from ..results import open_result
+    from ..store import make_output_folder
 
     if not world().is_root:  # under mpirun only rank 0 draws
         return 0
@@ -45,10 +46,8 @@ def run(args) -> int:
         raise LandscapeError(f"--log needs a positive --vmin (got {args.vmin:g})")
     result = open_result(args.file)
     out_dir = args.out_dir or os.path.dirname(args.file)  # relative in, relative out: outputs/r20_..._contour.png
-    if args.out_dir and not os.path.isdir(out_dir):
-        if os.path.exists(out_dir):
-            raise LandscapeError(f"--out-dir {out_dir!r} is a file, not a folder")
-        os.makedirs(out_dir, exist_ok=True)
+    if args.out_dir:
+        make_output_folder(out_dir, "--out-dir", "the pictures")
     opts = Options(log=args.log, vmin=args.vmin, vmax=args.vmax, levels=args.levels, dpi=args.dpi)
     with print_warnings("plot"):
         if args.kind == "all":
