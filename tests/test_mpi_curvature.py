@@ -94,10 +94,10 @@ def test_setup_error_is_agreed_by_every_rank(tmp_path):
 def test_rank_failing_mid_run_ends_the_job(tmp_path):
     """Rank 1's forward pass raises once products are under way: the job ends (no rank waits in an allreduce)."""
     out = str(tmp_path / "h.h5")
-    rc, _, err, secs = run(2, ["--model", "tests.mpi_helpers:failing_model", "--data", "zoo:digits", "--samples",
-                               "100", "--batch-size", "16", "--out", out], timeout=60, LANDSCAPE_TEST_FAIL_AFTER="4")
+    # (a rank left waiting in an allreduce would hang: the launcher's timeout fails the test)
+    rc, _, err, _ = run(2, ["--model", "tests.mpi_helpers:failing_model", "--data", "zoo:digits", "--samples",
+                            "100", "--batch-size", "16", "--out", out], timeout=45, LANDSCAPE_TEST_FAIL_AFTER="4")
     assert rc != 0
-    assert secs < 45
     assert "[rank 1] RuntimeError: injected failure in the forward pass on rank 1" in err
     assert not os.path.exists(out)
 
