@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import h5py
 import numpy as np
@@ -33,11 +32,9 @@ CASES = {
 
 
 def run(n: int, args: list[str], timeout: float = 120, **env: str):
-    """``[mpiexec -n N] landscape hessian ARGS`` (n = 0: a plain process): (rc, stdout, stderr, seconds)."""
-    t0 = time.monotonic()
+    """``[mpiexec -n N] landscape hessian ARGS`` (n = 0: a plain process): (rc, stdout, stderr)."""
     proc = start(["hessian", *args], ranks=n, stdout=subprocess.PIPE, **env)
-    rc, out, err = finish(proc, timeout)
-    return rc, out, err, time.monotonic() - t0
+    return finish(proc, timeout)
 
 
 def read(path: str) -> dict[str, np.ndarray]:
@@ -49,7 +46,7 @@ def read(path: str) -> dict[str, np.ndarray]:
 def computed(n: int, case: str, folder) -> dict[str, np.ndarray]:
     os.makedirs(folder, exist_ok=True)
     out = os.path.join(folder, "hessian.h5")
-    rc, stdout, err, _ = run(n, [*BASE, *CASES[case], "--out", out])
+    rc, stdout, err = run(n, [*BASE, *CASES[case], "--out", out])
     assert rc == 0, f"rc={rc}\nstdout: {stdout}\nstderr: {err}"
     assert stdout.count(f"→ {out}") == 1 and stdout.count("eigenvalues (top 3)") == 1, stdout  # rank 0 prints
     assert sorted(os.listdir(folder)) == ["hessian.h5"]  # one file, no leftovers (temporary files, locks)
@@ -83,7 +80,7 @@ def test_hessian_on_n_ranks_gives_the_single_process_result(case, n, references,
 def test_setup_error_is_agreed_by_every_rank(tmp_path):
     """--top-k above the parameter count: found on every rank during setup, printed once, exit status 2."""
     out = str(tmp_path / "h.h5")
-    rc, _, err, secs = run(2, ["--model", "zoo:mlp", "--data", "zoo:digits", "--samples", "50", "--top-k", "10000000",
+    rc, _, err = run(2, ["--model", "zoo:mlp", "--data", "zoo:digits", "--samples", "50", "--top-k", "10000000",
                                "--out", out], timeout=60)
     assert rc == 2, err
     assert err.count("--top-k 10000000 is more than") == 1, err
@@ -95,7 +92,7 @@ def test_rank_failing_mid_run_ends_the_job(tmp_path):
     """Rank 1's forward pass raises once products are under way: the job ends (no rank waits in an allreduce)."""
     out = str(tmp_path / "h.h5")
     # (a rank left waiting in an allreduce would hang: the launcher's timeout fails the test)
-    rc, _, err, _ = run(2, ["--model", "tests.mpi_helpers:failing_model", "--data", "zoo:digits", "--samples",
+    rc, _, err = run(2, ["--model", "tests.mpi_helpers:failing_model", "--data", "zoo:digits", "--samples",
                             "100", "--batch-size", "16", "--out", out], timeout=45, LANDSCAPE_TEST_FAIL_AFTER="4")
     assert rc != 0
     assert "[rank 1] RuntimeError: injected failure in the forward pass on rank 1" in err
@@ -125,7 +122,7 @@ def test_nondeterministic_model_is_refused_by_every_rank_alike(tmp_path):
     """The determinism check compares products summed over the ranks, so every rank reaches the same verdict: the
     error is printed once, every rank exits with status 2, nothing is aborted."""
     out = str(tmp_path / "h.h5")
-    rc, _, err, _ = run(2, ["--model", "tests.test_mpi_curvature:noisy_model", "--data", "zoo:digits", "--samples",
+    rc, _, err = run(2, ["--model", "tests.test_mpi_curvature:noisy_model", "--data", "zoo:digits", "--samples",
                             "50", "--batch-size", "16", "--out", out], timeout=60)
     assert rc == 2, err
     assert err.count("the loss is not deterministic") == 1, err
