@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
                         "of the points per batch)")
     o.add_argument("--points-per-batch", default="auto", metavar="auto|K",
                    help="grid points evaluated together with vmap (1 = per-point path; auto: rank 0 times a few K "
-                        "and every rank uses its choice, so the surface does not depend on the number of ranks)")
+                        "and every rank uses its choice; with a given K the surface is bitwise the same for any "
+                        "number of ranks)")
     o.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="autocast the forward pass (losses still summed in float64; on a CPU bf16/fp16 work but "
                         "are usually slower than fp32)")
