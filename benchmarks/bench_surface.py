@@ -103,7 +103,7 @@ def per_point_time(ev, coords: np.ndarray) -> float:
 
 
 def bench_setting(name: str, model: str, samples: int | None, n_points: int, rounds: int, sweep: tuple[int, ...],
-                  ref_points: int) -> dict:
+                  ref_points: int, vmap_sweep: tuple[int, ...] = ()) -> dict:
     problem = make_problem(model, data="zoo:digits", samples=samples, device="cpu")
     dirs = make_random_directions(problem.model, 2, seed=0)
     coords = np.random.default_rng(0).uniform(-1, 1, (n_points, 2))
@@ -114,7 +114,9 @@ def bench_setting(name: str, model: str, samples: int | None, n_points: int, rou
     per_point = E.PointEvaluator(problem, dirs)
     plain = E.PointEvaluator(problem, dirs, fold=False)
     folds = per_point.fold is not None
-    fixed = {k: E.BatchedEvaluator(problem, dirs, k) for k in sweep}
+    fixed = {f"K={k}": E.BatchedEvaluator(problem, dirs, k) for k in sweep}
+    # the generic vmap path, for models the linear chain (landscape.linear_chain) does not cover
+    fixed.update({f"vmap K={k}": E.BatchedEvaluator(problem, dirs, k, chain=False) for k in vmap_sweep})
     # warm-up (first-call allocations and vmap set-up are not what a long surface pays)
     for ev in (per_point, plain, auto, *fixed.values()):
         ev(coords[: max(2, auto_k)])
@@ -125,7 +127,7 @@ def bench_setting(name: str, model: str, samples: int | None, n_points: int, rou
     rec: dict[str, list[float]] = {"bare": [], "bare one batch": [], "per-point": [], "auto": [], "reference": []}
     if folds:
         rec["per-point, no fold"] = []
-    rec.update({f"K={k}": [] for k in sweep})
+    rec.update({k: [] for k in fixed})
     for _ in range(rounds):
         rec["bare"].append(float(np.median([bare_forward(problem) for _ in range(n_bare)])))
         rec["bare one batch"].append(float(np.median([bare_forward(problem, one_batch) for _ in range(n_bare)])))
@@ -134,7 +136,7 @@ def bench_setting(name: str, model: str, samples: int | None, n_points: int, rou
             rec["per-point, no fold"].append(per_point_time(plain, coords))
         rec["auto"].append(per_point_time(auto, coords))
         for k, ev in fixed.items():
-            rec[f"K={k}"].append(per_point_time(ev, coords))
+            rec[k].append(per_point_time(ev, coords))
         rec["reference"].append(reference_loop(problem, dirs, coords[:ref_points], n_points))
     med = {k: float(np.min(v)) for k, v in rec.items()}  # other processes only ever add time
     return {"name": name, "samples": problem.n_samples, "params": sum(p.numel() for p in problem.model.parameters()),
@@ -186,6 +188,10 @@ def table(results: list[dict], mem: list[tuple[str, dict]]) -> str:
             v = t[f"K={k}"]
             lines.append(f"| | batched K={k} | {v * 1e3:.3f} | {v / bare:.2f} | "
                          f"{t['per-point'] / v:.2f}× over per-point |")
+        for k in sorted(int(s[7:]) for s in t if s.startswith("vmap K=")):
+            v = t[f"vmap K={k}"]
+            lines.append(f"| | batched K={k} through vmap (without the linear chain) | {v * 1e3:.3f} | "
+                         f"{v / bare:.2f} | {t['per-point'] / v:.2f}× over per-point |")
         lines.append(f"| | reference-style loop | {t['reference'] * 1e3:.3f} | {t['reference'] / bare:.2f} | "
                      f"ours (best) {t['reference'] / best:.1f}× faster |")
     if mem:
@@ -214,7 +220,8 @@ def main(argv=None) -> int:
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     results = [
         bench_setting("demo MLP (zoo:mlp), 1,797 digits", "zoo:mlp", None, n_points=64 if q else 128,
-                      rounds=3 if q else 7, sweep=(8, 32) if q else (4, 8, 16, 32, 64), ref_points=16 if q else 32),
+                      rounds=3 if q else 7, sweep=(8, 32) if q else (4, 8, 16, 32, 64), ref_points=16 if q else 32,
+                      vmap_sweep=(16,)),
     ]
     print(table(results, []), flush=True)
     results.append(bench_setting("ResNet-20 (zoo:resnet20), 512 digits", "zoo:resnet20", 512,

@@ -574,8 +574,10 @@ class BatchedEvaluator:
 
     def __init__(self, problem: Problem, directions: Directions, points_per_batch: int = 8,
                  splits: list[str] | None = None, *, precision: str = "fp32", compile: bool = False,
-                 fold: bool = True, share: PointEvaluator | None = None):
+                 fold: bool = True, chain: bool = True, share: PointEvaluator | None = None):
         from torch.func import functional_call, vmap
+
+        from .linear_chain import LinearChain
 
         if points_per_batch < 1:
             raise LandscapeError(f"points_per_batch must be positive, got {points_per_batch}")
@@ -608,6 +610,9 @@ class BatchedEvaluator:
             model.to(memory_format=torch.channels_last)
         self.groups = dict(share.groups) if share is not None else \
             {s: self.prepare(make_groups(problem, b)) for s, b in self.batches.items()}
+        flat = all(z.dim() == 3 for g in self.groups.values() for zs, _, _ in g for z in zs)
+        self.chain = LinearChain.build(self.fold, directions, _classes(self.groups)) \
+            if chain and flat and precision == "fp32" and not compile else None
         loss_and_correct = _loss_and_correct(problem)
         net = model if self.fold is None else self.fold.body
         first = next(iter(self.batches.values()))[0][0][:2]
@@ -633,6 +638,12 @@ class BatchedEvaluator:
     @property
     def names(self) -> list[str]:
         return [f"{s}_{m}" for s in self.splits for m in ("loss", "acc")]
+
+    def release(self) -> None:
+        """Free what one call built: the K stacked weights, and the chain's layouts of other groups than the splits'."""
+        self._buf.clear()  # the K copies live no longer than one call
+        if self.chain is not None:
+            self.chain.release({(id(g), self.rows) for g in self.groups.values()})
 
     @property
     def rows(self) -> int:
@@ -675,6 +686,9 @@ class BatchedEvaluator:
         total = torch.zeros(n, dtype=torch.float64, device=dev)
         correct = torch.zeros(n, dtype=torch.int64, device=dev)
         m = 0
+        if self.chain is not None:
+            loss, corr = self.chain.run(coeffs, self.chain.layout(groups, self.rows))
+            return loss, corr, sum(len(y) for _, y, _ in groups)
         weights = self.stack(coeffs)
         if self.fold is not None:  # the fold's coefficients [1, c], in the dtype of its cache
             cf = torch.cat([torch.ones((n, 1), dtype=coeffs.dtype, device=dev), coeffs], 1).to(self.fold.dtype)
@@ -709,8 +723,16 @@ class BatchedEvaluator:
                 t, c, counts[j] = self.run_group(group, self.groups[s])
                 loss[lo:lo + n, j] = t[:n]
                 corr[lo:lo + n, j] = c[:n]
-        self._buf.clear()  # the K copies live no longer than one call
+        self.release()
         return _results(self.splits, loss, corr, counts, self.problem.classification)
+
+
+def _classes(groups: dict[str, list[Group]]) -> int:
+    """The number of classes when every group has one-hot targets (the built-in cross-entropy), else 0."""
+    onehots = [oh for g in groups.values() for _, _, oh in g]
+    if not onehots or any(oh is None or oh.dim() != 2 for oh in onehots):
+        return 0
+    return onehots[0].shape[1]
 
 
 def _row_chunks(xs: list[Tensor], y: Tensor, onehot: Tensor | None, rows: int, dim: int):
@@ -807,7 +829,7 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
                 best = 1
     finally:
         batched.k = k_before
-        batched._buf.clear()
+        batched.release()
     return best, times
 
 
@@ -828,7 +850,7 @@ def _check_batched(per_point: PointEvaluator, batched: BatchedEvaluator) -> str 
         first = str(e).splitlines()[0] if str(e) else ""
         return f"{type(e).__name__}: {first[:150]}"
     finally:
-        batched._buf.clear()
+        batched.release()
     want = []
     try:
         for c in coeffs.tolist():
