@@ -14,9 +14,12 @@ products themselves. Here the K points run in a feature-major layout, ``(K, feat
 * **weights of K points in one product**: the augmented weights of the centre and of each direction
   are stacked once, :math:`S = [\tilde W_\theta; \tilde W_{d_1}; \dots]`, and the K points' weights are
   ``C @ S`` with ``C = [1, c]`` the points' coefficients (the corner 1 stays exactly 1);
-* **the loss along the long axis**: logits are ``(K, classes, rows)``, so the max, the
-  log-sum-exp and the target logit reduce over a short strided axis with the rows vectorised;
-  the prediction is the first index of the maximum (``argmax``'s rule), found without ``argmax``.
+* **the loss along the long axis**: logits are ``(K, classes, rows)``, so the max and the
+  log-sum-exp reduce over a short strided axis with the rows vectorised, and the target logits are
+  one ``index_select``; the logits come in base 2 (the last layer's weights times
+  :math:`\log_2 e`, so the log-sum-exp uses ``exp2``, about twice as fast as ``exp``), and the
+  prediction is the first index of the maximum (``argmax``'s rule), found without ``argmax``;
+* **no allocation per layer**: two activation buffers used in turn, kept from call to call.
 
 Same numbers as the per-point path to float rounding (about 1e-7 relative; each call holds K
 points, so a point's value does not depend on which other points share its call).
@@ -38,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -70,9 +74,11 @@ class _BatchNorm:
 
 
 #: a chunk of the evaluation data: the first layer's stack (1 + ndim, features (+ ones), rows), the
-#: one-hot targets (classes, rows), classes - target (rows,), and 0 for the classes before the target,
-#: -inf from it on (classes, rows); all float32
+#: targets' positions in the flattened (classes, rows) logits (int64), classes - target (rows,), and 0
+#: for the classes before the target, -inf from it on (classes, rows) (float32)
 Chunk = tuple[Tensor, Tensor, Tensor, Tensor]
+LOG2E = math.log2(math.e)
+LN2 = math.log(2.0)
 
 
 class LinearChain:
@@ -88,7 +94,13 @@ class LinearChain:
         self.ndim = ndim
         self.ones_row = ones_row  # the activations carry a ones row (some Linear follows the fold)
         self.classes = classes
+        # logits in base 2 (the last Linear's weights times log2 e) when nothing follows that Linear
+        self.base2 = bool(steps) and isinstance(steps[-1], _Linear)
+        if self.base2:
+            steps[-1] = _Linear(steps[-1].stack * LOG2E)
+        self._floor = -80.0 * (LOG2E if self.base2 else 1.0)  # exp(-80): no denormals, nothing lost
         self._layouts: dict[tuple[int, int], tuple[object, list[Chunk]]] = {}
+        self._buffers: dict[str, Tensor] = {}  # activations and loss temporaries, reused by every call
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -170,7 +182,7 @@ class LinearChain:
         if hit is not None:
             return hit[1]
         chunks: list[Chunk] = []
-        for zs, y, onehot in groups:
+        for zs, y, _ in groups:
             z = zs[0] if len(zs) == 1 else torch.cat(zs, 1)
             n = z.shape[1]
             step = rows or n
@@ -183,11 +195,12 @@ class LinearChain:
                     block[0, -1] = 1.0
                 else:
                     block = part.contiguous()
-                oh = onehot[lo:hi].t().contiguous().to(torch.float32)
-                yw = (self.classes - y[lo:hi]).to(torch.float32)
+                yc = y[lo:hi].long()
+                flat = yc * (hi - lo) + torch.arange(hi - lo, device=y.device)  # of (classes, rows) flattened
+                yw = (self.classes - yc).to(torch.float32)
                 classes = torch.arange(self.classes, device=y.device).view(-1, 1)
-                before = torch.where(classes < y[lo:hi].view(1, -1), 0.0, float("-inf")).to(torch.float32)
-                chunks.append((block, oh, yw, before))
+                before = torch.where(classes < yc.view(1, -1), 0.0, float("-inf")).to(torch.float32)
+                chunks.append((block, flat, yw, before))
         self._layouts[key] = (groups, chunks)
         return chunks
 
@@ -214,12 +227,20 @@ class LinearChain:
 
     def run(self, coeffs: Tensor, chunks: list[Chunk]) -> tuple[Tensor, Tensor]:
         """Summed cross-entropy (K,) float64 and correct counts (K,) int64 of the points ``coeffs`` (K, ndim)."""
-        total, correct = self._run(coeffs, chunks, nan_aware=False)
-        # A NaN logit is the maximum for max/argmax; the fast pass ignores that. A NaN logit makes the
-        # loss NaN, so only such groups (one host read per K points) are run again with the exact rule.
-        if bool(torch.isnan(total).any()):
-            total, correct = self._run(coeffs, chunks, nan_aware=True)
+        with torch.inference_mode():
+            total, correct = self._run(coeffs, chunks, nan_aware=False)
+            # A NaN logit is the maximum for max/argmax; the fast pass ignores that. A NaN logit makes the
+            # loss NaN, so only such groups (one host read per K points) are run again with the exact rule.
+            if bool(torch.isnan(total).any()):
+                total, correct = self._run(coeffs, chunks, nan_aware=True)
         return total, correct
+
+    def _buffer(self, name: str, numel: int, device: torch.device) -> Tensor:
+        """A float32 buffer of at least ``numel`` entries, kept from call to call (no fresh pages per call)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.device != device:
+            buf = self._buffers[name] = torch.empty(numel, dtype=torch.float32, device=device)
+        return buf
 
     def _run(self, coeffs: Tensor, chunks: list[Chunk], nan_aware: bool) -> tuple[Tensor, Tensor]:
         k = len(coeffs)
@@ -229,14 +250,36 @@ class LinearChain:
         total = torch.zeros(k, dtype=torch.float64, device=dev)
         correct = torch.zeros(k, dtype=torch.int64, device=dev)
         rank = torch.arange(self.classes, 0, -1, dtype=torch.float32, device=dev).view(1, -1, 1)
-        for z, oh, yw, before in chunks:
+        if not chunks:
+            return total, correct
+        # Two activation buffers used in turn and one for the loss's temporaries, reused by every chunk:
+        # the same memory stays in the cache, instead of fresh allocations per layer and chunk.
+        rows = max(z.shape[-1] for z, *_ in chunks)
+        width = max([chunks[0][0].shape[1]] + [w.shape[1] for s, w in zip(self.steps, weights)
+                                               if isinstance(s, _Linear)])
+        buffers = [self._buffer(f"activations{i}", k * width * rows, dev) for i in range(2)]
+        scratch = self._buffer("scratch", k * self.classes * rows, dev)
+
+        def view(flat: Tensor, features: int, r: int) -> Tensor:
+            return flat[:k * features * r].view(k, features, r)
+
+        for z, flat, yw, before in chunks:
             r = z.shape[-1]
-            a = (cf @ z.reshape(len(z), -1)).view(k, -1, r)
+            a = view(buffers[0], z.shape[1], r)
+            torch.mm(cf, z.reshape(len(z), -1), out=a.view(k, -1))
+            held = 0  # the buffer holding a (None: a fresh tensor)
             for s, w in zip(self.steps, weights):
                 if isinstance(s, _Linear):
-                    a = torch.bmm(w, a)
+                    target = 1 if held == 0 else 0
+                    a = torch.bmm(w, a, out=view(buffers[target], w.shape[1], r))
+                    held = target
                 elif isinstance(s, _Elementwise):
-                    a = torch.relu_(a) if s.in_place_relu else s.fn(a)
+                    if s.in_place_relu:
+                        torch.relu_(a)
+                    else:
+                        out = s.fn(a)
+                        if out.data_ptr() != a.data_ptr():  # (a module with inplace=True keeps the buffer)
+                            a, held = out, None
                     if s.restore_ones:
                         a[:, -1].fill_(1.0)
                 else:
@@ -245,13 +288,17 @@ class LinearChain:
                     body.mul_(scale).add_(shift)
             # a: (K, classes, r) logits
             m = a.amax(1)
-            picked = (a * oh).sum(1)  # the target logits (K, r)
+            tmp = view(scratch, self.classes, r)
+            picked = a.view(k, -1).index_select(1, flat)  # the target logits (K, r)
             if nan_aware:  # the first index of the maximum (a NaN counts as one): the largest classes - index
                 first = (((a == m.unsqueeze(1)) | a.isnan()) * rank).amax(1)
                 correct += (first == yw).sum(1)
             else:  # finite logits: correct if the target is a maximum and no earlier class reaches it
-                earlier = (a + before).amax(1)
+                earlier = torch.add(a, before, out=tmp).amax(1)
                 correct += ((picked == m) & (earlier < m)).sum(1)
-            lse = (a - m.unsqueeze(1)).clamp_(min=-80.0).exp_().sum(1).log_()
-            total += lse.sum(1) + m.sum(1) - picked.sum(1)
-        return total, correct
+            # log-sum-exp; in base 2 when the logits come scaled by log2(e) (exp2 is about twice as fast as exp)
+            shifted = torch.sub(a, m.unsqueeze(1), out=tmp).clamp_(min=self._floor)
+            lse = (shifted.exp2_() if self.base2 else shifted.exp_()).sum(1)
+            lse = lse.log2_() if self.base2 else lse.log_()
+            total += lse.add_(m).sub_(picked).sum(1)
+        return total * LN2 if self.base2 else total, correct

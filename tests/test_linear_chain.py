@@ -92,6 +92,16 @@ def test_chain_dropout_and_identity_pass_through_in_eval_mode():
     _check(p, make_random_directions(net, 2, seed=0), _coords(5, 2))
 
 
+def test_chain_in_place_activations_keep_their_buffer():
+    """``inplace=True`` activations return the buffer they were given: the next layer must not write over it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.ELU(inplace=True), nn.Linear(24, 24),
+                        nn.Hardtanh(-0.5, 0.5, inplace=True), nn.Linear(24, 10)).eval()
+    x, y = torch.randn(70, 64), torch.randint(0, 10, (70,))
+    p = make_problem(net, data=(x, y), batch_size=32, device="cpu")
+    _check(p, make_random_directions(net, 2, seed=0), _coords(5, 2))
+
+
 def test_chain_ties_pick_the_first_class_like_argmax():
     """All logits equal (last layer zero and not moved): every sample is predicted as class 0."""
     p = _problem()
