@@ -5,19 +5,23 @@ fused foreach kernels (no model or DataLoader rebuilt per point), the preloaded 
 run under ``inference_mode``, the summed loss (float64) and the correct count (int64) are
 accumulated on the device, and the host reads them once per call (not per batch, not per point).
 
-Batched (:class:`BatchedEvaluator`): K grid points at once. The weights of the K points are built
-on the fly as a ``(K, ...)`` stack per perturbed tensor (tensors every direction leaves at zero,
-such as biases under ``--ignore biasbn``, are shared, not stacked) into buffers reused from group
-to group, and ``torch.func.vmap`` over ``torch.func.functional_call`` evaluates them in one pass
-per data batch. Models vmap cannot run (``.item()`` in ``forward``, data-dependent control flow,
-random ops) or that give different numbers fall back to the per-point path with a one-line notice.
+Batched (:class:`BatchedEvaluator`): K grid points at once. A folded sequential MLP (``Linear``
+layers, elementwise activations, ``Dropout``, ``BatchNorm1d`` in eval mode, the built-in
+cross-entropy) runs as a :class:`~landscape.linear_chain.LinearChain`: one batched matrix product
+per layer for the K points, in a feature-major layout with the biases inside the product. Other
+models: the weights of the K points are built on the fly as a ``(K, ...)`` stack per perturbed
+tensor (tensors every direction leaves at zero, such as biases under ``--ignore biasbn``, are
+shared, not stacked) into buffers reused from group to group, and ``torch.func.vmap`` over
+``torch.func.functional_call`` evaluates them in one pass per data batch. Models vmap cannot run
+(``.item()`` in ``forward``, data-dependent control flow, random ops) or that give different
+numbers fall back to the per-point path with a one-line notice.
 
 Input-layer fold (:class:`InputFold`, both paths, fp32): for an ``nn.Sequential`` whose first layer
 is a ``Linear``/``Conv`` on the input, that layer's output for the centre and for each direction is
 computed once per batch; a point's first-layer output is then ``[1, c] @ Z``, exact to rounding. It
 removes the first layer's matrix product from every point (60 % of the demo MLP's multiply-adds).
 
-On a CPU the batched path runs K points over row chunks sized so that their activations stay
+On a CPU both batched forms run K points over row chunks sized so that their activations stay
 near the cache (``CACHE_BYTES``), and every call holds exactly K points (the last group padded),
 so a point's value does not depend on which other points share its call, nor on the rank count.
 
@@ -561,7 +565,11 @@ def _results(splits: list[str], loss: Tensor, corr: Tensor, counts: list[int], c
 
 # --------------------------------------------------------------------------- batched path
 class BatchedEvaluator:
-    """K grid points per ``vmap``'d forward pass; same interface and numbers as :class:`PointEvaluator`.
+    """K grid points per forward pass; same interface and numbers as :class:`PointEvaluator`.
+
+    ``chain`` (default): run sequential MLPs as a :class:`~landscape.linear_chain.LinearChain`
+    (``self.chain``; None where it does not apply, with ``compile`` or outside fp32); the rest of
+    this describes the ``vmap`` path used otherwise.
 
     Only tensors that some direction moves are stacked (``(K, ...)`` buffers allocated once and
     rewritten per group of K points); the rest are shared. With ``dir_type="states"`` perturbed
@@ -760,23 +768,26 @@ def max_points_per_batch(problem: Problem, batched: BatchedEvaluator, cap: int =
     return int(max(1, min(cap, budget // max(1, per_point))))
 
 
-def _time_per_point(run: Callable[[], object], k: int, device: torch.device, reps: int = 3) -> float:
+def _time_per_point(run: Callable[[], object], k: int, device: torch.device, reps: int = 3,
+                    max_reps: int = 15, seconds: float = 0.1) -> float:
+    """Fastest of at least ``reps`` timed runs (more, up to ``max_reps``, while they take under ``seconds``)."""
     run()  # warm-up (allocations, vmap/compile set-up)
-    times = []
-    for _ in range(reps):
+    times: list[float] = []
+    while len(times) < reps or (len(times) < max_reps and sum(times) < seconds):
         _sync(device)
         t = time.perf_counter()
         run()
         _sync(device)
         times.append(time.perf_counter() - t)
-    return min(times) / k  # other processes only ever add time
+    return min(times) / k  # other processes only ever add time: on a shared VM one run can take twice another
 
 
 def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched: BatchedEvaluator,
                             k_max: int, budget_s: float = 3.0) -> tuple[int, dict[int, float]]:
     """Time K = 1, 4, 16, 64 (≤ ``k_max``, which is tried too) on the first training batches; the fastest K.
 
-    Each K is timed as the fastest of three runs after a warm-up. Batched must beat K = 1 by 10 %, a
+    Each K is timed as the fastest of 3-15 runs after a warm-up (cheap runs are repeated more: the
+    same call varies up to 2× on a shared VM). Batched must beat K = 1 by 10 %, a
     larger K the best so far by 5 %; growing K stops after two K in a row that do not, after a
     K ≥ 16 that is 20 % slower, or when the next probe would take the total past ``budget_s``
     seconds (compute-bound models stay at K = 1). Returns ``(K, {K: seconds per point})``.

@@ -41,13 +41,15 @@ def add_parser(sub) -> None:
                    help="points per scheduling chunk (default: about 8 chunks per rank; rounded up to a multiple "
                         "of the points per batch)")
     o.add_argument("--points-per-batch", default="auto", metavar="auto|K",
-                   help="grid points evaluated together with vmap (1 = per-point path; auto: rank 0 times a few K "
-                        "and every rank uses its choice; with a given K the surface is bitwise the same for any "
-                        "number of ranks)")
+                   help="grid points evaluated together: batched matrix products for sequential MLPs, vmap for "
+                        "other models (1 = per-point path; auto: rank 0 times a few K and every rank uses its "
+                        "choice; with a given K the surface is bitwise the same for any number of ranks)")
     o.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="autocast the forward pass (losses still summed in float64; on a CPU bf16/fp16 work but "
                         "are usually slower than fp32)")
-    o.add_argument("--compile", action="store_true", help="torch.compile the forward pass (eager if it fails)")
+    o.add_argument("--compile", action="store_true",
+                   help="torch.compile the forward pass, per point or under vmap (eager if it fails; batched "
+                        "sequential MLPs then take the vmap path instead of their batched matrix products)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("--plot", action="store_true", help="render the default plots when done")
     p.set_defaults(func=run)
