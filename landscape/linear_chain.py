@@ -123,12 +123,15 @@ class LinearChain:
         features = fold.layer.out_features
         steps: list = []
 
+        used = set(fold.names)
+
         def tensors(name: str, module: nn.Module, what: str) -> list[Tensor | None]:
             """``name.what`` at the centre and along each direction (zero where a direction does not move it)."""
             own = getattr(module, what)
             if own is None:
                 return [None] * (1 + len(vectors))
             key = f"{name}.{what}"  # (the body keeps the model's child names)
+            used.add(key)
             return [center.get(key, own.detach())] + [v.get(key, torch.zeros_like(own)) for v in vectors]
 
         for name, m in fold.body.named_children():
@@ -168,6 +171,8 @@ class LinearChain:
                 return None
         if features != classes:
             return None
+        if any(bool(torch.any(v[key] != 0)) for key in center if key not in used for v in vectors):
+            return None  # a direction moves a tensor the chain does not read
         return cls(steps, len(vectors), ones_row, classes)
 
     # ----------------------------------------------------------------- data layout

@@ -179,3 +179,27 @@ def test_chain_layouts_are_cached_per_split_and_released_for_others():
     assert kept == {(id(g), ev.rows) for g in ev.groups.values()}
     E.choose_points_per_batch(p, E.PointEvaluator(p, dirs), ev, 8, budget_s=0.5)  # probes other groups and K
     assert set(ev.chain._layouts) <= kept
+
+
+def test_chain_refuses_directions_that_move_a_tensor_it_does_not_read():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+    net[2].register_buffer("junk", torch.ones(3))  # a buffer the ReLU does not use
+    p = make_problem(net, data=(torch.randn(40, 64), torch.randint(0, 10, (40,))), batch_size=16, device="cpu")
+    dirs = make_random_directions(net, 2, seed=0, dir_type="states", ignore="none", norm="layer")
+    assert "2.junk" in dirs.center and any(bool(torch.any(v["2.junk"] != 0)) for v in dirs.vectors)
+    assert E.BatchedEvaluator(p, dirs, 3).chain is None
+    for v in dirs.vectors:
+        v["2.junk"].zero_()
+    assert E.BatchedEvaluator(p, dirs, 3).chain is not None
+
+
+def test_chain_rows_on_a_gpu_are_bounded(monkeypatch):
+    """On a GPU the vmap path takes whole batches; the chain, which joins a group's batches, is chunked."""
+    p = _problem()
+    dirs = make_random_directions(p.model, 2, seed=0)
+    ev = E.BatchedEvaluator(p, dirs, 8)
+    monkeypatch.setattr(p, "device", torch.device("cuda"))
+    assert ev.rows == max(E.MIN_ROWS, E.DEVICE_CHUNK_BYTES // (8 * ev.row_bytes))
+    ev.chain = None
+    assert ev.rows == 0
