@@ -190,7 +190,7 @@ class LinearChain:
         for zs, y, _ in groups:
             z = zs[0] if len(zs) == 1 else torch.cat(zs, 1)
             n = z.shape[1]
-            step = rows or n
+            step = rows or max(n, 1)
             for lo in range(0, n, step):
                 hi = min(n, lo + step)
                 part = z[:, lo:hi].transpose(1, 2)

@@ -296,7 +296,8 @@ def surface_problems(f: h5py.File) -> str | None:
 
     No run writes a done mask other than 0/1, a negative loss (cross-entropy and MSE are sums of
     non-negative terms; NaN and +inf are stored overflows), an accuracy outside [0, 1], or
-    non-increasing coordinates; random bytes over a dataset almost surely do one of these.
+    coordinates other than the recorded grid (non-increasing ones in files without a record);
+    random bytes over a dataset almost surely do one of these.
     Readers (``plot``, ``info``) can call this too.
     """
     if "surfaces" not in f or "done" not in f["surfaces"]:
@@ -306,11 +307,23 @@ def surface_problems(f: h5py.File) -> str | None:
     if bad.any():
         return f"/surfaces/done holds {int(done_raw[bad].reshape(-1)[0])} where only 0 and 1 are written"
     done = done_raw.astype(bool)
+    try:  # the grid the run recorded ({"--x": [min, max, num], ...}); files of other tools have none
+        identity = json.loads(f.attrs["identity"]) if "identity" in f.attrs else {}
+    except (TypeError, ValueError):
+        identity = {}
     for a in AXES:
         if f"coords/{a}" in f:
             c = np.asarray(f[f"coords/{a}"][()], dtype=np.float64)
             if not np.all(np.isfinite(c)) or (c.size > 1 and not np.all(np.diff(c) > 0)):
                 return f"/coords/{a} is not a finite increasing sequence"
+            spec = identity.get(f"--{a}") if isinstance(identity, dict) else None
+            if isinstance(spec, list) and len(spec) == 3:  # what every run writes: linspace(min, max, num)
+                try:
+                    want = np.linspace(float(spec[0]), float(spec[1]), int(spec[2]))
+                except (TypeError, ValueError):
+                    want = None
+                if want is not None and (want.shape != c.shape or not np.allclose(c, want, rtol=1e-12, atol=0)):
+                    return f"/coords/{a} does not hold the grid the file records (--{a} {spec[0]}:{spec[1]}:{spec[2]})"
     for name, ds in f["surfaces"].items():
         if name == "done" or not isinstance(ds, h5py.Dataset) or ds.shape != done.shape:
             continue

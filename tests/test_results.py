@@ -307,6 +307,22 @@ def test_values_no_run_writes_are_refused(tmp_path, name, value, why):
     assert "\n" not in str(e.value) and "damaged" in str(e.value) and "--overwrite" in str(e.value)
 
 
+def test_coordinates_other_than_the_recorded_grid_are_refused(tmp_path):
+    """Garbage can leave a finite increasing axis; a run's file records its grid, and the axis must be that grid."""
+    p = write_ours(str(tmp_path / "r.h5"), ndim=2)
+    with h5py.File(p, "r+") as f:
+        f.attrs["identity"] = json.dumps({"--x": [float(X7[0]), float(X7[-1]), len(X7)],
+                                          "--y": [float(Y5[0]), float(Y5[-1]), len(Y5)]})
+    open_result(p)  # the recorded grid: fine
+    with h5py.File(p, "r+") as f:
+        x = f["coords/x"][()]
+        x[1] += 1e-3  # still finite and increasing (a draw of garbage once was, over the whole axis)
+        f["coords/x"][...] = x
+    with pytest.raises(LandscapeError, match="does not hold the grid the file records") as e:
+        open_result(p)
+    assert "\n" not in str(e.value) and "--overwrite" in str(e.value)
+
+
 def test_newer_format_refused(tmp_path):
     p = write_ours(str(tmp_path / "r.h5"), ndim=1)
     with h5py.File(p, "r+") as f:

@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import time
+import zlib
 
 import h5py
 import numpy as np
@@ -161,7 +162,8 @@ def _dataset_extent(path: str, name: str) -> tuple[int, int]:
 def test_dataset_overwritten_with_garbage(damaged, fault_files, tmp_path, cmd, name):
     make, original, _ = damaged
     off, n = _dataset_extent(fault_files["result"], name)
-    path = make(name.replace("/", "_"), _garbage(off, n, seed=hash(name) % 1000))
+    path = make(name.replace("/", "_"), _garbage(off, n, seed=zlib.crc32(name.encode()) % 1000))  # (not hash():
+    # it changes from process to process, and some draws of garbage coordinates passed the old checks)
     assert judge(cmd, path, original, str(tmp_path)) == "detected"
 
 
