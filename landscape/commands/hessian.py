@@ -65,13 +65,14 @@ def run(args) -> int:
 
     problem, op = w.collective(setup)  # a setup error on any rank ends every rank (no one waits in an allreduce)
     threads = configure_threads(w, problem.device)
+    if w.is_root:
+        where = f"{w.size} ranks, {threads} threads per rank" if w.size > 1 else f"{threads} threads"
+        print(f"landscape hessian: {problem.n_samples} samples in {len(problem.batches)} batches on "
+              f"{problem.device} ({where})", file=sys.stderr, flush=True)
     if w.size == 1:
         return _compute_and_write(args, w, problem, op)
     # Every product is collective from here on. The determinism check gives the same verdict on every rank (it
     # compares summed products); any other failure on one rank aborts the whole job, so no rank waits forever.
-    if w.is_root:
-        print(f"landscape hessian: {problem.n_samples} samples in {len(problem.batches)} batches on "
-              f"{problem.device} ({w.size} ranks, {threads} threads per rank)", file=sys.stderr, flush=True)
     try:
         return _compute_and_write(args, w, problem, op)
     except Exception as e:  # noqa: BLE001 - unless agreed, the other ranks would wait for this one in an allreduce
@@ -92,8 +93,6 @@ def _compute_and_write(args, w, problem, op) -> int:
     except LandscapeError as e:  # decided from products summed over all ranks: the same on every rank
         e.agreed = True
         raise
-    if w.size == 1:
-        print(f"landscape hessian: {problem.n_samples} samples on {problem.device}", file=sys.stderr, flush=True)
     which = "both" if args.smallest else "LA"
     eig = curvature.hessian_eigenpairs(op, k=args.top_k, which=which, tol=args.tol, max_iter=args.max_iter,
                                        seed=args.seed, method=args.method, return_vectors=args.save_vectors)
