@@ -4,10 +4,10 @@
 For each setting (the demo MLP on all 1,797 digits; ResNet-20 on 512 digits) this measures, in one
 run, many short interleaved rounds; a round times every path once, right after an untimed call of
 the same path (its data back in the cache, as in a running surface), over a window of about the
-length of one per-point call for every path (a shorter call is repeated; a batched group of K
-points can take longer), and each path reports its fastest round. On
-a shared VM the same matrix product varies up to 2× from call to call, so the minimum of many short
-rounds is the stable estimate of each path's speed:
+length of one per-point call (a shorter call is repeated; a batched group of K points can take
+longer), and each path reports its fastest round. On a shared VM the same matrix product varies up
+to 2× from call to call, so the minimum of many short rounds is the stable estimate of each path's
+speed:
 
 * ``bare``: one forward pass of the model over the evaluation batches, nothing else (the limit);
 * ``bare one batch``: the same forward with every sample in one batch (for reference: the batch
