@@ -469,23 +469,21 @@ class PointEvaluator:
         self._center = [directions.center[k] for k in self._keys]
         self._dirs = [[v[k] for k in self._keys] for v in directions.vectors]
         self._out = [self.targets[k] for k in self._keys]
-        # tensors some direction moves (per point only these are rewritten; the rest stay at the centre)
-        mv = [i for i, k in enumerate(self._keys) if any(bool(torch.any(v[k] != 0)) for v in directions.vectors)]
-        self._mv_center = [self._center[i] for i in mv]
-        self._mv_dirs = [[d[i] for i in mv] for d in self._dirs]
-        self._mv_out = [self._out[i] for i in mv]
         self.batches = _device_batches(problem, self.splits, self.channels_last)
         self.groups = {s: make_groups(problem, b) for s, b in self.batches.items()}
         self.fold = input_fold(problem.model, directions, [b for bs in self.batches.values() for b in bs],
                                precision) if fold else None
         self._loss_fn = _loss_and_correct(problem)
+        # tensors some direction moves (per point only these are rewritten; the rest stay at the centre), less
+        # the first layer's with the fold (its output comes from the fold's cache)
+        folded = set(self.fold.names) if self.fold is not None else set()
+        mv = [i for i, k in enumerate(self._keys)
+              if k not in folded and any(bool(torch.any(v[k] != 0)) for v in directions.vectors)]
+        self._mv_center = [self._center[i] for i in mv]
+        self._mv_dirs = [[d[i] for i in mv] for d in self._dirs]
+        self._mv_out = [self._out[i] for i in mv]
         if self.fold is not None:
-            # the first layer's output comes from the fold's cache: only the body's tensors move per point
             self.groups = {s: self.fold.prepare(g) for s, g in self.groups.items()}
-            mv = [i for i in mv if self._keys[i] not in self.fold.names]
-            self._mv_center = [self._center[i] for i in mv]
-            self._mv_dirs = [[d[i] for i in mv] for d in self._dirs]
-            self._mv_out = [self._out[i] for i in mv]
             self._coeffs = torch.zeros((1, directions.ndim + 1), dtype=torch.float32, device=problem.device)
             self._coeffs[0, 0] = 1.0
             self._coeffs_host = self._coeffs.numpy()[0] if self._coeffs.device.type == "cpu" else None
@@ -692,14 +690,14 @@ class BatchedEvaluator:
 
     def run_group(self, coeffs: Tensor, groups: list[Group]) -> tuple[Tensor, Tensor, int]:
         """Summed loss (n,) float64, correct counts (n,) int64 and the sample count over ``groups``."""
+        if self.chain is not None:
+            loss, corr = self.chain.run(coeffs, self.chain.layout(groups, self.rows))
+            return loss, corr, sum(len(y) for _, y, _ in groups)
         dev = self.problem.device
         n = len(coeffs)
         total = torch.zeros(n, dtype=torch.float64, device=dev)
         correct = torch.zeros(n, dtype=torch.int64, device=dev)
         m = 0
-        if self.chain is not None:
-            loss, corr = self.chain.run(coeffs, self.chain.layout(groups, self.rows))
-            return loss, corr, sum(len(y) for _, y, _ in groups)
         weights = self.stack(coeffs)
         if self.fold is not None:  # the fold's coefficients [1, c], in the dtype of its cache
             cf = torch.cat([torch.ones((n, 1), dtype=coeffs.dtype, device=dev), coeffs], 1).to(self.fold.dtype)
@@ -802,9 +800,7 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
             break
         probe.append(b)
         rows += len(b[0])
-    raw = make_groups(problem, probe)
-    batch = per_point.prepare(raw)
-    batch_k = batch if batched.fold is per_point.fold else batched.prepare(raw)
+    batch, batch_k = _prepared(per_point, batched, make_groups(problem, probe))
     dev = problem.device
     nd = per_point.directions.ndim
     t0 = time.perf_counter()
@@ -847,14 +843,18 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
     return best, times
 
 
+def _prepared(per_point: PointEvaluator, batched: BatchedEvaluator, raw: list[Group]) -> tuple[list, list]:
+    """``raw`` groups as each path runs them (prepared once when they share the fold)."""
+    mine = per_point.prepare(raw)
+    return mine, mine if batched.fold is per_point.fold else batched.prepare(raw)
+
+
 def _check_batched(per_point: PointEvaluator, batched: BatchedEvaluator) -> str | None:
     """Run two points both ways on a few samples; why the batched path is unusable, or None."""
     problem = per_point.problem
     split = per_point.splits[0]
     x, y = per_point.batches[split][0]
-    raw = make_groups(problem, [(x[:4], y[:4])])
-    few = per_point.prepare(raw)
-    few_k = few if batched.fold is per_point.fold else batched.prepare(raw)
+    few, few_k = _prepared(per_point, batched, make_groups(problem, [(x[:4], y[:4])]))
     nd = per_point.directions.ndim
     g = torch.Generator().manual_seed(0)
     coeffs = (torch.rand((2, nd), generator=g, dtype=torch.float64) - 0.5) * 0.2

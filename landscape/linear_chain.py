@@ -89,9 +89,8 @@ class LinearChain:
     :meth:`run` returns the K points' summed loss and correct counts.
     """
 
-    def __init__(self, steps: list, ndim: int, ones_row: bool, classes: int):
+    def __init__(self, steps: list, ones_row: bool, classes: int):
         self.steps = steps
-        self.ndim = ndim
         self.ones_row = ones_row  # the activations carry a ones row (some Linear follows the fold)
         self.classes = classes
         # logits in base 2 (the last Linear's weights times log2 e) when nothing follows that Linear
@@ -173,7 +172,7 @@ class LinearChain:
             return None
         if any(bool(torch.any(v[key] != 0)) for key in center if key not in used for v in vectors):
             return None  # a direction moves a tensor the chain does not read
-        return cls(steps, len(vectors), ones_row, classes)
+        return cls(steps, ones_row, classes)
 
     # ----------------------------------------------------------------- data layout
     def layout(self, groups: list, rows: int) -> list[Chunk]:
@@ -188,6 +187,7 @@ class LinearChain:
             return hit[1]
         chunks: list[Chunk] = []
         for zs, y, _ in groups:
+            classes = torch.arange(self.classes, device=y.device).view(-1, 1)
             z = zs[0] if len(zs) == 1 else torch.cat(zs, 1)
             n = z.shape[1]
             step = rows or max(n, 1)
@@ -203,7 +203,6 @@ class LinearChain:
                 yc = y[lo:hi].long()
                 flat = yc * (hi - lo) + torch.arange(hi - lo, device=y.device)  # of (classes, rows) flattened
                 yw = (self.classes - yc).to(torch.float32)
-                classes = torch.arange(self.classes, device=y.device).view(-1, 1)
                 before = torch.where(classes < yc.view(1, -1), 0.0, float("-inf")).to(torch.float32)
                 chunks.append((block, flat, yw, before))
         self._layouts[key] = (groups, chunks)
@@ -254,7 +253,8 @@ class LinearChain:
         weights = self._weights(cf)
         total = torch.zeros(k, dtype=torch.float64, device=dev)
         correct = torch.zeros(k, dtype=torch.int64, device=dev)
-        rank = torch.arange(self.classes, 0, -1, dtype=torch.float32, device=dev).view(1, -1, 1)
+        if nan_aware:  # (classes - index) per class, for the first index of the maximum
+            rank = torch.arange(self.classes, 0, -1, dtype=torch.float32, device=dev).view(1, -1, 1)
         if not chunks:
             return total, correct
         # Two activation buffers used in turn and one for the loss's temporaries, reused by every chunk:
