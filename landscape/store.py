@@ -319,12 +319,12 @@ def surface_problems(f: h5py.File) -> str | None:
             spec = identity.get(f"--{a}") if isinstance(identity, dict) else None
             if isinstance(spec, list) and len(spec) == 3:  # what every run writes: linspace(min, max, num)
                 try:  # (the count first: a damaged record must not make us allocate a huge grid)
-                    same_count = int(spec[2]) == c.size
-                    want = np.linspace(float(spec[0]), float(spec[1]), c.size) if same_count else None
+                    lo, hi, num = float(spec[0]), float(spec[1]), int(spec[2])
                 except (TypeError, ValueError, OverflowError):
-                    same_count, want = True, None  # an unreadable record: nothing to compare with
-                if not same_count or (want is not None and not np.allclose(c, want, rtol=1e-12, atol=0)):
-                    return f"/coords/{a} does not hold the grid the file records (--{a} {spec[0]}:{spec[1]}:{spec[2]})"
+                    continue  # an unreadable record: nothing to compare with
+                if num != c.size or not np.allclose(c, np.linspace(lo, hi, num), rtol=1e-12, atol=0):
+                    grid = _describe(f"--{a}", [lo, hi, num])
+                    return f"/coords/{a} does not hold the grid the file records (--{a} {grid})"
     for name, ds in f["surfaces"].items():
         if name == "done" or not isinstance(ds, h5py.Dataset) or ds.shape != done.shape:
             continue
