@@ -23,7 +23,12 @@ All metrics evaluate the network through :func:`torch.func.functional_call` with
 of θ, so the model's own tensors are never written: its weights are exactly what they were before,
 and the model stays in eval mode throughout (BatchNorm uses its running statistics; the mode is
 forced to eval and put back afterwards). Every randomized metric takes a ``seed`` and draws from its
-own :class:`torch.Generator`.
+own :class:`torch.Generator` (worst-/average-case sharpness: one per example batch, seeded from the seed
+and the batch's index).
+
+Under MPI, pass ``world`` (:func:`landscape.parallel.world`) to :func:`compute_metrics` or to a metric:
+the ranks share the batches out (batch i on rank i % size), add their partial sums up in float64
+(``world.allreduce_sum``) and all get the single-process result; every rank must make the same calls.
 
 Example:
     >>> from landscape.problem import make_problem
@@ -105,48 +110,84 @@ def _n(batches: Sequence[Batch]) -> int:
     return sum(len(x) for x, _ in batches)
 
 
-def loss_at(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None) -> float:
-    """L(θ) = (1/N) Σ_b ℓ_sum(b): mean loss over ``batches`` (default: the problem's) at weights θ."""
+def _solo(world) -> bool:
+    """Whether one process computes everything (no world, or a world of one rank)."""
+    return world is None or world.size == 1
+
+
+def _mine(batches: Sequence[Batch], world) -> Sequence[Batch]:
+    """This rank's share of ``batches``: batch i on rank i % size (all of them when running alone)."""
+    return batches if _solo(world) else batches[world.rank::world.size]
+
+
+def loss_at(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None, world=None) -> float:
+    """L(θ) = (1/N) Σ_b ℓ_sum(b): mean loss over ``batches`` (default: the problem's) at weights θ.
+
+    ``world`` (a :class:`~landscape.parallel.World`, or any object with ``rank``, ``size`` and
+    ``allreduce_sum``): batch i is computed by rank i % size and the float64 sums are added up over
+    the ranks (collective: every rank must call it); every rank gets the whole result.
+    """
     batches = problem.batches if batches is None else batches
     total = torch.zeros((), dtype=torch.float64, device=problem.device)
     with torch.no_grad(), eval_mode(problem.model):
-        for x, y in batches:
+        for x, y in _mine(batches, world):
             total += problem.loss_sum(_forward(problem, theta, x), y).double()
+    if not _solo(world):
+        total = world.allreduce_sum(total.reshape(1))[0]
     return float(total) / _n(batches)
 
 
-def loss_acc_at(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None) -> tuple[float, float]:
-    """Mean loss and accuracy (NaN for regression) at θ."""
+def loss_acc_at(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None,
+                world=None) -> tuple[float, float]:
+    """Mean loss and accuracy (NaN for regression) at θ (``world``: batches shared out, as :func:`loss_at`)."""
     batches = problem.batches if batches is None else batches
     total = torch.zeros((), dtype=torch.float64, device=problem.device)
     correct = torch.zeros((), dtype=torch.float64, device=problem.device)
     with torch.no_grad(), eval_mode(problem.model):
-        for x, y in batches:
+        for x, y in _mine(batches, world):
             out = _forward(problem, theta, x)
             total += problem.loss_sum(out, y).double()
             if problem.classification:
                 correct += problem.correct(out, y).double()
+    if not _solo(world):
+        total, correct = world.allreduce_sum(torch.stack([total, correct]))
     n = _n(batches)
     return float(total) / n, (float(correct) / n if problem.classification else float("nan"))
 
 
-def loss_grad(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None) -> tuple[float, Named]:
-    """L(θ) and ∇L(θ) = Σ_b ∇ℓ_sum(b)/N (batch-size weighted; unused parameters get zeros)."""
+def loss_grad(problem: Problem, theta: Named, batches: Sequence[Batch] | None = None,
+              world=None) -> tuple[float, Named]:
+    """L(θ) and ∇L(θ) = Σ_b ∇ℓ_sum(b)/N (batch-size weighted; unused parameters get zeros).
+
+    ``world``: each rank sums the gradients of its own batches (batch i on rank i % size) in float64,
+    then one allreduce of [gradient, loss] gives every rank the whole result (in θ's dtypes).
+    """
     batches = problem.batches if batches is None else batches
     n = _n(batches)
     keys = list(theta)
     leaves = [theta[k].detach().requires_grad_(True) for k in keys]
-    grads = [torch.zeros_like(t) for t in leaves]
+    solo = _solo(world)
+    # alone: accumulate in θ's dtype, as always; under a world: in float64, so that only the order of
+    # float64 additions differs from one process
+    grads = [torch.zeros_like(t) if solo else torch.zeros_like(t, dtype=torch.float64) for t in leaves]
     total = 0.0
     with eval_mode(problem.model):
-        for x, y in batches:
+        for x, y in _mine(batches, world):
             loss = problem.loss_sum(_forward(problem, dict(zip(keys, leaves)), x), y) / n
             gs = torch.autograd.grad(loss, leaves, allow_unused=True)
             for acc, gb in zip(grads, gs):
                 if gb is not None:
                     acc.add_(gb)
             total += float(loss.detach())
-    return total, dict(zip(keys, grads))
+    if solo:
+        return total, dict(zip(keys, grads))
+    loss_part = torch.tensor([total], dtype=torch.float64, device=problem.device)
+    flat = world.allreduce_sum(torch.cat([*(g.reshape(-1) for g in grads), loss_part]))
+    out, pos = {}, 0
+    for k, t in zip(keys, leaves):
+        out[k] = flat[pos: pos + t.numel()].reshape(t.shape).to(t.dtype)
+        pos += t.numel()
+    return float(flat[-1]), out
 
 
 def _dot(a: Named, b: Named) -> float:
@@ -161,6 +202,13 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def _batch_gen(seed: int, index: int) -> torch.Generator:
+    """The generator of example batch ``index``: seeded from (seed, index), so a batch draws the same numbers
+    whichever rank computes it and however many batches came before it."""
+    state = np.random.SeedSequence([int(seed) % 2 ** 64, int(index)]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
+
+
 def _randn_like(t: Tensor, g: torch.Generator) -> Tensor:
     return torch.randn(t.shape, generator=g, dtype=torch.float64).to(device=t.device, dtype=t.dtype)
 
@@ -168,17 +216,20 @@ def _randn_like(t: Tensor, g: torch.Generator) -> Tensor:
 # =========================================================================== 1. curvature
 def curvature_metrics(problem: Problem, *, lr: float | None = None, lanczos_steps: int = 30,
                       trace_matvecs: int = 30, trace_method: str = "hutch++", tol: float = 1e-4,
-                      seed: int = 0) -> dict[str, Metric]:
+                      seed: int = 0, world=None) -> dict[str, Metric]:
     """λ_max, λ_min of H (Lanczos), tr H (Hutch++ / Hutchinson, with its standard error), λ_max/tr H and,
     given the step size η (``lr``), the edge-of-stability ratio η·λ_max/2 (Cohen et al. 2021: GD on a
     quadratic diverges along the top eigenvector when η·λ_max/2 > 1).
 
     Uses :mod:`landscape.curvature`: ``hessian_eigenpairs(which='both')`` (Lanczos with full
-    reorthogonalization) and ``hessian_trace``.
+    reorthogonalization) and ``hessian_trace``. ``world``: products shared over ranks (collective).
     """
     with eval_mode(problem.model):
-        eig = C.hessian_eigenpairs(problem, k=1, which="both", tol=tol, max_iter=max(lanczos_steps, 2), seed=seed)
-        tres = C.hessian_trace(problem, matvecs=trace_matvecs, method=trace_method, seed=seed)
+        # under a world one operator shares the batches out (batch i on rank i % size) and allreduces every
+        # product, so Lanczos and Hutch++ run the same on every rank; alone, each builds its own, as always
+        src = problem if _solo(world) else C.HessianOperator(problem, world=world)
+        eig = C.hessian_eigenpairs(src, k=1, which="both", tol=tol, max_iter=max(lanczos_steps, 2), seed=seed)
+        tres = C.hessian_trace(src, matvecs=trace_matvecs, method=trace_method, seed=seed)
     lmax = float(np.max(np.asarray(eig.eigenvalues, dtype=np.float64)))
     lmin = float(eig.smallest) if eig.smallest is not None else float("nan")
     tr, tr_err = float(tres.estimate), float(tres.stderr)
@@ -197,13 +248,14 @@ def curvature_metrics(problem: Problem, *, lr: float | None = None, lanczos_step
 
 # =========================================================================== 2. ε-sharpness
 def eps_sharpness(problem: Problem, *, eps: float = 1e-3, steps: int = 10, step_size: float | None = None,
-                  seed: int = 0, batches: Sequence[Batch] | None = None) -> Metric:
+                  seed: int = 0, batches: Sequence[Batch] | None = None, world=None) -> Metric:
     """Keskar et al. (ICLR 2017): φ = [max_{y∈C_ε} L(θ+y) − L(θ)] / (1 + L(θ)) × 100 with the box
     C_ε = {|y_i| ≤ ε(|θ_i| + 1)}.
 
     Projected (sign) gradient ascent in the box: y₀ uniform in C_ε/2 (seeded), then
     y ← Π_C(y + s·b ⊙ sign ∇L(θ+y)) with b = ε(|θ|+1) and s = ``step_size`` (default 2/steps, so a
     coordinate can cross the box once); the best L seen is kept (the paper maximizes with L-BFGS-B).
+    ``world``: losses and gradients shared over ranks (collective; y₀ is drawn alike on every rank).
     """
     theta = trainable(problem.model)
     bound = {k: eps * (v.abs() + 1) for k, v in theta.items()}
@@ -211,11 +263,11 @@ def eps_sharpness(problem: Problem, *, eps: float = 1e-3, steps: int = 10, step_
     g = _gen(seed)
     y = {k: (torch.rand(v.shape, generator=g, dtype=torch.float64).to(v) * 2 - 1) * 0.5 * bound[k]
          for k, v in theta.items()}
-    base = loss_at(problem, theta, batches)
+    base = loss_at(problem, theta, batches, world)
     best = base
     for _ in range(steps + 1):
         pert = {k: theta[k] + y[k] for k in theta}
-        val, grad = loss_grad(problem, pert, batches)
+        val, grad = loss_grad(problem, pert, batches, world)
         best = max(best, val)
         y = {k: torch.maximum(torch.minimum(y[k] + s * bound[k] * grad[k].sign(), bound[k]), -bound[k]) for k in y}
     value = (best - base) / (1.0 + base) * 100.0
@@ -313,12 +365,13 @@ def _apgd(problem: Problem, theta: Named, c: Named, batch: Batch, *, p: str, rho
 
 def worst_case_sharpness(problem: Problem, *, p: str = "l2", adaptive: bool = True, rho: float | None = None,
                          m: int = 128, max_examples: int | None = 1024, steps: int = 20, c_eps: float = 0.0,
-                         seed: int = 0) -> Metric:
+                         seed: int = 0, world=None) -> Metric:
     """Andriushchenko et al. (ICML 2023): S = (1/|𝔅|) Σ_{B∈𝔅} [max_{‖δ⊙c⁻¹‖_p ≤ ρ} L_B(θ+δ) − L_B(θ)] over
     batches B of m examples (m-sharpness), c = |θ| (+c_eps) when ``adaptive`` else 1, p ∈ {l2, linf},
     each maximum by Auto-PGD (:func:`_apgd`).
 
     Default ρ: adaptive ℓ2 0.5, adaptive ℓ∞ 1e-3, standard ℓ2 0.05, standard ℓ∞ 5e-4.
+    ``world``: the example batches are shared out (batch j on rank j % size, see :func:`_per_batch`).
     """
     if p not in ("l2", "linf"):
         raise LandscapeError(f"worst-case sharpness: p must be l2 or linf, got {p!r}")
@@ -326,12 +379,13 @@ def worst_case_sharpness(problem: Problem, *, p: str = "l2", adaptive: bool = Tr
     theta = trainable(problem.model)
     c = _scale(theta, adaptive, c_eps)
     batches = _example_batches(problem, m, max_examples, seed)
-    g = _gen(seed)
-    vals = []
+
+    def one(j: int) -> float:  # one example batch, computed by one process
+        base = loss_at(problem, theta, [batches[j]])
+        return _apgd(problem, theta, c, batches[j], p=p, rho=rho, steps=steps, g=_batch_gen(seed, j)) - base
+
     with eval_mode(problem.model):
-        for b in batches:
-            base = loss_at(problem, theta, [b])
-            vals.append(_apgd(problem, theta, c, b, p=p, rho=rho, steps=steps, g=g) - base)
+        vals = _per_batch(len(batches), one, world)
     name = f"worst_{'adaptive' if adaptive else 'standard'}_{p}"
     return Metric(name, float(np.mean(vals)), {"p": p, "adaptive": adaptive, "rho": rho, "m": len(batches[0][0]),
                                                 "n_batches": len(batches), "steps": steps, "c_eps": c_eps,
@@ -340,24 +394,41 @@ def worst_case_sharpness(problem: Problem, *, p: str = "l2", adaptive: bool = Tr
 
 def average_case_sharpness(problem: Problem, *, adaptive: bool = True, rho: float | None = None, m: int = 128,
                            max_examples: int | None = 1024, samples: int = 10, c_eps: float = 0.0,
-                           seed: int = 0) -> Metric:
+                           seed: int = 0, world=None) -> Metric:
     """Andriushchenko et al.: (1/|𝔅|) Σ_B E_{δ~N(0, ρ² diag(c²))} L_B(θ+δ) − L_B(θ), Monte Carlo with
-    ``samples`` draws per batch; c = |θ| (adaptive) or 1. Default ρ: 0.1 adaptive, 0.01 standard."""
+    ``samples`` draws per batch; c = |θ| (adaptive) or 1. Default ρ: 0.1 adaptive, 0.01 standard.
+
+    Batch j draws from its own generator, seeded from (``seed``, j) (:func:`_batch_gen`), so the draws do not
+    depend on how many processes share the batches (``world``: batch j on rank j % size)."""
     rho = (0.1 if adaptive else 0.01) if rho is None else rho
     theta = trainable(problem.model)
     c = _scale(theta, adaptive, c_eps)
     batches = _example_batches(problem, m, max_examples, seed)
-    g = _gen(seed)
-    vals = []
-    for b in batches:
+
+    def one(j: int) -> float:  # one example batch, computed by one process, with its own generator
+        b, g = batches[j], _batch_gen(seed, j)
         base = loss_at(problem, theta, [b])
         draws = [loss_at(problem, {k: theta[k] + rho * c[k] * _randn_like(v, g) for k, v in theta.items()}, [b])
                  for _ in range(samples)]
-        vals.append(float(np.mean(draws)) - base)
+        return float(np.mean(draws)) - base
+
+    vals = _per_batch(len(batches), one, world)
     name = f"avg_{'adaptive' if adaptive else 'standard'}"
     return Metric(name, float(np.mean(vals)), {"adaptive": adaptive, "rho": rho, "m": len(batches[0][0]),
                                                 "n_batches": len(batches), "samples": samples, "c_eps": c_eps,
                                                 "seed": seed, "stderr": _se(vals)})
+
+
+def _per_batch(n: int, one, world) -> list[float]:
+    """``[one(j) for j in range(n)]``; under a world batch j is computed by rank j % size alone and the
+    values are gathered by one float64 allreduce (every other entry is an exact zero), so every rank gets
+    the single-process list bit for bit. ``one`` must not use collectives."""
+    if _solo(world):
+        return [one(j) for j in range(n)]
+    vals = torch.zeros(n, dtype=torch.float64)
+    for j in range(world.rank, n, world.size):
+        vals[j] = one(j)
+    return [float(v) for v in world.allreduce_sum(vals)]
 
 
 def default_rho(p: str, adaptive: bool) -> float:
@@ -371,7 +442,7 @@ def _se(vals: Sequence[float]) -> float:
 # =========================================================================== 4. flatness σ
 def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: str | None = None,
                    threshold: float = 0.1, samples: int = 10, iters: int = 20, sigma_max: float = 1.0,
-                   eps: float = 1e-3, seed: int = 0) -> Metric:
+                   eps: float = 1e-3, seed: int = 0, world=None) -> Metric:
     """Jiang et al. (ICLR 2020): the largest σ with dev(σ) = E_u[L(θ+u)] − L(θ) ≤ τ (``target='loss'``) or
     acc(θ) − E_u[acc(θ+u)] ≤ τ (``target='acc'``, the paper's choice with τ = 0.1; default for
     classification), u ~ N(0, σ²I) or, ``magnitude_aware``, u_i ~ N(0, σ²θ_i² + ε²).
@@ -379,6 +450,8 @@ def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: s
     The noise is drawn once (u = s(σ) ⊙ z with fixed seeded z in antithetic pairs ±z, common random
     numbers), so dev is a deterministic function of σ; σ_max is doubled until dev(σ_max) > τ (at most 30 times), then
     ``iters`` bisection steps on [0, σ_max] return the lower end of the final bracket.
+    ``world``: every evaluation shares the batches over ranks (collective; the bisection then takes the
+    same branches on every rank, as it compares allreduced values).
     """
     target = target or ("acc" if problem.classification else "loss")
     if target not in ("loss", "acc"):
@@ -392,7 +465,7 @@ def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: s
         z = {k: _randn_like(v, g) for k, v in theta.items()}
         zs += [z, {k: -v for k, v in z.items()}]
     zs = zs[:samples]
-    base_loss, base_acc = loss_acc_at(problem, theta)
+    base_loss, base_acc = loss_acc_at(problem, theta, world=world)
 
     def dev(sigma: float) -> float:
         vals = []
@@ -401,7 +474,7 @@ def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: s
                 pert = {k: theta[k] + torch.sqrt(sigma ** 2 * theta[k] ** 2 + eps ** 2) * z[k] for k in theta}
             else:
                 pert = {k: theta[k] + sigma * z[k] for k in theta}
-            loss, acc = loss_acc_at(problem, pert)
+            loss, acc = loss_acc_at(problem, pert, world=world)
             vals.append(loss - base_loss if target == "loss" else base_acc - acc)
         return float(np.mean(vals))
 
@@ -431,7 +504,8 @@ def _flat_metric(mag, value, target, threshold, samples, iters, eps, seed, hi=fl
 
 
 # =========================================================================== 5. along the gradient
-def gradient_path_metrics(problem: Problem, *, etas: Sequence[float] | None = None) -> dict[str, Metric]:
+def gradient_path_metrics(problem: Problem, *, etas: Sequence[float] | None = None,
+                          world=None) -> dict[str, Metric]:
     """Santurkar et al. (NeurIPS 2018), along the full-batch gradient step θ − ηg for η ∈ ``etas``
     (default 8 values in [0.05, 0.4]):
 
@@ -439,15 +513,16 @@ def gradient_path_metrics(problem: Problem, *, etas: Sequence[float] | None = No
     * gradient predictiveness: ‖g − ∇L(θ−ηg)‖ per η; the scalar is its maximum over η;
     * effective β-smoothness: max_η ‖g − ∇L(θ−ηg)‖ / ‖ηg‖.
     On a quadratic ∇L(θ−ηg) = g − ηHg, so the predictiveness is exactly ‖H·ηg‖.
+    ``world``: gradients shared over ranks (collective).
     """
     etas = list(np.linspace(0.05, 0.4, 8) if etas is None else etas)
     theta = trainable(problem.model)
-    _, g = loss_grad(problem, theta)
+    _, g = loss_grad(problem, theta, world=world)
     gn = _norm(g)
     losses, diffs, betas = [], [], []
     for eta in etas:
         moved = {k: theta[k] - eta * g[k] for k in theta}
-        val, g2 = loss_grad(problem, moved)
+        val, g2 = loss_grad(problem, moved, world=world)
         d = _norm({k: g[k] - g2[k] for k in g})
         losses.append(val)
         diffs.append(d)
@@ -464,14 +539,16 @@ def gradient_path_metrics(problem: Problem, *, etas: Sequence[float] | None = No
 
 
 # =========================================================================== 6. directional sharpness
-def directional_sharpness(problem: Problem, direction: Named | None = None, *, label: str = "") -> dict[str, Metric]:
+def directional_sharpness(problem: Problem, direction: Named | None = None, *, label: str = "",
+                          world=None) -> dict[str, Metric]:
     """Pan & Li (2023): uᵀHu/‖u‖² for an update direction u (default u = −g, the gradient-descent step),
     reported with the gradient correlation gᵀu and cos(g, u) = gᵀu/(‖g‖‖u‖).
 
-    ``direction`` names (a subset of) the trainable parameters; missing ones are zero.
+    ``direction`` names (a subset of) the trainable parameters; missing ones are zero. ``world``: the
+    gradient and the Hessian-vector product shared over ranks (collective).
     """
     theta = trainable(problem.model)
-    _, g = loss_grad(problem, theta)
+    _, g = loss_grad(problem, theta, world=world)
     if direction is None:
         u = {k: -v for k, v in g.items()}
         label = label or "negative gradient"
@@ -486,7 +563,10 @@ def directional_sharpness(problem: Problem, direction: Named | None = None, *, l
     if un == 0:
         raise LandscapeError("directional sharpness: the direction is zero (are the two checkpoints identical?)")
     with eval_mode(problem.model):
-        hu = C.hvp(problem, u, params=theta)
+        if _solo(world):
+            hu = C.hvp(problem, u, params=theta)
+        else:
+            hu = C.HessianOperator(problem, params=theta, cache=False, world=world).matvec(u)
     gu = _dot(g, u)
     prm = {"direction": label or "given", "direction_norm": un, "grad_norm": _norm(g)}
     return {
@@ -529,9 +609,14 @@ def compute_metrics(problem: Problem, metrics: str | Sequence[str] = "all", *, l
                     flat_target: str | None = None, flat_threshold: float = 0.1, flat_samples: int = 10,
                     flat_iters: int = 20, etas: Sequence[float] | None = None, direction: Named | None = None,
                     direction_label: str = "", lanczos_steps: int = 30, trace_matvecs: int = 30,
-                    progress=None) -> dict[str, Metric]:
+                    progress=None, world=None) -> dict[str, Metric]:
     """Every requested metric (names as in :func:`parse_metrics`; ``layerwise`` is skipped here, see
-    :func:`landscape.layerwise.layerwise`). ``eos_ratio`` is computed only when ``lr`` is given."""
+    :func:`landscape.layerwise.layerwise`). ``eos_ratio`` is computed only when ``lr`` is given.
+
+    ``world`` (a :class:`~landscape.parallel.World` or any object with ``rank``, ``size`` and
+    ``allreduce_sum``): every rank computes its share (data batches i on rank i % size, example batches of
+    worst-/average-case sharpness j on rank j % size) and gets the same results as one process, up to the
+    order of float64 additions. Collective: every rank must call it with the same arguments."""
     names = parse_metrics(metrics)
     out: dict[str, Metric] = {}
     say = progress or (lambda s: None)
@@ -541,30 +626,33 @@ def compute_metrics(problem: Problem, metrics: str | Sequence[str] = "all", *, l
 
     if want("curvature"):
         say("curvature")
-        res = curvature_metrics(problem, lr=lr, lanczos_steps=lanczos_steps, trace_matvecs=trace_matvecs, seed=seed)
+        res = curvature_metrics(problem, lr=lr, lanczos_steps=lanczos_steps, trace_matvecs=trace_matvecs, seed=seed,
+                                world=world)
         out.update({k: v for k, v in res.items() if k in names})
     if want("eps"):
         say("eps-sharpness")
-        out["eps_sharpness"] = eps_sharpness(problem, eps=eps, steps=eps_steps, seed=seed)
+        out["eps_sharpness"] = eps_sharpness(problem, eps=eps, steps=eps_steps, seed=seed, world=world)
     for n in want("worst"):
         say(n)
         _, kind, p = n.split("_")
         out[n] = worst_case_sharpness(problem, p=p, adaptive=kind == "adaptive",
-                                      rho=rho, m=m, max_examples=max_examples, steps=apgd_steps, seed=seed)
+                                      rho=rho, m=m, max_examples=max_examples, steps=apgd_steps, seed=seed,
+                                      world=world)
     for n in want("average"):
         say(n)
         out[n] = average_case_sharpness(problem, adaptive=n.endswith("adaptive"), rho=rho, m=m,
-                                        max_examples=max_examples, samples=avg_samples, seed=seed)
+                                        max_examples=max_examples, samples=avg_samples, seed=seed, world=world)
     for n in want("flatness"):
         say(n)
         out[n] = flatness_sigma(problem, magnitude_aware=n.endswith("magnitude"), target=flat_target,
-                                threshold=flat_threshold, samples=flat_samples, iters=flat_iters, seed=seed)
+                                threshold=flat_threshold, samples=flat_samples, iters=flat_iters, seed=seed,
+                                world=world)
     if want("gradient_path"):
         say("gradient path")
-        out.update({k: v for k, v in gradient_path_metrics(problem, etas=etas).items() if k in names})
+        out.update({k: v for k, v in gradient_path_metrics(problem, etas=etas, world=world).items() if k in names})
     if want("directional"):
         say("directional sharpness")
-        res = directional_sharpness(problem, direction, label=direction_label)
+        res = directional_sharpness(problem, direction, label=direction_label, world=world)
         out.update({k: v for k, v in res.items() if k in names})
     return out
 

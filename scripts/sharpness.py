@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""mpirun-ready entry point: ``python scripts/sharpness.py ...`` = ``landscape sharpness ...`` (rank 0 computes)."""
+"""mpirun-ready entry point: ``python scripts/sharpness.py ...`` = ``landscape sharpness ...`` (every rank computes
+its share of the batches and gets the single-process values; rank 0 writes and prints)."""
 
 import sys
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import threading
 
 import h5py
 import numpy as np
@@ -201,6 +203,160 @@ def test_parse_metrics_and_errors():
     assert "layerwise" in S.parse_metrics("all")
     with pytest.raises(S.LandscapeError, match="unknown metric"):
         S.parse_metrics("sharpest")
+
+
+# ------------------------------------------------------------------ world: R ranks simulated by threads
+class _Hub:
+    """The meeting point of R simulated ranks: ``allreduce_sum`` waits for all of them and adds their tensors
+    in float64 (in rank order). A rank that makes a call the others do not make breaks the barrier (an error)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.barrier = threading.Barrier(size, timeout=60)
+        self.parts: list = [None] * size
+        self.calls = [0] * size
+
+    def allreduce_sum(self, rank: int, t: torch.Tensor) -> torch.Tensor:
+        self.parts[rank] = t.detach().to(torch.float64).clone()
+        self.calls[rank] += 1
+        self.barrier.wait()
+        shapes = {tuple(p.shape) for p in self.parts}
+        assert len(shapes) == 1, f"ranks reduce tensors of different shapes: {shapes}"
+        total = self.parts[0].clone()
+        for p in self.parts[1:]:
+            total += p
+        self.barrier.wait()  # every rank has read the parts before any rank writes its next one
+        return total.to(dtype=t.dtype)
+
+
+class _ThreadWorld:
+    """A rank view (``rank``, ``size``, ``allreduce_sum``) of a :class:`_Hub`."""
+
+    def __init__(self, hub: _Hub, rank: int):
+        self.hub, self.rank, self.size = hub, rank, hub.size
+
+    def allreduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self.hub.allreduce_sum(self.rank, t)
+
+
+def _on_ranks(size: int, problem: Problem, fn) -> list:
+    """``fn(problem_copy, world)`` on ``size`` simulated ranks (threads, one deep copy of the problem each:
+    functional_call swaps a module's tensors, so ranks must not share a model); every rank's result."""
+    hub = _Hub(size)
+    results: list = [None] * size
+    errors: list = []
+
+    def rank_main(r: int) -> None:
+        try:
+            results[r] = fn(copy.deepcopy(problem), _ThreadWorld(hub, r))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            hub.barrier.abort()
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a simulated rank hung"
+    if errors:
+        raise errors[0]
+    assert len(set(hub.calls)) == 1, f"ranks made different numbers of collective calls: {hub.calls}"
+    return results
+
+
+def _mlp_problem(samples: int = 50, batch_size: int = 16) -> Problem:
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(samples, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (samples,), generator=g)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    return _problem(net, X, y, "cross_entropy", batch_size=batch_size)
+
+
+_WORLD_KW = dict(lr=0.3, seed=3, eps_steps=3, m=12, max_examples=None, apgd_steps=3, avg_samples=2,
+                 flat_target="loss", flat_samples=2, flat_iters=4, etas=[0.1, 0.3], lanczos_steps=6, trace_matvecs=4)
+
+
+def _values(metrics: dict) -> dict:
+    out = {}
+    for name, m in metrics.items():
+        out[name] = np.asarray(m.value, dtype=np.float64)
+        for ename, (arr, _) in m.extras.items():
+            out[ename] = np.asarray(arr, dtype=np.float64)
+    return out
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("batch_size", [16, 30])  # 4 data batches (uneven over 3 ranks); 2 (rank 2 holds none)
+def test_world_gives_single_process_metrics(size, batch_size):
+    """Every metric on R simulated ranks equals the single-process value (float64 model: to 1e-10), every rank
+    gets the same values and makes the same collective calls; 50 examples in m=12 → 4 example batches."""
+    prob = _mlp_problem(batch_size=batch_size)
+    names = [n for n in S.ALL_METRICS if n != "layerwise"]
+    ref = _values(S.compute_metrics(copy.deepcopy(prob), names, **_WORLD_KW))
+    assert S.compute_metrics(copy.deepcopy(prob), "avg_adaptive", **_WORLD_KW)["avg_adaptive"].params["n_batches"] == 4
+    got = _on_ranks(size, prob, lambda p, w: _values(S.compute_metrics(p, names, world=w, **_WORLD_KW)))
+    for r, vals in enumerate(got):
+        assert sorted(vals) == sorted(ref)
+        for k in ref:
+            np.testing.assert_allclose(vals[k], ref[k], rtol=1e-10, atol=1e-14, err_msg=f"{k} on rank {r}")
+            np.testing.assert_array_equal(vals[k], got[0][k], err_msg=f"{k}: rank {r} differs from rank 0")
+
+
+def test_world_of_one_rank_and_none_are_the_same_computation():
+    """A world of size 1 is the single-process path: bit-identical values, no collective call."""
+    prob = _mlp_problem()
+
+    class Lonely:
+        rank, size = 0, 1
+
+        def allreduce_sum(self, t):
+            raise AssertionError("a world of one rank must not reduce")
+
+    theta = S.trainable(prob.model)
+    assert S.loss_grad(prob, theta, world=Lonely())[0] == S.loss_grad(prob, theta)[0]
+    a = S.compute_metrics(prob, "eps,average,gradient_path", world=Lonely(), **_WORLD_KW)
+    b = S.compute_metrics(prob, "eps,average,gradient_path", **_WORLD_KW)
+    assert {k: float(v) for k, v in a.items()} == {k: float(v) for k, v in b.items()}
+
+
+def test_loss_helpers_share_batches_over_ranks():
+    """loss_at / loss_acc_at / loss_grad under a world: each rank computes only batches i % size == rank, and
+    every rank gets the whole loss, accuracy and gradient."""
+    prob = _mlp_problem(samples=50, batch_size=16)  # batches of 16, 16, 16, 2
+    theta = S.trainable(prob.model)
+    loss, grad = S.loss_grad(prob, theta)
+    acc_ref = S.loss_acc_at(prob, theta)
+
+    def fn(p, w):
+        seen = []
+        fwd = p.model.forward
+        p.model.forward = lambda x: (seen.append(len(x)), fwd(x))[1]
+        th = S.trainable(p.model)
+        out = (S.loss_at(p, th, world=w), S.loss_acc_at(p, th, world=w), S.loss_grad(p, th, world=w))
+        return out, seen
+
+    for rank, ((l1, la, (l2, g)), seen) in enumerate(_on_ranks(3, prob, fn)):
+        assert seen == [[16, 2], [16], [16]][rank] * 3  # three helpers, this rank's batches each time
+        assert l1 == pytest.approx(loss, rel=1e-12) and l2 == pytest.approx(loss, rel=1e-12)
+        assert la[0] == pytest.approx(acc_ref[0], rel=1e-12) and la[1] == acc_ref[1]
+        for k in grad:
+            torch.testing.assert_close(g[k], grad[k], rtol=1e-12, atol=1e-15)
+
+
+def test_per_batch_generators_do_not_depend_on_the_batch_order():
+    """Average-case sharpness draws batch j's noise from a generator seeded by (seed, j): the value of a batch
+    does not depend on which batches were computed before it; a seed gives the same value every time."""
+    g1, g2 = S._batch_gen(7, 2), S._batch_gen(7, 2)
+    assert torch.equal(torch.randn(5, generator=g1), torch.randn(5, generator=g2))
+    assert not torch.equal(torch.randn(5, generator=S._batch_gen(7, 1)), torch.randn(5, generator=S._batch_gen(7, 2)))
+    assert not torch.equal(torch.randn(5, generator=S._batch_gen(8, 2)), torch.randn(5, generator=S._batch_gen(7, 2)))
+    torch.randn(3, generator=S._batch_gen(-1, 0))  # negative seeds (the CLI accepts them) work too
+    prob = _mlp_problem()
+    a = S.average_case_sharpness(prob, m=12, max_examples=None, samples=2, seed=4)
+    b = S.average_case_sharpness(prob, m=12, max_examples=None, samples=2, seed=4)
+    assert a.value == b.value and a.params["n_batches"] == 4
 
 
 # ------------------------------------------------------------------ storage and command

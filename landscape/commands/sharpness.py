@@ -1,5 +1,12 @@
 """``landscape sharpness``: sharpness metrics (science.md §3) and layer-wise conditioning (§5), printed as a
-table and stored under /metrics and /layerwise (added to an existing landscape file, or a new one)."""
+table and stored under /metrics and /layerwise (added to an existing landscape file, or a new one).
+
+Under ``mpiexec``/``mpirun``/``srun`` every rank computes: losses, gradients and Hessian-vector products over
+the data set are sums over batches, so batch i is computed by rank i % size and the partial sums are added up
+in float64 (one allreduce each); worst-/average-case m-sharpness give whole example batches to ranks (batch j
+on rank j % size, each with its own seeded generator). All ranks then take the same steps and get the
+single-process values; rank 0 alone computes the layer-wise part, prints and writes --out.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,10 @@ def add_parser(sub) -> None:
     from ..sharpness import ALL_METRICS, GROUPS
 
     p = sub.add_parser("sharpness", help="sharpness metrics and layer-wise conditioning of the weights",
+                       description="Sharpness metrics and layer-wise conditioning of the weights. Under "
+                       "mpiexec/mpirun/srun every rank computes its share of the batches (batch i on rank i % ranks; "
+                       "partial sums are added up across ranks) and gets the single-process values; rank 0 alone "
+                       "computes the layer-wise part, prints and writes --out.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_problem_args(p)
     g = p.add_argument_group("metrics")
@@ -107,28 +118,60 @@ def _direction(args, problem):
 
 def run(args) -> int:
     from .. import sharpness as S
-    from ..parallel import world
-    from ..params import fingerprint, select
+    from ..parallel import configure_threads, world
 
     w = world()
-    if not w.is_root:  # metrics run on one rank; the others have nothing to do
-        return 0
-    check_output_path(args.out)
-    if args.plot_layers:
-        check_output_path(args.plot_layers, "--plot-layers", "layers.png")
-    names = S.parse_metrics(args.metrics)
-    etas = _etas(args.etas)
-    percentiles = _percentiles(args.percentiles)
-    if "eos_ratio" in names and args.lr is None and args.metrics.strip() not in ("all", "curvature"):
-        raise LandscapeError("--metrics eos_ratio needs --lr (the training step size η)")
-    problem = problem_from_args(args, w)
-    direction, label = _direction(args, problem)
-    print(f"landscape sharpness: {problem.n_samples} samples on {problem.device}, metrics: {', '.join(names)}",
-          file=sys.stderr, flush=True)
+
+    def setup():
+        if w.is_root:  # only rank 0 writes
+            check_output_path(args.out)
+            if args.plot_layers:
+                check_output_path(args.plot_layers, "--plot-layers", "layers.png")
+        names = S.parse_metrics(args.metrics)
+        etas = _etas(args.etas)
+        percentiles = _percentiles(args.percentiles)
+        if "eos_ratio" in names and args.lr is None and args.metrics.strip() not in ("all", "curvature"):
+            raise LandscapeError("--metrics eos_ratio needs --lr (the training step size η)")
+        problem = problem_from_args(args, w)  # device: cuda:(local_rank % GPUs) or the CPU, as for surface
+        if args.flat_target == "acc" and not problem.classification and any(n.startswith("flatness") for n in names):
+            raise LandscapeError("flatness: target acc needs a classification problem; use target loss")
+        direction, label = _direction(args, problem)
+        if direction is not None and any(n in S.GROUPS["directional"] for n in names) and S._norm(direction) == 0:
+            # found here, on every rank alike, rather than in the middle of the collective computation
+            raise LandscapeError("directional sharpness: the direction is zero (are the two checkpoints identical?)")
+        return names, etas, percentiles, problem, direction, label
+
+    # a setup error on any rank ends every rank (no rank waits in an allreduce)
+    names, etas, percentiles, problem, direction, label = w.collective(setup)
+    threads = configure_threads(w, problem.device)
+    if w.is_root:
+        where = f" ({w.size} ranks, {threads} threads per rank)" if w.size > 1 else ""
+        print(f"landscape sharpness: {problem.n_samples} samples on {problem.device}{where}, metrics: "
+              f"{', '.join(names)}", file=sys.stderr, flush=True)
+    job = (args, w, names, etas, percentiles, problem, direction, label)
+    if w.size == 1:
+        return _compute_and_write(*job)
+    # Every loss, gradient and product is collective from here on: a failure on one rank aborts the whole job,
+    # so no rank waits forever for it in an allreduce.
+    try:
+        return _compute_and_write(*job)
+    except Exception as e:  # noqa: BLE001 - unless agreed, the other ranks would wait for this one in an allreduce
+        if isinstance(e, LandscapeError) and getattr(e, "agreed", False):
+            raise  # every rank raises it: the CLI prints it once (rank 0) and every rank exits with its status
+        from ..parallel import _report_and_abort
+
+        _report_and_abort(w, e)  # prints the error (this rank's) and aborts the whole job
+        raise  # pragma: no cover - _report_and_abort does not return
+
+
+def _compute_and_write(args, w, names, etas, percentiles, problem, direction, label) -> int:
+    from .. import sharpness as S
+    from ..params import fingerprint, select
+
     t0 = time.perf_counter()
 
     def say(what: str) -> None:
-        if not args.quiet:
+        if not args.quiet and w.is_root:
             print(f"  [{time.perf_counter() - t0:6.1f} s] {what}", file=sys.stderr, flush=True)
 
     metrics = S.compute_metrics(
@@ -136,9 +179,12 @@ def run(args) -> int:
         max_examples=args.max_examples, apgd_steps=args.apgd_steps, avg_samples=args.avg_samples,
         flat_target=args.flat_target, flat_threshold=args.flat_threshold, flat_samples=args.flat_samples,
         flat_iters=args.flat_iters, etas=etas, direction=direction, direction_label=label,
-        lanczos_steps=args.lanczos_steps, trace_matvecs=args.trace_matvecs, progress=say)
+        lanczos_steps=args.lanczos_steps, trace_matvecs=args.trace_matvecs, progress=say, world=w)
+    if not w.is_root:  # every rank computed the same metrics; rank 0 computes the layer-wise part, writes, prints
+        return 0
     layer = None
     if "layerwise" in names:
+        # K-FAC conditioning stays on rank 0 alone: it uses no collectives, so the other ranks need not wait for it
         from ..layerwise import layerwise, plot_layerwise
 
         say("layer-wise")
