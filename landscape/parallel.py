@@ -27,11 +27,14 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from .errors import LandscapeError
+
+T = TypeVar("T")
 
 # SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is also set for a plain ``python`` line in an sbatch script
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE",
@@ -337,6 +340,24 @@ def _report_and_abort(w: World, err: BaseException) -> None:
     print(f"landscape: error: {prefix}{type(err).__name__}: {err}", file=sys.stderr)
     traceback.print_exc(file=sys.stderr)
     w.abort(1)
+
+
+def all_or_abort(w: World, fn: Callable[..., T], *args) -> T:
+    """``fn(*args)`` where every step is collective: under MPI a failure on one rank aborts the whole job
+    (one line from the failing rank), so that no other rank waits forever for it in an allreduce.
+
+    A :class:`LandscapeError` marked ``agreed`` (decided from values every rank holds alike, so every
+    rank raises it) is raised as usual: the CLI prints it once and every rank exits with its status.
+    """
+    if w.size == 1:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - unless agreed, the other ranks would wait for this one
+        if isinstance(e, LandscapeError) and getattr(e, "agreed", False):
+            raise
+        _report_and_abort(w, e)  # prints the error (this rank's) and aborts the whole job
+        raise  # pragma: no cover - _report_and_abort does not return
 
 
 def run_points(w: World, todo: np.ndarray | None, compute: Compute, sink: Sink | None,

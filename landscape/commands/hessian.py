@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from .. import curvature
-    from ..parallel import configure_threads, world
+    from ..parallel import all_or_abort, configure_threads, world
 
     w = world()
 
@@ -69,19 +69,9 @@ def run(args) -> int:
         where = f"{w.size} ranks, {threads} threads per rank" if w.size > 1 else f"{threads} threads"
         print(f"landscape hessian: {problem.n_samples} samples in {len(problem.batches)} batches on "
               f"{problem.device} ({where})", file=sys.stderr, flush=True)
-    if w.size == 1:
-        return _compute_and_write(args, w, problem, op)
     # Every product is collective from here on. The determinism check gives the same verdict on every rank (it
-    # compares summed products); any other failure on one rank aborts the whole job, so no rank waits forever.
-    try:
-        return _compute_and_write(args, w, problem, op)
-    except Exception as e:  # noqa: BLE001 - unless agreed, the other ranks would wait for this one in an allreduce
-        if isinstance(e, LandscapeError) and getattr(e, "agreed", False):
-            raise  # every rank raises it: the CLI prints it once (rank 0) and every rank exits with its status
-        from ..parallel import _report_and_abort
-
-        _report_and_abort(w, e)  # prints the error (this rank's) and aborts the whole job
-        raise  # pragma: no cover - _report_and_abort does not return
+    # compares summed products, and is raised as agreed); any other failure on one rank aborts the whole job.
+    return all_or_abort(w, _compute_and_write, args, w, problem, op)
 
 
 def _compute_and_write(args, w, problem, op) -> int:

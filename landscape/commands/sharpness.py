@@ -118,7 +118,7 @@ def _direction(args, problem):
 
 def run(args) -> int:
     from .. import sharpness as S
-    from ..parallel import configure_threads, world
+    from ..parallel import all_or_abort, configure_threads, world
 
     w = world()
 
@@ -148,20 +148,8 @@ def run(args) -> int:
         where = f" ({w.size} ranks, {threads} threads per rank)" if w.size > 1 else ""
         print(f"landscape sharpness: {problem.n_samples} samples on {problem.device}{where}, metrics: "
               f"{', '.join(names)}", file=sys.stderr, flush=True)
-    job = (args, w, names, etas, percentiles, problem, direction, label)
-    if w.size == 1:
-        return _compute_and_write(*job)
-    # Every loss, gradient and product is collective from here on: a failure on one rank aborts the whole job,
-    # so no rank waits forever for it in an allreduce.
-    try:
-        return _compute_and_write(*job)
-    except Exception as e:  # noqa: BLE001 - unless agreed, the other ranks would wait for this one in an allreduce
-        if isinstance(e, LandscapeError) and getattr(e, "agreed", False):
-            raise  # every rank raises it: the CLI prints it once (rank 0) and every rank exits with its status
-        from ..parallel import _report_and_abort
-
-        _report_and_abort(w, e)  # prints the error (this rank's) and aborts the whole job
-        raise  # pragma: no cover - _report_and_abort does not return
+    # Every loss, gradient and product is collective from here on: a failure on one rank aborts the whole job.
+    return all_or_abort(w, _compute_and_write, args, w, names, etas, percentiles, problem, direction, label)
 
 
 def _compute_and_write(args, w, names, etas, percentiles, problem, direction, label) -> int:
