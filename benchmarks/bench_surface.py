@@ -16,17 +16,19 @@ speed:
   with and without the input-layer fold (:class:`landscape.evaluate.InputFold`, for sequential models);
 * ``batched``: what ``--points-per-batch auto`` picks (:func:`landscape.evaluate.make_evaluator`),
   plus a sweep of fixed K, each on one group of K points; for the MLP these run as a
-  :class:`landscape.linear_chain.LinearChain`, and a K = 16 row shows the generic ``vmap`` path;
+  :class:`landscape.linear_chain.LinearChain`, and a K = 16 row shows the generic ``vmap`` path; two
+  rows time the chain's matrix products alone and with its activations (no loss), its floor;
 * ``reference``: a per-point loop in the style of the reference tool (Li et al.'s loss-landscape):
   a DataLoader iterated per point, the weights rebuilt from Python lists per point
   (``p.data = w + d``), ``.item()`` per batch, and two full-grid reduces per point.
 
 and prints time per point ÷ bare forward, the batched speed-up over per-point and our speed-up over
-the reference loop. Then peak RSS of a 41×41 surface vs a 5×5 one (fresh processes), and with
-``--volume`` of a 41³ volume.
+the reference loop, then each of the issue's targets with the ratio measured for it. Then peak RSS of a
+41×41 surface vs a 5×5 one (fresh processes), and with ``--volume`` of a 41³ volume.
 
     python benchmarks/bench_surface.py            # about 3 minutes on 2 cores (--volume: 30 s more)
     python benchmarks/bench_surface.py --quick    # about 40 s
+    python benchmarks/bench_surface.py --threads 1,2   # every setting with 1, then 2 torch threads
     python benchmarks/bench_surface.py --readme benchmarks/README.md   # append the table there
 """
 
@@ -111,6 +113,37 @@ def _steady(run, points: int, calls: int = 1) -> float:
     return (time.perf_counter() - t) / (points * calls)
 
 
+def chain_products(ev: E.BatchedEvaluator, coeffs: torch.Tensor, activations: bool):
+    """A call of ``ev``'s linear chain reduced to its matrix products (the first-layer combination and one
+    ``bmm`` per ``Linear``, into two reused buffers as the chain does; with ``activations`` its ReLUs too),
+    without the loss: work that no exact batched evaluation skips. Timed beside the full call, it shows
+    where the chain's floor is."""
+    from landscape.linear_chain import _Elementwise, _Linear
+
+    chain = ev.chain
+    chunks = chain.layout(ev.groups[ev.splits[0]], ev.rows)
+    k = len(coeffs)
+    cf = torch.cat([torch.ones((k, 1), dtype=torch.float64), coeffs], 1).to(torch.float32)
+    rows = max(z.shape[-1] for z, *_ in chunks)
+    width = max([chunks[0][0].shape[1]] + [s.stack.shape[1] for s in chain.steps if isinstance(s, _Linear)])
+    buffers = [torch.empty(k * width * rows) for _ in range(2)]
+
+    def run():
+        with torch.inference_mode():
+            weights = chain._weights(cf)
+            for z, *_ in chunks:
+                r = z.shape[-1]
+                a = torch.mm(cf, z.reshape(len(z), -1), out=buffers[0][:k * z.shape[1] * r].view(k, -1))
+                a, held = a.view(k, -1, r), 0
+                for s, w in zip(chain.steps, weights):
+                    if isinstance(s, _Linear):
+                        held = 1 - held
+                        a = torch.bmm(w, a, out=buffers[held][:k * w.shape[1] * r].view(k, -1, r))
+                    elif activations and isinstance(s, _Elementwise):
+                        a = torch.relu_(a) if s.in_place_relu else s.fn(a)
+    return run
+
+
 def bench_setting(name: str, model: str, samples: int | None, rounds: int, sweep: tuple[int, ...],
                   per_point_points: int, ref_points: int, vmap_sweep: tuple[int, ...] = ()) -> dict:
     """Time per point of every path, as the fastest of ``rounds`` interleaved rounds.
@@ -149,6 +182,10 @@ def bench_setting(name: str, model: str, samples: int | None, rounds: int, sweep
     for k in vmap_sweep:
         ev = E.BatchedEvaluator(problem, dirs, k, chain=False)
         paths[f"vmap K={k}"] = (lambda ev=ev, k=k: ev(coords[:k]), k)
+    if auto_k > 1 and auto.chain is not None:  # the chain's floor: its matrix products alone, then with the ReLUs
+        c = torch.as_tensor(coords[:auto_k])
+        paths["auto: products only"] = (chain_products(auto, c, activations=False), auto_k)
+        paths["auto: products and activations"] = (chain_products(auto, c, activations=True), auto_k)
     # Every path is timed over windows about as long as one per-point call (a shorter call is repeated):
     # with bursts of load from other machines, the fastest of many short windows is lower than that of
     # few long ones, so unequal windows would bias the ratios.
@@ -209,6 +246,12 @@ def table(results: list[dict], mem: list[tuple[str, dict]]) -> str:
         what = f"batched auto (K={r['auto_k']})" if r["auto_k"] > 1 else "auto (picked per-point, K=1)"
         lines.append(f"| | {what} | {t['auto'] * 1e3:.3f} | {t['auto'] / bare:.2f} | "
                      f"{t['per-point'] / t['auto']:.2f}× over per-point |")
+        labels = {"products only": "its matrix products alone (the floor)",
+                  "products and activations": "its matrix products and activations (no loss)"}
+        for part in labels:
+            if f"auto: {part}" in t:
+                v = t[f"auto: {part}"]
+                lines.append(f"| | batched auto, {labels[part]} | {v * 1e3:.3f} | {v / bare:.2f} | |")
         for k in sorted(int(s[2:]) for s in t if s.startswith("K=")):
             v = t[f"K={k}"]
             lines.append(f"| | batched K={k} | {v * 1e3:.3f} | {v / bare:.2f} | "
@@ -229,32 +272,71 @@ def table(results: list[dict], mem: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def targets(results: list[dict], mem: list[tuple[str, dict]]) -> str:
+    """The issue's targets, each with the ratio measured in this run."""
+    mlp, resnet = results[0]["times"], results[1]["times"] if len(results) > 1 else None
+
+    def row(what: str, value: float, ok: bool, shown: str) -> str:
+        return f"| {what} | {shown.format(value)} | {'met' if ok else 'not met'} |"
+
+    lines = ["| target | measured | |", "|---|---|---|",
+             row("MLP: per-point ≤ 1.05 of the limit", mlp["per-point"] / mlp["bare"],
+                 mlp["per-point"] <= 1.05 * mlp["bare"], "{:.2f}"),
+             row("MLP: batched ≤ 0.5 of the limit", mlp["auto"] / mlp["bare"], mlp["auto"] <= 0.5 * mlp["bare"],
+                 "{:.2f}"),
+             row("MLP: batched ≥ 3× over per-point", mlp["per-point"] / mlp["auto"],
+                 mlp["per-point"] >= 3 * mlp["auto"], "{:.2f}×")]
+    if resnet is not None:
+        lines += [row("ResNet-20: per-point ≤ 1.05 of the limit", resnet["per-point"] / resnet["bare"],
+                      resnet["per-point"] <= 1.05 * resnet["bare"], "{:.2f}"),
+                  row("ResNet-20: auto no slower than per-point", resnet["auto"] / resnet["per-point"],
+                      results[1]["auto_k"] == 1 or resnet["auto"] <= resnet["per-point"],
+                      "auto ÷ per-point {:.2f}" + (" (auto picks K = 1: the same path, timed twice)"
+                                                   if results[1]["auto_k"] == 1 else ""))]
+    if len(mem) > 1:
+        worst = max(m["peak_kib"] for _, m in mem[1:]) / mem[0][1]["peak_kib"]
+        lines.append(row("peak RSS of the larger surfaces within 10 % of 5×5", worst, worst <= 1.1, "{:.3f}"))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer points and rounds (about 40 s)")
     ap.add_argument("--volume", action="store_true", help="also the peak RSS of a 41³ volume (slow)")
     ap.add_argument("--readme", metavar="MD", help="append a '## Surface performance' section to this file")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; 1 by default: on a shared 2-core machine, 2 OpenMP threads are dominated "
-                         "by waits as soon as anything else runs, which makes ratios meaningless")
+    ap.add_argument("--threads", default="1",
+                    help="torch thread counts, comma-separated (e.g. 1,2: every setting is measured with each, in "
+                         "this one run); 1 by default: on a shared 2-core machine the second core comes and goes, "
+                         "which moves 2-thread ratios between runs")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    try:
+        threads = [int(v) for v in args.threads.split(",")]
+        if any(n < 1 for n in threads):
+            raise ValueError
+    except ValueError:
+        ap.error(f"--threads {args.threads!r}: give positive integers separated by commas, e.g. 1,2")
     q = args.quick
     started = time.perf_counter()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+    print(f"torch {torch.__version__}, thread counts {threads}, load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
-    results = [
-        bench_setting("demo MLP (zoo:mlp), 1,797 digits", "zoo:mlp", None, rounds=15 if q else 60,
-                      sweep=(8, 32) if q else (4, 8, 16, 32, 64), per_point_points=16, ref_points=2,
-                      vmap_sweep=(16,)),
-    ]
-    print(table(results, []), flush=True)
-    results.append(bench_setting("ResNet-20 (zoo:resnet20), 512 digits", "zoo:resnet20", 512,
-                                 rounds=4 if q else 40, sweep=(4,), per_point_points=1, ref_points=1))
-    mem = [("5×5", peak_rss("-1:1:5", "-1:1:5")), ("41×41", peak_rss("-1:1:41", "-1:1:41"))]
-    if args.volume:
-        mem.append(("41³", peak_rss("-1:1:41", "-1:1:41", "-1:1:41")))
-    text = table(results, mem)
+    sections = []
+    for i, n in enumerate(threads):
+        torch.set_num_threads(n)
+        results = [
+            bench_setting("demo MLP (zoo:mlp), 1,797 digits", "zoo:mlp", None, rounds=15 if q else 60,
+                          sweep=(8, 32) if q else (4, 8, 16, 32, 64), per_point_points=16, ref_points=2,
+                          vmap_sweep=(16,)),
+        ]
+        print(f"\n{n} torch threads\n" + table(results, []), flush=True)
+        results.append(bench_setting("ResNet-20 (zoo:resnet20), 512 digits", "zoo:resnet20", 512,
+                                     rounds=4 if q else 40, sweep=(4,), per_point_points=1, ref_points=1))
+        mem = []
+        if i == 0:  # (peak memory does not depend on the thread count)
+            mem = [("5×5", peak_rss("-1:1:5", "-1:1:5")), ("41×41", peak_rss("-1:1:41", "-1:1:41"))]
+            if args.volume:
+                mem.append(("41³", peak_rss("-1:1:41", "-1:1:41", "-1:1:41")))
+        sections.append((n, table(results, mem) + "\n\n" + targets(results, mem)))
+    text = "\n\n".join(f"**{n} torch thread{'s' if n > 1 else ''}**\n\n{body}" for n, body in sections)
     print()
     print(text)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
@@ -265,11 +347,13 @@ def main(argv=None) -> int:
                 cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
-        head = (f"\n## Surface performance\n\n`python benchmarks/bench_surface.py{' --quick' if q else ''}`, "
-                f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} "
-                f"torch threads, torch {torch.__version__}, CPU, float32. Time per grid point (train loss and "
-                "accuracy) ÷ one bare forward pass over the same batches (batch 512); fastest of many short "
-                "interleaved rounds of one run, each path timed right after an untimed call of itself.\n\n")
+        flags = (" --quick" if q else "") + (" --volume" if args.volume else "") + \
+            (f" --threads {args.threads}" if args.threads != "1" else "")
+        head = (f"\n## Surface performance\n\n`python benchmarks/bench_surface.py{flags}`, "
+                f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                "CPU, float32. Time per grid point (train loss and accuracy) ÷ one bare forward pass over the same "
+                "batches (batch 512); fastest of many short interleaved rounds of one run, each path timed right "
+                "after an untimed call of itself.\n\n")
         with open(args.readme, "a") as f:
             f.write(head + text + "\n")
         print(f"appended to {args.readme}")
