@@ -51,11 +51,18 @@ def command(args: list[str], ranks: int = 0, script: str | None = None) -> list[
     return [*launcher, *entry, *[str(a) for a in args]]
 
 
+def _default_sigint() -> None:
+    """In the child, before it runs: Ctrl-C's default action. A test run started in the background by a shell
+    without job control (``cmd &`` in a script) ignores SIGINT, and children inherit that; a Python child would
+    then never see the Ctrl-C that the tests send, where a user at a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], ranks: int = 0, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
           script: str | None = None, **extra_env) -> subprocess.Popen:
     """Start ``[mpiexec -n R] landscape ARGS`` in a session of its own (so the whole group can be signalled)."""
     return subprocess.Popen(command(args, ranks, script), cwd=ROOT, env=subprocess_env(**extra_env), stdout=stdout,
-                            stderr=stderr, text=True, start_new_session=True)
+                            stderr=stderr, text=True, start_new_session=True, preexec_fn=_default_sigint)
 
 
 def descendants(pid: int) -> list[int]:
