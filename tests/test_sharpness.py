@@ -404,6 +404,21 @@ def test_command_new_file_and_direction(tmp_path, capsys):
     assert (tmp_path / "l.png").exists()
 
 
+def test_command_curvature_group_without_lr_leaves_eos_out(tmp_path, capsys):
+    """The curvature group (alone, with other groups, or in ``all``) needs no --lr: eos_ratio is left out;
+    only eos_ratio named on its own asks for --lr."""
+    base = ["sharpness", "--model", "zoo:mlp", "--model-args", "width=8", "--data", "zoo:synthetic", "--samples",
+            "32", "--device", "cpu", "--lanczos-steps", "4", "--trace-matvecs", "3", "--eps-steps", "2", "--quiet"]
+    out = str(tmp_path / "m.h5")
+    assert main([*base, "--metrics", "curvature,eps", "--out", out]) == 0
+    with h5py.File(out, "r", **H5_KW) as f:
+        assert {"lambda_max", "trace", "eps_sharpness"} <= set(f["metrics"]) and "eos_ratio" not in f["metrics"]
+    capsys.readouterr()
+    assert main([*base, "--metrics", "eps,eos_ratio", "--out", str(tmp_path / "n.h5")]) == 2
+    assert "eos_ratio needs --lr" in capsys.readouterr().err
+    assert not (tmp_path / "n.h5").exists()
+
+
 def test_command_errors(tmp_path, capsys):
     base = ["sharpness", "--model", "zoo:mlp", "--data", "zoo:synthetic", "--samples", "32", "--device", "cpu",
             "--out", str(tmp_path / "x.h5")]

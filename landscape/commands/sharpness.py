@@ -130,7 +130,8 @@ def run(args) -> int:
         names = S.parse_metrics(args.metrics)
         etas = _etas(args.etas)
         percentiles = _percentiles(args.percentiles)
-        if "eos_ratio" in names and args.lr is None and args.metrics.strip() not in ("all", "curvature"):
+        # named alone it needs the step size; in a group (all, curvature) it is left out without one
+        if args.lr is None and "eos_ratio" in {m.strip() for m in args.metrics.split(",")}:
             raise LandscapeError("--metrics eos_ratio needs --lr (the training step size η)")
         problem = problem_from_args(args, w)  # device: cuda:(local_rank % GPUs) or the CPU, as for surface
         if args.flat_target == "acc" and not problem.classification and any(n.startswith("flatness") for n in names):
