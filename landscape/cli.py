@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         w = world()
         if not getattr(e, "quiet", False) and (w.rank == 0 or getattr(e, "rank_specific", False)):
-            prefix = f"[rank {w.rank}] " if w.size > 1 else ""
+            prefix = f"[rank {w.rank}] " if w.size > 1 and not getattr(e, "on_every_rank", False) else ""
             print(f"landscape {args.command}: error: {prefix}{e}", file=sys.stderr, flush=True)
         w.fail(e.exit_code)
         return e.exit_code

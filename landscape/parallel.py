@@ -127,6 +127,7 @@ class World:
                 if isinstance(err, LandscapeError):
                     err.rank_specific = first != 0
                     err.agreed = True
+                    err.on_every_rank = all(failed)  # the same input error everywhere: no rank to name
                 raise err
             raise AbortedElsewhere(f"rank {first} failed")
         return result

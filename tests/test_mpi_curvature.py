@@ -84,6 +84,7 @@ def test_setup_error_is_agreed_by_every_rank(tmp_path):
                                "--out", out], timeout=60)
     assert rc == 2, err
     assert err.count("--top-k 10000000 is more than") == 1, err
+    assert "landscape hessian: error: --top-k" in err, err  # every rank found it: no rank is named
     assert "Traceback" not in err
     assert not os.path.exists(out)
 
