@@ -35,6 +35,8 @@ import torch
 from .errors import LandscapeError
 
 T = TypeVar("T")
+#: seconds a rank waits between printing its error and MPI_Abort (see :meth:`World.abort`)
+ABORT_GRACE_S = 0.3
 
 # SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is also set for a plain ``python`` line in an sbatch script
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE",
@@ -136,6 +138,9 @@ class World:
         sys.stdout.flush()
         sys.stderr.flush()
         if self.comm is not None and self.size > 1:
+            # The launcher forwards each rank's output asynchronously and MPI_Abort tears it down at once: give
+            # it a moment to pass on the line just written (under load, a worker's one-line error was lost).
+            time.sleep(ABORT_GRACE_S)
             self.comm.Abort(code)
         os._exit(code)
 
