@@ -453,11 +453,7 @@ def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: s
     ``world``: every evaluation shares the batches over ranks (collective; the bisection then takes the
     same branches on every rank, as it compares allreduced values).
     """
-    target = target or ("acc" if problem.classification else "loss")
-    if target not in ("loss", "acc"):
-        raise LandscapeError(f"flatness: target must be loss or acc, got {target!r}")
-    if target == "acc" and not problem.classification:
-        raise LandscapeError("flatness: target acc needs a classification problem; use target loss")
+    target = flatness_target(problem, target)
     theta = trainable(problem.model)
     g = _gen(seed)
     zs: list[Named] = []
@@ -492,6 +488,16 @@ def flatness_sigma(problem: Problem, *, magnitude_aware: bool = False, target: s
         else:
             lo = mid
     return _flat_metric(magnitude_aware, lo, target, threshold, samples, iters, eps, seed, hi=hi)
+
+
+def flatness_target(problem: Problem, target: str | None) -> str:
+    """The flatness target (``acc`` by default for classification, else ``loss``); a one-line error if unusable."""
+    target = target or ("acc" if problem.classification else "loss")
+    if target not in ("loss", "acc"):
+        raise LandscapeError(f"flatness: target must be loss or acc, got {target!r}")
+    if target == "acc" and not problem.classification:
+        raise LandscapeError("flatness: target acc needs a classification problem; use target loss")
+    return target
 
 
 def _flat_metric(mag, value, target, threshold, samples, iters, eps, seed, hi=float("inf")) -> Metric:
@@ -559,9 +565,7 @@ def directional_sharpness(problem: Problem, direction: Named | None = None, *, l
                                  f"{', '.join(unknown[:3])}")
         u = {k: direction[k].to(device=v.device, dtype=v.dtype) if k in direction else torch.zeros_like(v)
              for k, v in theta.items()}
-    un = _norm(u)
-    if un == 0:
-        raise LandscapeError("directional sharpness: the direction is zero (are the two checkpoints identical?)")
+    un = direction_norm(u)
     with eval_mode(problem.model):
         if _solo(world):
             hu = C.hvp(problem, u, params=theta)
@@ -601,6 +605,14 @@ def parse_metrics(text: str | Sequence[str]) -> list[str]:
                                  f"({', '.join(GROUPS)}) or a name ({', '.join(ALL_METRICS)})")
         out.extend(n for n in names if n not in out)
     return out
+
+
+def direction_norm(u: Named) -> float:
+    """‖u‖ of a direction for directional sharpness; a one-line error if it is zero."""
+    un = _norm(u)
+    if un == 0:
+        raise LandscapeError("directional sharpness: the direction is zero (are the two checkpoints identical?)")
+    return un
 
 
 def compute_metrics(problem: Problem, metrics: str | Sequence[str] = "all", *, lr: float | None = None,

@@ -134,12 +134,12 @@ def run(args) -> int:
         if args.lr is None and "eos_ratio" in {m.strip() for m in args.metrics.split(",")}:
             raise LandscapeError("--metrics eos_ratio needs --lr (the training step size η)")
         problem = problem_from_args(args, w)  # device: cuda:(local_rank % GPUs) or the CPU, as for surface
-        if args.flat_target == "acc" and not problem.classification and any(n.startswith("flatness") for n in names):
-            raise LandscapeError("flatness: target acc needs a classification problem; use target loss")
+        # input errors the metrics would find mid-run are found here, on every rank alike, before any collective
+        if any(n.startswith("flatness") for n in names):
+            S.flatness_target(problem, args.flat_target)
         direction, label = _direction(args, problem)
-        if direction is not None and any(n in S.GROUPS["directional"] for n in names) and S._norm(direction) == 0:
-            # found here, on every rank alike, rather than in the middle of the collective computation
-            raise LandscapeError("directional sharpness: the direction is zero (are the two checkpoints identical?)")
+        if direction is not None and any(n in S.GROUPS["directional"] for n in names):
+            S.direction_norm(direction)
         return names, etas, percentiles, problem, direction, label
 
     # a setup error on any rank ends every rank (no rank waits in an allreduce)
