@@ -35,7 +35,7 @@ DPI = 40
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: figure size in inches of each kind for a 2D file with three curvature maps
 SIZES = {"contour": (6.0, 5.0), "contourf": (6.0, 5.0), "heatmap": (6.0, 5.0), "surface3d": (6.5, 5.5),
-         "line": (6.0, 4.0), "path": (6.0, 4.0), "density": (6.0, 4.0), "trajectory": (6.0, 5.0),
+         "line": (6.0, 4.0), "path": (6.0, 4.6), "density": (6.0, 4.6), "trajectory": (6.0, 5.0),
          "curvature": (4.6 * 3, 4.2)}
 
 
