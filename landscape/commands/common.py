@@ -135,6 +135,12 @@ def plot_options(args, dpi: int | None = None):
         raise LandscapeError(f"--vmin {args.vmin:g} must be below --vmax {args.vmax:g}")
     if args.log and args.vmin is not None and args.vmin <= 0:
         raise LandscapeError(f"--log needs a positive --vmin (got {args.vmin:g})")
+    if args.cmap is not None:
+        import matplotlib
+
+        if args.cmap not in matplotlib.colormaps:
+            raise LandscapeError(f"--cmap {args.cmap!r} is not a matplotlib colormap (try viridis, magma, cividis, "
+                                 "RdBu_r, ...)")
     return Options(log=args.log, vmin=args.vmin, vmax=args.vmax, levels=args.levels or 30,
                    dpi=dpi or getattr(args, "dpi", 150), cmap=args.cmap, figsize=args.figsize, title=args.title,
                    elev=args.elev, azim=args.azim)

@@ -591,6 +591,10 @@ def html_path(result_path: str, out: str | None = None) -> str:
 def write_page(r: Result, out: str | None = None, opts: Options | None = None) -> str:
     """Write the page of ``r`` to ``out`` (default: ``FILE.html`` beside the input); returns the path.
     Written to a temporary name first and renamed, so a page being opened is never half written."""
+    from . import available_kinds, check_options
+
+    if available_kinds(r):  # an option no section can use is refused by name, as in plot and report
+        check_options(available_kinds(r), opts or Options(), every=False)
     path = html_path(r.path, out)
     text = page(r, opts, read_track(r.path) if r.format != "li2018" else None)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
