@@ -328,7 +328,7 @@ def test_export_command(tmp_path, run_cli):
     code, out, _ = run_cli("export", p, "--format", "vtk", "--out", str(tmp_path / "y.vtk"), "--log")
     assert code == 0 and out.strip() == str(tmp_path / "y.vtk")
     code, out, err = run_cli("export", p, "--format", "csv", "--log")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "vtk only" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "vtk, vts, vtu, stl, obj and ply only" in err
 
 
 # ---------------------------------------------------------------------------- paths

@@ -208,10 +208,9 @@ def report_options(result: Result, opts: Options) -> None:
         check_options(kinds, opts, every=False)
 
 
-def make_report(result: Result, out: str | None = None, opts: Options | None = None,
-                formats: tuple[str, ...] = ("png", "pdf")) -> list[str]:
-    """Draw the report of ``result`` and save it in each of ``formats``; returns the paths. Only the panels
-    the file can fill are laid out: a last row with fewer panels is centred, no empty axes are drawn."""
+def report_figure(result: Result, opts: Options | None = None):
+    """The report of ``result`` as a matplotlib Figure (not saved). Only the panels the file can fill are
+    laid out: a last row with fewer panels is centred, no empty axes are drawn."""
     opts = opts or Options()
     report_options(result, opts)
     panels = _panels(result, opts)
@@ -225,20 +224,28 @@ def make_report(result: Result, out: str | None = None, opts: Options | None = N
     table_h = 0.5 + 0.17 * sum(_row_lines(r) + 0.5 for r in [["h"], *rows]) if rows else 0.0
     width = 5.2 * ncols if panels else 10.0
     height = 4.6 * nrows + table_h + 0.7
+    fig = new_figure(*(opts.figsize or (max(width, 10.0 if rows else width), height)))
+    ratios = [4.6] * nrows + ([table_h] if rows else [])
+    gs = fig.add_gridspec(len(ratios), 2 * ncols, height_ratios=ratios)
+    for i, (title, proj, draw) in enumerate(panels):
+        row, col = divmod(i, ncols)
+        in_row = min(ncols, n - row * ncols)
+        start = 2 * col + (ncols - in_row)  # half-column steps: a short last row sits in the middle
+        ax = fig.add_subplot(gs[row, start:start + 2], **({"projection": proj} if proj else {}))
+        draw(ax)
+        ax.set_title(title)
+    if rows:
+        _draw_table(fig.add_subplot(gs[-1, :]), rows)
+    suptitle(fig, opts.title or result.title("report"))
+    return fig
+
+
+def make_report(result: Result, out: str | None = None, opts: Options | None = None,
+                formats: tuple[str, ...] = ("png", "pdf")) -> list[str]:
+    """Draw the report of ``result`` and save it in each of ``formats``; returns the paths."""
+    opts = opts or Options()
     with style():
-        fig = new_figure(*(opts.figsize or (max(width, 10.0 if rows else width), height)))
-        ratios = [4.6] * nrows + ([table_h] if rows else [])
-        gs = fig.add_gridspec(len(ratios), 2 * ncols, height_ratios=ratios)
-        for i, (title, proj, draw) in enumerate(panels):
-            row, col = divmod(i, ncols)
-            in_row = min(ncols, n - row * ncols)
-            start = 2 * col + (ncols - in_row)  # half-column steps: a short last row sits in the middle
-            ax = fig.add_subplot(gs[row, start:start + 2], **({"projection": proj} if proj else {}))
-            draw(ax)
-            ax.set_title(title)
-        if rows:
-            _draw_table(fig.add_subplot(gs[-1, :]), rows)
-        suptitle(fig, opts.title or result.title("report"))
+        fig = report_figure(result, opts)
         paths = report_paths(result.path, out, formats)
         save(fig, paths, opts.dpi)
     return paths
