@@ -231,6 +231,7 @@ def fig_lines(r: Result, opts: Options) -> dict:
     """The 1D surface (ndim 1) or the cuts through the centre of a 2D/3D grid, every surface with values."""
     data = []
     colors = {"train": "#1f77b4", "test": "#d62728"}
+    acc_colors = {"train": "#2ca02c", "test": "#ff7f0e"}  # cuts are told apart by dash: metrics by colour
     if r.ndim == 1:
         for n in _hover_surfaces(r):
             acc = not n.endswith("_loss")
@@ -249,7 +250,8 @@ def fig_lines(r: Result, opts: Options) -> dict:
                 data.append({"type": "scatter", "x": _list(r.coords[axis]), "y": _list(r.surfaces[n][tuple(idx)]),
                              "name": f"{label_of(n)} along {axis}", "mode": "lines", "yaxis": "y2" if acc else "y",
                              "visible": True if n.endswith("_loss") or n.endswith("_acc") else "legendonly",
-                             "line": {"color": colors.get(n.split("_")[0]), "dash": styles[axis]}})
+                             "line": {"color": (colors if not acc else acc_colors).get(n.split("_")[0]),
+                                      "dash": styles[axis]}})
         xtitle = "coordinate along the direction (others at the centre)"
     layout = {"xaxis": {"title": {"text": xtitle}}, "yaxis": _ylog(opts, "loss"),
               "yaxis2": {"title": {"text": "accuracy / other"}, "overlaying": "y", "side": "right",
