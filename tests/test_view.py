@@ -119,6 +119,9 @@ def test_page_of_a_3d_volume_and_of_partial_files(tmp_path):
     assert len(steps) == 3 and steps[2]["args"][0]["z"][0] == nan_list(vol[:, :, 2].T)
     vx = figs["volume-x"]["layout"]["sliders"][0]["steps"]
     assert len(vx) == 7 and vx[6]["args"][0]["z"][0] == nan_list(vol[6, :, :].T)
+    r1 = open_result(write_ours(str(tmp_path / "one.h5"), ndim=1))
+    lines = {t["name"]: t for t in figs_of(page(r1))["lines"]["data"]}
+    assert lines["train loss"]["y"] == nan_list(X7 ** 2 + 0.1) and lines["train accuracy"]["yaxis"] == "y2"
     # a path-only file, a metrics-only file, a Li et al. file: only their parts, no error
     assert set(figs_of(page(open_result(write_ours(str(tmp_path / "p.h5"), ndim=0, paths=True))))) == \
         {"path-interpolation"}
@@ -154,7 +157,7 @@ def test_page_options(tmp_path):
     assert lg["lines"]["layout"]["yaxis"]["type"] == "log"
 
 
-def test_view_and_report_html_commands(tmp_path, run_cli):
+def test_view_and_report_html_commands(tmp_path, run_cli, monkeypatch):
     p = _full(tmp_path)
     code, out, err = run_cli("view", p, "--out", str(tmp_path / "page.html"), "--cmap", "cividis")
     assert code == 0 and out.strip() == str(tmp_path / "page.html") and "Traceback" not in err
@@ -166,8 +169,12 @@ def test_view_and_report_html_commands(tmp_path, run_cli):
     assert code == 2 and "ending in .html" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("view", p, "--cmap", "nope")
     assert code == 2 and "--cmap 'nope' is not a matplotlib colormap" in err
-    code, _, err = run_cli("view", p, "--show")  # no display in the test: one line, the page still written
-    assert code == 0 and ("no display" in err or err == "")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, out, err = run_cli("view", p, "--show")  # no display: one line, the page still written
+    assert code == 0 and "--show: no display here" in err and os.path.exists(out.strip())
+    code, _, err = run_cli("view", write_ours(str(tmp_path / "path.h5"), ndim=0, paths=True), "--elev", "10")
+    assert code == 2 and "--elev does not apply to --kind path" in err
 
 
 # ---------------------------------------------------------------------------- in a real browser
