@@ -61,11 +61,11 @@ APPLIES = {
     "elev": ("surface3d",),
     "azim": ("surface3d",),
 }
-WHY = {"density": "the spectrum is always on a log density axis; its scales come from the file",
-       "curvature": "λmax, λmin and |λmin/λmax| share no scale (λmin is signed)",
-       "line": "a 1D curve has no colour scale", "path": "a 1D curve has no colour scale",
-       "heatmap": "a heatmap draws cells, not levels", "surface3d": "a 3D surface has no contour levels",
-       "volume": "volume slices are heatmaps", "contour": "a 2D picture has no view angle"}
+#: why an option is refused: per option, then per kind
+WHY = {"cmap": "it has no colour scale", "levels": "it draws no contour lines", "elev": "it is not a 3D view",
+       "azim": "it is not a 3D view"}
+WHY_KIND = {"density": "the spectrum is always on a log density axis; its scales come from the file",
+            "curvature": "λmax, λmin and |λmin/λmax| share no scale (λmin is signed)"}
 
 
 def flag(name: str) -> str:
@@ -86,7 +86,7 @@ def check_options(kinds: list[str] | tuple[str, ...], opts: Options, every: bool
         bad = [k for k in kinds if k not in APPLIES[name]]
         if bad and (every or len(bad) == len(kinds)):
             k = bad[0]
-            why = WHY.get(k, "") if not (name in ("elev", "azim") and k != "curvature") else "it is not a 3D view"
+            why = WHY.get(name) or WHY_KIND.get(k, "")
             raise LandscapeError(f"{flag(name)} does not apply to --kind {k}" + (f" ({why})" if why else "")
                                  + f"; it applies to {', '.join(APPLIES[name])}")
 
