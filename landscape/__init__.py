@@ -5,6 +5,8 @@ The public API (imported on first use, so ``import landscape`` stays cheap)::
     from landscape import make_problem, SurfaceSpec, run_surface, open_result
     problem = make_problem("zoo:mlp", checkpoint="final.pt", data="zoo:digits")
     run_surface(problem, SurfaceSpec(x="-1:1:41", y="-1:1:41"), "outputs/mlp.h5")
+    r = landscape.open("outputs/mlp.h5")               # the result object (open_result)
+    fig = landscape.plot.figure(r, "contour", cmap="magma")  # a matplotlib Figure, for a notebook
 
 Modules: ``problem`` (models, data, loss), ``params`` (named tensor arithmetic), ``directions``,
 ``grid``, ``evaluate`` (with ``linear_chain``, its batched MLP path), ``parallel`` (MPI),
@@ -28,7 +30,7 @@ _API = {
     "evaluate_batches": "evaluate", "LinearChain": "linear_chain",
     "world": "parallel", "run_points": "parallel",
     "SurfaceSpec": "surface", "run_surface": "surface",
-    "open_result": "results",
+    "open_result": "results", "open": "results",
     "LandscapeError": "errors",
 }
 _MODULES = ("problem", "params", "directions", "grid", "evaluate", "linear_chain", "parallel", "store", "schema",
@@ -38,9 +40,13 @@ _MODULES = ("problem", "params", "directions", "grid", "evaluate", "linear_chain
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]
 
 
+#: public names whose object has another name in its module
+_ALIAS = {"open": "open_result"}
+
+
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), _ALIAS.get(name, name))
     if name in _MODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'landscape' has no attribute {name!r}")

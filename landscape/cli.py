@@ -13,7 +13,7 @@ from . import __version__
 from .errors import LandscapeError
 
 COMMANDS = ("surface", "interpolate", "hessian", "sharpness", "train", "plot", "report", "info",
-            "export", "demo")
+            "export", "view", "demo")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,6 +15,13 @@ def test_demo_fast(run_cli, tmp_path):
                  "trajectory_train_loss_trajectory.png"):
         assert (out / name).exists(), name
     assert len(list(out.glob("ckpt_*.pt"))) >= 2
+    page = (out / "surface_2d.html").read_text(encoding="utf-8")  # the interactive page, self-contained
+    assert "<script src" not in page and '"surface3d"' in page and "id=metrics" in page
+    from landscape.plot.browser import find_browser
+
+    if find_browser() is not None:  # the page's screenshot, where a headless chromium is installed
+        shot = mpimg.imread(out / "surface_2d_page.png")
+        assert shot.shape[0] > 1500 and shot[..., :3].std() > 0.05
     img = mpimg.imread(out / "surface_2d_report.png")
     assert img.shape[0] > 500 and img.shape[1] > 500 and img.std() > 0
     with h5py.File(out / "surface_2d.h5", "r") as f:

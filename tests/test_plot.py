@@ -35,7 +35,7 @@ DPI = 40
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: figure size in inches of each kind for a 2D file with three curvature maps
 SIZES = {"contour": (6.0, 5.0), "contourf": (6.0, 5.0), "heatmap": (6.0, 5.0), "surface3d": (6.5, 5.5),
-         "line": (6.0, 4.0), "path": (6.0, 4.0), "density": (6.0, 4.0), "trajectory": (6.0, 5.0),
+         "line": (6.0, 4.0), "path": (6.0, 4.6), "density": (6.0, 4.6), "trajectory": (6.0, 5.0),
          "curvature": (4.6 * 3, 4.2)}
 
 
@@ -328,7 +328,7 @@ def test_export_command(tmp_path, run_cli):
     code, out, _ = run_cli("export", p, "--format", "vtk", "--out", str(tmp_path / "y.vtk"), "--log")
     assert code == 0 and out.strip() == str(tmp_path / "y.vtk")
     code, out, err = run_cli("export", p, "--format", "csv", "--log")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "vtk only" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "vtk, vts, vtu, stl, obj and ply only" in err
 
 
 # ---------------------------------------------------------------------------- paths

@@ -93,3 +93,94 @@ def check_output_path(path: str | None, flag: str = "--out", example: str | None
     if file_name and os.path.isdir(path):
         such = f" such as {os.path.join(path, example)}" if example else ""
         raise LandscapeError(f"{flag}: {path!r} is a folder; give a file name{such}")
+
+
+def figsize(text: str) -> tuple[float, float]:
+    """``--figsize W,H`` (inches, also ``WxH``)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        w, h = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--figsize {text!r}: give width,height in inches, e.g. 8,6") from None
+    if not (0 < w <= 100 and 0 < h <= 100):
+        raise argparse.ArgumentTypeError(f"--figsize {text!r}: width and height must be in (0, 100] inches")
+    return w, h
+
+
+def add_plot_options(p: argparse.ArgumentParser) -> None:
+    """The picture options shared by ``plot``, ``report`` and ``view``; each is refused by name for a kind
+    of picture it means nothing to."""
+    g = p.add_argument_group("picture options (shared by plot, report and view)")
+    g.add_argument("--log", action="store_true", help="logarithmic colour / value scale for losses")
+    g.add_argument("--vmin", type=float, help="lower end of the colour scale (2D) or value axis (1D)")
+    g.add_argument("--vmax", type=float,
+                   help="upper end of the colour scale (2D) or value axis (1D), e.g. 10 as Li et al.")
+    g.add_argument("--levels", type=positive_int("--levels"), metavar="N",
+                   help="number of contour levels (default: 30)")
+    g.add_argument("--cmap", metavar="NAME", help="matplotlib colormap (default: viridis; RdBu_r for λmin)")
+    g.add_argument("--figsize", type=figsize, metavar="W,H", help="figure size in inches (default: per kind)")
+    g.add_argument("--title", help="title instead of the one made from the file (model, directions, grid)")
+    g.add_argument("--elev", type=float, metavar="DEG", help="3D views: elevation angle (default: 30)")
+    g.add_argument("--azim", type=float, metavar="DEG", help="3D views: azimuth angle (default: -60)")
+    g.add_argument("--show", action="store_true",
+                   help="also open the result in a window (plot, report) or the web browser (view) when there is "
+                        "a display; without one, says so and only writes the files")
+
+
+def plot_options(args, dpi: int | None = None):
+    """The :class:`~landscape.plot.surface.Options` of the parsed picture flags (after checking them)."""
+    from ..plot.surface import Options
+
+    if args.vmin is not None and args.vmax is not None and args.vmin >= args.vmax:
+        raise LandscapeError(f"--vmin {args.vmin:g} must be below --vmax {args.vmax:g}")
+    if args.log and args.vmin is not None and args.vmin <= 0:
+        raise LandscapeError(f"--log needs a positive --vmin (got {args.vmin:g})")
+    if args.cmap is not None:
+        import matplotlib
+
+        if args.cmap not in matplotlib.colormaps:
+            raise LandscapeError(f"--cmap {args.cmap!r} is not a matplotlib colormap (try viridis, magma, cividis, "
+                                 "RdBu_r, ...)")
+    return Options(log=args.log, vmin=args.vmin, vmax=args.vmax, levels=args.levels or 30,
+                   dpi=dpi or getattr(args, "dpi", 150), cmap=args.cmap, figsize=args.figsize, title=args.title,
+                   elev=args.elev, azim=args.azim)
+
+
+def has_display() -> bool:
+    """Whether a window can be opened: macOS and Windows always; elsewhere an X11 or Wayland display."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def show_figures(figs: list, command: str) -> None:
+    """``--show``: the figures in windows through pyplot's interactive backend, or one line saying why not."""
+    if not has_display():
+        print(f"landscape {command}: --show: no display here (DISPLAY is not set); the files above were written",
+              file=sys.stderr, flush=True)
+        return
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib import _pylab_helpers
+
+    backend = matplotlib.get_backend().lower()
+    if backend in ("agg", "pdf", "svg", "ps", "cairo", "template") or "inline" in backend:
+        print(f"landscape {command}: --show: matplotlib's backend {backend!r} cannot open windows (unset "
+              "MPLBACKEND or install a GUI toolkit such as tkinter); the files above were written",
+              file=sys.stderr, flush=True)
+        return
+    canvas = plt._get_backend_mod().FigureCanvas
+    for i, fig in enumerate(figs, start=1):  # our figures are made without pyplot: give each a window
+        _pylab_helpers.Gcf._set_new_active_manager(canvas.new_manager(fig, i))
+    plt.show()
+
+
+def open_in_browser(path: str, command: str) -> None:
+    """``--show`` for a page: the system's web browser, or one line saying why not."""
+    import webbrowser
+
+    if not has_display():
+        print(f"landscape {command}: --show: no display here (DISPLAY is not set); open {path} in a browser",
+              file=sys.stderr, flush=True)
+        return
+    webbrowser.open("file://" + os.path.abspath(path))

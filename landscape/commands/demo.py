@@ -99,5 +99,28 @@ def run(args) -> int:
     _call("hessian", *model, *data, "--checkpoint", final, "--top-k", "3", "--trace", "--density", "--out", two)
     _call("sharpness", *model, *data, "--checkpoint", final, "--metrics", "all", "--lr", "0.1", "--out", two)
     _call("report", two)
+    _view_page(two, out)
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s; pictures and HDF5 files are in {out}/")
     return 0
+
+
+def _view_page(result: str, out: str) -> None:
+    """The interactive page of the 2D surface file (when plotly is installed) and, where a headless chromium
+    is available, a screenshot of it."""
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        print("(the interactive page needs plotly: pip install 'landscape[html]')", flush=True)
+        return
+    page = os.path.join(out, "surface_2d.html")
+    _call("view", result, "--out", page)
+    from ..plot.browser import find_browser, missing_reason, screenshot
+
+    if find_browser() is None:
+        print(f"(no screenshot of the page: {missing_reason()})", flush=True)
+        return
+    try:
+        print(screenshot(page, os.path.join(out, "surface_2d_page.png")), flush=True)
+    except Exception as e:  # a screenshot is a nicety: the page itself is written
+        print(f"(no screenshot of the page: {str(e).splitlines()[0] if str(e) else type(e).__name__})", flush=True)
+    print(f"open it in a browser: file://{os.path.abspath(page)}", flush=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from ..errors import LandscapeError
-from .common import positive_int
+from .common import add_plot_options, plot_options, positive_int, show_figures
 from .report import print_warnings
 
 
@@ -20,35 +20,26 @@ def add_parser(sub) -> None:
     p.add_argument("--kind", default="all", choices=("all", *KINDS),
                    help="what to draw (default: all, every kind the file can give)")
     p.add_argument("--surface", metavar="NAME", help="surface to draw (default: train_loss, else the first loss)")
-    p.add_argument("--log", action="store_true", help="logarithmic colour / value scale for losses")
-    p.add_argument("--vmin", type=float, help="lower end of the colour scale and contour levels")
-    p.add_argument("--vmax", type=float,
-                   help="upper end of the colour scale and contour levels (e.g. 10, as Li et al.)")
-    p.add_argument("--levels", type=positive_int("--levels"), default=30, metavar="N",
-                   help="number of contour levels (default: 30)")
     p.add_argument("--format", default="png", choices=FORMATS, help="picture format (default: png)")
     p.add_argument("--dpi", type=positive_int("--dpi"), default=150, help="resolution of PNGs (default: 150)")
     p.add_argument("--out-dir", metavar="DIR", help="folder for the pictures (default: the input file's folder)")
+    add_plot_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..parallel import world
-    from ..plot import Options, available_kinds, plot_all, plot_kind
+    from ..plot import available_kinds, figure, plot_all, plot_kind
     from ..results import open_result
     from ..store import make_output_folder
 
     if not world().is_root:  # under mpirun only rank 0 draws
         return 0
-    if args.vmin is not None and args.vmax is not None and args.vmin >= args.vmax:
-        raise LandscapeError(f"--vmin {args.vmin:g} must be below --vmax {args.vmax:g}")
-    if args.log and args.vmin is not None and args.vmin <= 0:
-        raise LandscapeError(f"--log needs a positive --vmin (got {args.vmin:g})")
+    opts = plot_options(args)
     result = open_result(args.file)
     out_dir = args.out_dir or os.path.dirname(args.file)  # relative in, relative out: outputs/r20_..._contour.png
     if args.out_dir:
         make_output_folder(out_dir, "--out-dir", "the pictures")
-    opts = Options(log=args.log, vmin=args.vmin, vmax=args.vmax, levels=args.levels, dpi=args.dpi)
     with print_warnings("plot"):
         if args.kind == "all":
             if not available_kinds(result):
@@ -58,4 +49,16 @@ def run(args) -> int:
             paths = plot_kind(result, args.kind, out_dir, args.format, args.surface, opts)
     for path in paths:
         print(path, flush=True)
+    if args.show:
+        kinds = available_kinds(result) if args.kind == "all" else [args.kind]
+        o = {k: v for k, v in vars(opts).items() if k != "dpi"}
+        with print_warnings("plot"):
+            show_figures([figure(result, k, args.surface, **_fitting(k, o, args.kind == "all")) for k in kinds],
+                         "plot")
     return 0
+
+
+def _fitting(kind: str, opts: dict, every: bool) -> dict:
+    from ..plot import APPLIES
+
+    return {k: v for k, v in opts.items() if not every or k not in APPLIES or kind in APPLIES[k]}

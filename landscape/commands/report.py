@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .common import check_output_path, positive_int
+from .common import add_plot_options, check_output_path, open_in_browser, plot_options, positive_int
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="one figure: surfaces, path, spectrum, per-layer conditioning, metrics table")
     p.add_argument("file", metavar="FILE.h5", help="result file")
     p.add_argument("--out", metavar="PATH", help="output name; .png and .pdf are written (default: FILE_report)")
-    p.add_argument("--log", action="store_true", help="logarithmic scale for the loss surfaces")
     p.add_argument("--dpi", type=positive_int("--dpi"), default=150, help="resolution of the PNG (default: 150)")
+    p.add_argument("--html", action="store_true",
+                   help="also write the interactive page of 'landscape view' (FILE_report.html beside the PNG)")
+    add_plot_options(p)
     p.set_defaults(func=run)
 
 
@@ -38,15 +41,39 @@ def print_warnings(command: str) -> Iterator[None]:
 def run(args) -> int:
     from ..parallel import world
     from ..plot.report import make_report
-    from ..plot.surface import Options
     from ..results import open_result
 
     if not world().is_root:
         return 0
     check_output_path(args.out, file_name=False)  # --out is a name stem: .png and .pdf are added
+    opts = plot_options(args)
     result = open_result(args.file)
     with print_warnings("report"):
-        paths = make_report(result, args.out, Options(log=args.log, dpi=args.dpi))
+        paths = make_report(result, args.out, opts)
+        if args.html:
+            from ..plot.html import write_page
+
+            paths.append(write_page(result, os.path.splitext(paths[0])[0] + ".html", opts))
     for path in paths:
         print(path, flush=True)
+    if args.show:
+        if args.html:
+            open_in_browser(paths[-1], "report")
+        else:
+            from .common import show_figures
+
+            show_figures([_image_figure(paths[0])], "report")
     return 0
+
+
+def _image_figure(png: str):
+    """The saved report PNG in a figure of its own size (the report figure itself is released on saving)."""
+    import matplotlib.image as mpimg
+    from matplotlib.figure import Figure
+
+    img = mpimg.imread(png)
+    fig = Figure(figsize=(img.shape[1] / 100, img.shape[0] / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(img)
+    ax.axis("off")
+    return fig

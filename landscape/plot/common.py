@@ -63,6 +63,22 @@ def twin(ax):
     return ax2
 
 
+def outside_legend(ax, handles: list, ncols: int | None = None, fontsize: float = 8, below: float = 0.5):
+    """The legend under the axes, below the tick labels and the x label, so it never covers data (a
+    ``loc="best"`` legend still crosses curves when they fill the box). Constrained layout counts it,
+    making room for it below the axes."""
+    from matplotlib.transforms import ScaledTranslation
+
+    handles = [h for h in handles if h.get_label() and not h.get_label().startswith("_")]
+    if not handles:
+        return None
+    ncols = ncols or (1 if any(len(h.get_label()) > 38 for h in handles) else 2)
+    offset = ScaledTranslation(0, -below, ax.figure.dpi_scale_trans)  # inches: under tick labels and x label
+    return ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="upper center",
+                     bbox_to_anchor=(0.5, 0.0), bbox_transform=ax.transAxes + offset, ncols=ncols,
+                     fontsize=fontsize, frameon=False, borderaxespad=0.0)
+
+
 def suptitle(fig, text: str) -> None:
     """The figure title, broken at " — " into lines that fit the figure's width (long model names)."""
     width = max(20, int(fig.get_figwidth() * 10.5))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..results import Result, label_of
-from .common import SPLIT_COLORS, finite_masked, new_figure, save, style, suptitle, twin
+from .common import SPLIT_COLORS, finite_masked, new_figure, outside_legend, save, style, suptitle, twin
 
 
 def _path(result: Result, name: str | None) -> tuple[str, dict]:
@@ -61,7 +61,7 @@ def _at(alpha: np.ndarray, values: np.ndarray, a: float) -> float:
     return float(np.interp(a, alpha[ok], values[ok]))
 
 
-def draw_path(ax, result: Result, name: str | None = None, log: bool = False) -> None:
+def draw_path(ax, result: Result, name: str | None = None, log: bool = False, opts=None) -> None:
     """Loss (solid, left) and accuracy (dashed, right) against α for each split, endpoints, bumps and barrier."""
     name, p = _path(result, name)
     alpha = np.asarray(p["alpha"], dtype=float)
@@ -120,7 +120,9 @@ def draw_path(ax, result: Result, name: str | None = None, log: bool = False) ->
     if extra:
         (h,) = ax.plot([], [], " ", label=", ".join(extra))
         handles.append(h)
-    ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best", fontsize=7, framealpha=0.9)
+    if opts is not None and (opts.vmin is not None or opts.vmax is not None):
+        ax.set_ylim(bottom=opts.vmin, top=opts.vmax)
+    outside_legend(ax, handles, fontsize=7)
 
 
 def _draw_barrier(ax, alpha: np.ndarray, loss: np.ndarray, p: dict, handles: list) -> None:
@@ -143,14 +145,25 @@ def _draw_barrier(ax, alpha: np.ndarray, loss: np.ndarray, p: dict, handles: lis
                     arrowprops=dict(arrowstyle="<->", color="0.3", lw=1.0))
 
 
-def plot_path(result: Result, path: str, name: str | None = None, log: bool = False, dpi: int = 150) -> str:
+def path_figure(result: Result, name: str | None = None, opts=None):
+    """The figure of one interpolation path (not saved)."""
+    from .surface import Options
+
+    opts = opts or Options()
+    fig = new_figure(*(opts.figsize or (6.0, 4.6)))
+    ax = fig.add_subplot()
+    pname, _ = _path(result, name)
+    draw_path(ax, result, pname, opts.log, opts)
+    suptitle(fig, opts.title or result.title(f"linear path '{pname}'", surface=False))
+    return fig
+
+
+def plot_path(result: Result, path: str, name: str | None = None, log: bool = False, dpi: int = 150,
+              opts=None) -> str:
+    from .surface import Options
+
     with style():
-        fig = new_figure(6.0, 4.0)
-        ax = fig.add_subplot()
-        pname, _ = _path(result, name)
-        draw_path(ax, result, pname, log)
-        suptitle(fig, result.title(f"linear path '{pname}'", surface=False))
-        return save(fig, path, dpi)
+        return save(path_figure(result, name, opts or Options(log=log, dpi=dpi)), path, dpi)
 
 
 # ---------------------------------------------------------------------------- trajectory
@@ -187,14 +200,22 @@ def draw_trajectory(ax, result: Result, surface: str | None = None, opts=None) -
         pad = 0.03 * max(hi[0] - lo[0], hi[1] - lo[1], 1e-12)
         ax.set_xlim(min(x.min(), lo[0] - pad), max(x.max(), hi[0] + pad))
         ax.set_ylim(min(y.min(), lo[1] - pad), max(y.max(), hi[1] + pad))
-        ax.set_aspect("auto")
-    ax.legend(handles=[sc], loc="best")
+    # PCA coordinates share one unit (unit-norm components): an equal aspect keeps distances true
+    ax.set_aspect("equal", adjustable="box")
+    outside_legend(ax, [sc])
+
+
+def trajectory_figure(result: Result, surface: str | None = None, opts=None):
+    from .surface import Options
+
+    opts = opts or Options()
+    fig = new_figure(*(opts.figsize or (6.0, 5.0)))
+    ax = fig.add_subplot()
+    draw_trajectory(ax, result, surface, opts)
+    suptitle(fig, opts.title or result.title("training trajectory"))
+    return fig
 
 
 def plot_trajectory(result: Result, path: str, surface: str | None = None, opts=None, dpi: int = 150) -> str:
     with style():
-        fig = new_figure(6.0, 5.0)
-        ax = fig.add_subplot()
-        draw_trajectory(ax, result, surface, opts)
-        suptitle(fig, result.title("training trajectory"))
-        return save(fig, path, dpi)
+        return save(trajectory_figure(result, surface, opts), path, dpi)

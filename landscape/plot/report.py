@@ -11,13 +11,15 @@ print) side by side.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from ..errors import LandscapeError
-from ..results import Result, label_of, param_text
-from .common import new_figure, save, style, suptitle, twin
+from ..results import Result, label_of
+from .common import new_figure, outside_legend, save, style, suptitle, twin
 from .path import draw_path, draw_trajectory, has_trajectory
 from .spectrum import draw_density, has_spectrum
 from .surface import Options, curvature_surfaces, draw_contour, draw_heatmap, draw_line, draw_slices, draw_surface3d
@@ -33,7 +35,7 @@ def _contour_options(r: Result, surf: str, opts: Options) -> Options:
     z = r.surfaces[surf]
     z = z[np.isfinite(z)]
     if z.size and z.min() > 0 and z.max() / z.min() > 10 ** 1.5:
-        return Options(log=True, levels=opts.levels, dpi=opts.dpi)
+        return replace(opts, log=True)
     return opts
 
 
@@ -51,9 +53,9 @@ def _panels(r: Result, opts: Options) -> list[Panel]:
                            lambda ax: draw_contour(ax, r, surf, copts)))
         panels.append((f"{label_of(surf)}, 3D", "3d", lambda ax: draw_surface3d(ax, r, surf, opts)))
     if r.ndim == 1 and any(r.has_values(n) for n in r.surfaces):
-        panels.append(("1D surface", "", lambda ax: draw_line(ax, r, opts.log)))
+        panels.append(("1D surface", "", lambda ax: draw_line(ax, r, opts.log, opts=opts)))
     elif r.ndim >= 2 and has_surf:
-        panels.append(("1D cuts through the centre", "", lambda ax: draw_slices(ax, r, surf, opts.log)))
+        panels.append(("1D cuts through the centre", "", lambda ax: draw_slices(ax, r, surf, opts.log, opts=opts)))
     if r.ndim == 3 and has_surf:
         k = r.center_index()[2]
         panels.append((f"{label_of(surf)} at γ = {r.coords['z'][k]:.3g}", "",
@@ -61,11 +63,12 @@ def _panels(r: Result, opts: Options) -> list[Panel]:
     if r.ndim == 2:
         conv = [n for n in curvature_surfaces(r) if n.endswith("convexity")]
         if conv:
-            panels.append(("convexity map |λmin/λmax|", "", lambda ax: draw_heatmap(ax, r, conv[0], Options())))
+            panels.append(("convexity map |λmin/λmax|", "",
+                           lambda ax: draw_heatmap(ax, r, conv[0], Options(cmap=opts.cmap))))
     if r.paths:
         name = "interpolation" if "interpolation" in r.paths else next(iter(r.paths))
         if "alpha" in r.paths[name]:
-            panels.append((f"linear path '{name}'", "", lambda ax: draw_path(ax, r, name)))
+            panels.append((f"linear path '{name}'", "", lambda ax: draw_path(ax, r, name, opts.log, opts)))
     if has_spectrum(r):
         panels.append(("Hessian spectral density", "", lambda ax: draw_density(ax, r)))
     if _layer_quantities(r):
@@ -123,7 +126,7 @@ def draw_layerwise(ax, r: Result) -> None:
     if layers and len(layers) == n and n <= 12:
         ax.set_xticklabels([_short_layer(s) for s in layers], rotation=45, ha="right", fontsize=7)
     ax.grid(True, alpha=0.3)
-    ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best", fontsize=7)
+    outside_legend(ax, handles, fontsize=7, below=0.5 + (0.45 if layers and len(layers) == n and n <= 12 else 0))
 
 
 def _short_layer(name: str, n: int = 14) -> str:
@@ -131,9 +134,10 @@ def _short_layer(name: str, n: int = 14) -> str:
 
 
 # ---------------------------------------------------------------------------- metrics table
-def metric_rows(r: Result, width: int = 70) -> list[list[str]]:
+def metric_rows(r: Result, width: int | None = None) -> list[list[str]]:
     """``[name, value, parameters]`` for every scalar-ish metric (arrays stored as extras of another metric,
-    attribute ``of``, are summarized by their parent)."""
+    attribute ``of``, are summarized by their parent). Parameters are given in full; with ``width`` they
+    are wrapped (at commas) into lines of at most that many characters, never cut."""
     rows = []
     for name, (v, attrs) in r.metrics.items():
         if "of" in attrs:
@@ -145,19 +149,42 @@ def metric_rows(r: Result, width: int = 70) -> list[list[str]]:
             value = f"{float(v):.4g}"
         else:
             value = str(v)
-        params = ", ".join(f"{k}={param_text(x)}" for k, x in attrs.items())
-        rows.append([name, value, params if len(params) <= width else params[: width - 1] + "…"])
+        params = ", ".join(f"{k}={full_text(x)}" for k, x in attrs.items())
+        if width:
+            params = "\n".join(textwrap.wrap(params, width, break_long_words=True, break_on_hyphens=False))
+        rows.append([name, value, params])
     return rows
 
 
+def full_text(v) -> str:
+    """A parameter value in full (numbers to 6 significant digits; lists and dicts whole)."""
+    if isinstance(v, bool | np.bool_):
+        return str(bool(v))
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.6g}"
+    if isinstance(v, list | tuple | np.ndarray):
+        items = list(np.asarray(v).reshape(-1)) if isinstance(v, np.ndarray) else list(v)
+        return "[" + ", ".join(full_text(x) for x in items) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {full_text(x)}" for k, x in v.items()) + "}"
+    return str(v.item() if isinstance(v, np.generic) else v)
+
+
+def _row_lines(row: list[str]) -> int:
+    return max(len(c.split("\n")) for c in row)
+
+
 def _draw_table(ax, rows: list[list[str]]) -> None:
+    """The metrics with every parameter (wrapped rows grow in height instead of being cut)."""
     ax.axis("off")
     table = ax.table(cellText=rows, colLabels=["metric", "value", "parameters"], loc="upper center",
-                     cellLoc="left", colLoc="left", colWidths=[0.22, 0.13, 0.65])
+                     cellLoc="left", colLoc="left", colWidths=[0.2, 0.12, 0.68])
     table.auto_set_font_size(False)
     table.set_fontsize(8)
-    table.scale(1.0, 1.25)
+    lines = [1] + [_row_lines(r) for r in rows]
+    unit = 1.0 / (sum(lines) + 0.5)
     for (row, _), cell in table.get_celld().items():
+        cell.set_height(unit * lines[row])
         cell.set_edgecolor("0.8")
         if row == 0:
             cell.set_text_props(weight="bold")
@@ -172,31 +199,53 @@ def report_paths(result_path: str, out: str | None = None, formats: tuple[str, .
     return [f"{base}.{fmt}" for fmt in formats]
 
 
+def report_options(result: Result, opts: Options) -> None:
+    """Refuse an option that no panel of this report can use (each applies to the panels that can)."""
+    from . import available_kinds, check_options
+
+    kinds = [k for k in available_kinds(result) if k not in ("contourf", "heatmap", "curvature")]
+    if kinds:
+        check_options(kinds, opts, every=False)
+
+
+def report_figure(result: Result, opts: Options | None = None):
+    """The report of ``result`` as a matplotlib Figure (not saved). Only the panels the file can fill are
+    laid out: a last row with fewer panels is centred, no empty axes are drawn."""
+    opts = opts or Options()
+    report_options(result, opts)
+    panels = _panels(result, opts)
+    rows = metric_rows(result, width=110)
+    if not panels and not rows:
+        raise LandscapeError(f"{result.path} holds nothing to report (no surface, path, curvature, metrics or "
+                             f"layer-wise data); see 'landscape info {result.path}'")
+    n = len(panels)
+    ncols = 1 if n <= 1 else 2 if n in (2, 4) else 3
+    nrows = -(-n // ncols) if panels else 0
+    table_h = 0.5 + 0.17 * sum(_row_lines(r) + 0.5 for r in [["h"], *rows]) if rows else 0.0
+    width = 5.2 * ncols if panels else 10.0
+    height = 4.6 * nrows + table_h + 0.7
+    fig = new_figure(*(opts.figsize or (max(width, 10.0 if rows else width), height)))
+    ratios = [4.6] * nrows + ([table_h] if rows else [])
+    gs = fig.add_gridspec(len(ratios), 2 * ncols, height_ratios=ratios)
+    for i, (title, proj, draw) in enumerate(panels):
+        row, col = divmod(i, ncols)
+        in_row = min(ncols, n - row * ncols)
+        start = 2 * col + (ncols - in_row)  # half-column steps: a short last row sits in the middle
+        ax = fig.add_subplot(gs[row, start:start + 2], **({"projection": proj} if proj else {}))
+        draw(ax)
+        ax.set_title(title)
+    if rows:
+        _draw_table(fig.add_subplot(gs[-1, :]), rows)
+    suptitle(fig, opts.title or result.title("report"))
+    return fig
+
+
 def make_report(result: Result, out: str | None = None, opts: Options | None = None,
                 formats: tuple[str, ...] = ("png", "pdf")) -> list[str]:
     """Draw the report of ``result`` and save it in each of ``formats``; returns the paths."""
     opts = opts or Options()
-    panels = _panels(result, opts)
-    rows = metric_rows(result)
-    if not panels and not rows:
-        raise LandscapeError(f"{result.path} holds nothing to report (no surface, path, curvature, metrics or "
-                             f"layer-wise data); see 'landscape info {result.path}'")
-    ncols = min(3, max(1, len(panels)))
-    nrows = -(-len(panels) // ncols) if panels else 0
-    table_h = 0.6 + 0.24 * (len(rows) + 1) if rows else 0.0
-    width = 5.2 * ncols if panels else 10.0
-    height = 4.3 * nrows + table_h + 0.7
     with style():
-        fig = new_figure(max(width, 10.0 if rows else width), height)
-        ratios = [4.3] * nrows + ([table_h] if rows else [])
-        gs = fig.add_gridspec(len(ratios), ncols, height_ratios=ratios)
-        for i, (title, proj, draw) in enumerate(panels):
-            ax = fig.add_subplot(gs[i // ncols, i % ncols], **({"projection": proj} if proj else {}))
-            draw(ax)
-            ax.set_title(title)
-        if rows:
-            _draw_table(fig.add_subplot(gs[-1, :]), rows)
-        suptitle(fig, result.title("report"))
+        fig = report_figure(result, opts)
         paths = report_paths(result.path, out, formats)
         save(fig, paths, opts.dpi)
     return paths

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..results import Result
-from .common import new_figure, save, style, suptitle
+from .common import new_figure, outside_legend, save, style, suptitle
 
 #: densities below this are drawn as this (a log axis cannot show 0; SLQ tails underflow)
 FLOOR = 1e-12
@@ -64,13 +64,20 @@ def draw_density(ax, result: Result, top: int = 5) -> None:
     ax.axvline(0.0, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel("Hessian eigenvalue λ")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper center", fontsize=7)
+    # under the axes: inside, it sat over the eigenvalue lines (the outliers are what the plot is for)
+    outside_legend(ax, ax.get_legend_handles_labels()[0], ncols=1, fontsize=7)
 
 
-def plot_density(result: Result, path: str, dpi: int = 150) -> str:
+def density_figure(result: Result, opts=None):
+    """The spectrum figure (not saved); only ``figsize`` and ``title`` of ``opts`` apply."""
+    figsize = getattr(opts, "figsize", None) or (6.0, 4.6)
+    fig = new_figure(*figsize)
+    ax = fig.add_subplot()
+    draw_density(ax, result)
+    suptitle(fig, getattr(opts, "title", None) or result.title("Hessian spectrum", surface=False))
+    return fig
+
+
+def plot_density(result: Result, path: str, dpi: int = 150, opts=None) -> str:
     with style():
-        fig = new_figure(6.0, 4.0)
-        ax = fig.add_subplot()
-        draw_density(ax, result)
-        suptitle(fig, result.title("Hessian spectrum", surface=False))
-        return save(fig, path, dpi)
+        return save(density_figure(result, opts), path, dpi)

@@ -23,6 +23,7 @@ from .common import (
     make_levels,
     make_norm,
     new_figure,
+    outside_legend,
     save,
     style,
     suptitle,
@@ -35,13 +36,30 @@ CURVATURE_SURFACES = ("train_lambda_max", "train_lambda_min", "train_convexity")
 
 @dataclass
 class Options:
-    """What the user may change about a surface plot (``landscape plot`` flags)."""
+    """What the user may change about a picture (the flags shared by ``landscape plot``, ``report`` and
+    ``view``). ``vmin``/``vmax`` bound the colour scale of 2D kinds and the value axis of 1D ones;
+    ``figsize`` (inches) and ``title`` replace the defaults; ``elev``/``azim`` turn 3D views (degrees)."""
 
     log: bool = False
     vmin: float | None = None
     vmax: float | None = None
     levels: int = 30
     dpi: int = 150
+    cmap: str | None = None
+    figsize: tuple[float, float] | None = None
+    title: str | None = None
+    elev: float | None = None
+    azim: float | None = None
+
+    def given(self) -> list[str]:
+        """The options set away from their defaults, by flag name (for refusing those a kind cannot use)."""
+        return [k for k, v in vars(self).items() if k != "dpi" and v != getattr(Options, k)]
+
+
+def value_limits(ax, opts: Options | None) -> None:
+    """``--vmin``/``--vmax`` on a 1D picture: the limits of the value (y) axis."""
+    if opts is not None and (opts.vmin is not None or opts.vmax is not None):
+        ax.set_ylim(bottom=opts.vmin, top=opts.vmax)
 
 
 def _surface(result: Result, name: str | None) -> tuple[str, np.ndarray]:
@@ -83,7 +101,8 @@ def _cbar_label(name: str, log: bool) -> str:
 
 
 # ---------------------------------------------------------------------------- 1D
-def draw_line(ax, result: Result, log: bool = False, metrics: tuple[str, ...] = ("loss", "acc")) -> list:
+def draw_line(ax, result: Result, log: bool = False, metrics: tuple[str, ...] = ("loss", "acc"),
+              opts: Options | None = None) -> list:
     """1D surface: losses on ``ax`` (solid), accuracies on a twin axis (dashed), one colour per split."""
     if result.ndim != 1:
         raise LandscapeError(f"a line plot of the whole surface needs a 1D surface; {result.path} is {result.ndim}D")
@@ -109,12 +128,14 @@ def draw_line(ax, result: Result, log: bool = False, metrics: tuple[str, ...] = 
             handles.append(h)
         ax2.set_ylabel(label_of("_" + metrics[1]).strip())
     ax.axvline(0.0, color="0.6", lw=0.8, ls=":")
+    value_limits(ax, opts)
     if handles:
-        ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best")
+        outside_legend(ax, handles)
     return handles
 
 
-def draw_slices(ax, result: Result, surface: str | None = None, log: bool = False) -> list:
+def draw_slices(ax, result: Result, surface: str | None = None, log: bool = False,
+                opts: Options | None = None) -> list:
     """1D cuts of a 2D/3D surface through the grid point nearest the centre θ, one per axis (solid
     along x, dashed along y, dotted along z), for each split of the same metric."""
     name, _ = _surface(result, surface)
@@ -139,7 +160,8 @@ def draw_slices(ax, result: Result, surface: str | None = None, log: bool = Fals
         ax.set_yscale("log")
     ax.axvline(0.0, color="0.6", lw=0.8, ls=":")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
+    value_limits(ax, opts)
+    outside_legend(ax, handles)
     return handles
 
 
@@ -154,7 +176,8 @@ def draw_heatmap(ax, result: Result, surface: str | None = None, opts: Options |
     zm = finite_masked(z, name, result.path, opts.log, result.done)
     lo, hi = value_range(zm, opts.vmin, opts.vmax, opts.log)
     norm = _norm_for(name, lo, hi, opts.log)
-    mesh = ax.pcolormesh(x, y, zm.T, shading="nearest", norm=norm, cmap=cmap or _cmap_for(name), rasterized=True)
+    mesh = ax.pcolormesh(x, y, zm.T, shading="nearest", norm=norm, cmap=cmap or opts.cmap or _cmap_for(name),
+                         rasterized=True)
     _frame2d(ax, result, clip=False)
     if colorbar:
         _colorbar(ax, mesh, name, opts.log)
@@ -175,7 +198,7 @@ def draw_contour(ax, result: Result, surface: str | None = None, opts: Options |
     lo, hi = value_range(zm, opts.vmin, opts.vmax, opts.log)
     levels = make_levels(lo, hi, opts.levels, opts.log)
     norm = _norm_for(name, lo, hi, opts.log)
-    cmap = _cmap_for(name)
+    cmap = opts.cmap or _cmap_for(name)
     if filled:
         cs = ax.contourf(x, y, zm.T, levels=levels, norm=norm, cmap=cmap, extend=_extend(zm, lo, hi))
         if colorbar:
@@ -226,7 +249,7 @@ def draw_surface3d(ax, result: Result, surface: str | None = None, opts: Options
     missing = ~np.isfinite(zz)
     cell = 0.25 * (zz[:-1, :-1] + zz[1:, :-1] + zz[:-1, 1:] + zz[1:, 1:]) if min(zz.shape) > 1 else zz
     colors = np.zeros(zz.shape + (4,))
-    rgba = colormaps[_cmap_for(name)](Normalize(lo, hi)(np.nan_to_num(cell, nan=lo)))
+    rgba = colormaps[opts.cmap or _cmap_for(name)](Normalize(lo, hi)(np.nan_to_num(cell, nan=lo)))
     rgba[~np.isfinite(cell)] = 0.0
     colors[: cell.shape[0], : cell.shape[1]] = rgba
     filled = np.where(missing, np.nanmin(zz) if (~missing).any() else 0.0, zz)
@@ -240,7 +263,7 @@ def draw_surface3d(ax, result: Result, surface: str | None = None, opts: Options
 
     for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
         axis.set_major_locator(MaxNLocator(5))
-    ax.view_init(elev=30, azim=-60)
+    ax.view_init(elev=30 if opts.elev is None else opts.elev, azim=-60 if opts.azim is None else opts.azim)
     return surf
 
 
@@ -290,48 +313,62 @@ def _frame2d(ax, result: Result, clip: bool = True) -> None:
     ax.set_ylabel(result.axis_label("y"))
     if len(x) > 1 and len(y) > 1:
         dx, dy = np.ptp(x), np.ptp(y)
-        if dx > 0 and dy > 0 and 2 / 3 <= dy / dx <= 3 / 2:
+        if dx > 0 and dy > 0 and (shared_units(result) or 2 / 3 <= dy / dx <= 3 / 2):
             ax.set_aspect("equal", adjustable="box")
+
+
+def shared_units(result: Result) -> bool:
+    """True when x and y are measured in the same units of weight space -- PCA components and the plane
+    through three models (unit or equal-scale directions) --, so only an equal aspect shows distances
+    truly (random filter-normalized directions have their own scales and keep a free aspect)."""
+    kinds = {str(result.directions_meta.get(a, {}).get("kind")) for a in ("x", "y")}
+    return result.plane is not None or bool(kinds & {"pca", "plane"})
 
 
 # ---------------------------------------------------------------------------- whole figures
 KINDS_2D = ("contour", "contourf", "heatmap", "surface3d")
 
 
+def surface_figure(result: Result, kind: str, surface: str | None = None, opts: Options | None = None):
+    """One figure of ``kind`` (contour, contourf, heatmap, surface3d, line, volume, curvature), not saved."""
+    opts = opts or Options()
+    size = opts.figsize
+    if kind == "line":
+        fig = new_figure(*(size or (6.0, 4.0)))
+        ax = fig.add_subplot()
+        if result.ndim == 1:
+            draw_line(ax, result, opts.log, opts=opts)
+        else:
+            draw_slices(ax, result, surface, opts.log, opts=opts)
+        suptitle(fig, opts.title or result.title())
+    elif kind in ("contour", "contourf", "heatmap"):
+        fig = new_figure(*(size or (6.0, 5.0)))
+        ax = fig.add_subplot()
+        if kind == "heatmap":
+            draw_heatmap(ax, result, surface, opts)
+        else:
+            draw_contour(ax, result, surface, opts, filled=kind == "contourf")
+        suptitle(fig, opts.title or result.title())
+        ax.set_title(label_of(surface or result.default_surface() or ""))
+    elif kind == "surface3d":
+        fig = new_figure(*(size or (6.5, 5.5)))
+        ax = fig.add_subplot(projection="3d")
+        draw_surface3d(ax, result, surface, opts)
+        suptitle(fig, opts.title or result.title())
+    elif kind == "volume":
+        fig = _volume_figure(result, surface, opts)
+    elif kind == "curvature":
+        fig = _curvature_figure(result, opts)
+    else:
+        raise LandscapeError(f"unknown surface plot kind {kind!r}")
+    return fig
+
+
 def plot_surface(result: Result, kind: str, path: str, surface: str | None = None, opts: Options | None = None) -> str:
-    """One figure of ``kind`` (contour, contourf, heatmap, surface3d, line, volume, curvature) saved to
-    ``path``; returns ``path``."""
+    """One figure of ``kind`` saved to ``path``; returns ``path``."""
     opts = opts or Options()
     with style():
-        if kind == "line":
-            fig = new_figure(6.0, 4.0)
-            ax = fig.add_subplot()
-            if result.ndim == 1:
-                draw_line(ax, result, opts.log)
-            else:
-                draw_slices(ax, result, surface, opts.log)
-            suptitle(fig, result.title())
-        elif kind in ("contour", "contourf", "heatmap"):
-            fig = new_figure(6.0, 5.0)
-            ax = fig.add_subplot()
-            if kind == "heatmap":
-                draw_heatmap(ax, result, surface, opts)
-            else:
-                draw_contour(ax, result, surface, opts, filled=kind == "contourf")
-            suptitle(fig, result.title())
-            ax.set_title(label_of(surface or result.default_surface() or ""))
-        elif kind == "surface3d":
-            fig = new_figure(6.5, 5.5)
-            ax = fig.add_subplot(projection="3d")
-            draw_surface3d(ax, result, surface, opts)
-            suptitle(fig, result.title())
-        elif kind == "volume":
-            fig = _volume_figure(result, surface, opts)
-        elif kind == "curvature":
-            fig = _curvature_figure(result, opts)
-        else:
-            raise LandscapeError(f"unknown surface plot kind {kind!r}")
-        return save(fig, path, opts.dpi)
+        return save(surface_figure(result, kind, surface, opts), path, opts.dpi)
 
 
 def volume_slices(nz: int, most: int = 9) -> list[int]:
@@ -352,11 +389,11 @@ def _volume_figure(result: Result, surface: str | None, opts: Options):
     ks = volume_slices(len(zc))
     ncols = min(3, len(ks))
     nrows = -(-len(ks) // ncols)
-    fig = new_figure(3.2 * ncols + 1.0, 2.9 * nrows + 0.6)
+    fig = new_figure(*(opts.figsize or (3.2 * ncols + 1.0, 2.9 * nrows + 0.6)))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
     mesh = None
     for ax, k in zip(axes.flat, ks):
-        mesh = ax.pcolormesh(x, y, zm[:, :, k].T, shading="nearest", norm=norm, cmap=_cmap_for(name),
+        mesh = ax.pcolormesh(x, y, zm[:, :, k].T, shading="nearest", norm=norm, cmap=opts.cmap or _cmap_for(name),
                              rasterized=True)
         ax.set_title(f"γ = {zc[k]:.3g}" + ("  (centre)" if k == result.center_index()[2] else ""))
     for ax in axes.flat[len(ks):]:
@@ -367,7 +404,7 @@ def _volume_figure(result: Result, surface: str | None, opts: Options):
         ax.set_ylabel(result.axis_label("y"))
     cb = fig.colorbar(mesh, ax=[a for a in axes.flat[: len(ks)]], shrink=0.9)
     cb.set_label(_cbar_label(name, opts.log))
-    suptitle(fig, result.title(f"{label_of(name)}, slices along z"))
+    suptitle(fig, opts.title or result.title(f"{label_of(name)}, slices along z"))
     return fig
 
 
@@ -383,7 +420,7 @@ def _curvature_figure(result: Result, opts: Options):
         raise LandscapeError(f"{result.path} has no curvature maps (train_lambda_max, ...); make them with "
                              "'landscape surface ... --curvature-map'")
     if result.ndim == 1:
-        fig = new_figure(6.0, 4.0)
+        fig = new_figure(*(opts.figsize or (6.0, 4.0)))
         ax = fig.add_subplot()
         x = result.coords["x"]
         handles = []
@@ -402,16 +439,16 @@ def _curvature_figure(result: Result, opts: Options):
                             label=label_of(conv[0]))
             handles.append(h)
             ax2.set_ylabel(label_of(conv[0]))
-        ax.legend(handles=handles, loc="best")
+        outside_legend(ax, handles)
         ax.grid(True, alpha=0.3)
     elif result.ndim == 2:
-        fig = new_figure(4.6 * len(names), 4.2)
+        fig = new_figure(*(opts.figsize or (4.6 * len(names), 4.2)))
         axes = fig.subplots(1, len(names), squeeze=False)[0]
         for ax, n in zip(axes, names):
-            draw_curvature(ax, result, n, Options(log=False, levels=opts.levels))
+            draw_curvature(ax, result, n, Options(log=False, levels=opts.levels, cmap=opts.cmap))
             ax.set_title(label_of(n))
     else:
         raise LandscapeError("curvature maps of a 3D volume: plot them one at a time with --kind volume "
                              "--surface train_lambda_max")
-    suptitle(fig, result.title("curvature maps (Li et al. 2018, Fig. 7)"))
+    suptitle(fig, opts.title or result.title("curvature maps (Li et al. 2018, Fig. 7)"))
     return fig

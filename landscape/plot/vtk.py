@@ -1,5 +1,6 @@
-"""Exporters: legacy ASCII VTK (for ParaView/VisIt renderings, as in Li et al.'s ``h52vtp``), NumPy
-``.npz`` and CSV.
+"""Exporters: legacy ASCII VTK (the default, dependency-free; for ParaView/VisIt renderings, as in Li et
+al.'s ``h52vtp``), VTK XML ``.vts`` (binary structured grid, written here) and, through meshio, ``.vtu``
+(binary) and STL/OBJ/PLY meshes of a 2D surface (to render or 3D-print a landscape), NumPy ``.npz``, CSV.
 
 VTK layout: a 2D surface becomes a ``STRUCTURED_GRID`` whose points are (x, y, loss) -- the landscape
 is a real height field in 3D -- with every surface attached as point data; a 3D volume becomes
@@ -103,6 +104,131 @@ def write_vtk(result: Result, path: str, surface: str | None = None, log: bool =
     return path
 
 
+def height(result: Result, surface: str | None = None, log: bool = False,
+           zmax: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The height field of a 2D surface for meshes: ``(h, missing)`` with ``h[i, j]`` the (log₁₀, clipped)
+    value at ``(x[i], y[j])`` and missing points filled with the lowest finite height (``missing`` marks them)."""
+    name = surface or result.default_surface()
+    if name not in result.surfaces:
+        raise LandscapeError(f"{result.path} has no surface {name!r}; choose --surface among "
+                             f"{', '.join(result.surface_names())}")
+    h = np.array(result.surfaces[name], dtype=np.float64)
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = np.where(h > 0, np.log10(h), np.nan)
+    if zmax is not None:
+        h = np.minimum(h, zmax)
+    missing = ~np.isfinite(h)
+    h[missing] = float(h[~missing].min()) if (~missing).any() else 0.0
+    return h, missing
+
+
+def _points(result: Result, h: np.ndarray | None) -> np.ndarray:
+    """Grid points in VTK order (x fastest, then y, then z): (x, y, h) for 2D, (x, y, z) for 3D."""
+    axes = [result.coords[a] for a in AXES[: result.ndim]]
+    grids = list(np.meshgrid(*axes, indexing="ij"))
+    if result.ndim == 2:
+        grids.append(h)
+    return np.stack([g.transpose().reshape(-1) for g in grids], axis=1)
+
+
+def _point_arrays(result: Result) -> dict[str, np.ndarray]:
+    out = {_vtk_name(n): np.ascontiguousarray(result.surfaces[n].T.reshape(-1)) for n in result.surface_names()}
+    done = result.done if result.done is not None else np.ones(result.shape, bool)
+    out["computed"] = np.asarray(done, np.uint8).T.reshape(-1)
+    return out
+
+
+def _b64(a: np.ndarray) -> str:
+    """VTK XML ``format="binary"`` data: base64 of a UInt64 byte count followed by the raw little-endian bytes."""
+    import base64
+
+    raw = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+    return base64.b64encode(np.uint64(len(raw)).tobytes() + raw).decode("ascii")
+
+
+def _vtk_type(a: np.ndarray) -> str:
+    return {"f8": "Float64", "u1": "UInt8", "f4": "Float32", "i8": "Int64"}[a.dtype.str[1:]]
+
+
+def write_vts(result: Result, path: str, surface: str | None = None, log: bool = False,
+              zmax: float | None = None) -> str:
+    """VTK XML structured grid (``.vts``, binary): a 2D surface as the height field (x, y, h) or a 3D volume
+    as its (x, y, z) lattice, every surface and ``computed`` as point data. Written directly (meshio has no
+    structured-grid writer); ParaView and VisIt open it."""
+    if result.ndim not in (2, 3):
+        raise LandscapeError(f"--format vts needs a 2D or 3D surface; {result.path} is {result.ndim}D: use "
+                             "--format csv or npz")
+    h = height(result, surface, log, zmax)[0] if result.ndim == 2 else None
+    pts = _points(result, h)
+    dims = list(result.shape) + [1] * (3 - result.ndim)
+    extent = " ".join(f"0 {n - 1}" for n in dims)
+    arrays = "".join(f'<DataArray type="{_vtk_type(v)}" Name="{k}" format="binary">{_b64(v)}</DataArray>'
+                     for k, v in _point_arrays(result).items())
+    text = ('<?xml version="1.0"?>\n<VTKFile type="StructuredGrid" version="1.0" byte_order="LittleEndian" '
+            f'header_type="UInt64">\n<StructuredGrid WholeExtent="{extent}">\n<Piece Extent="{extent}">\n'
+            f'<PointData>{arrays}</PointData>\n<Points><DataArray type="Float64" NumberOfComponents="3" '
+            f'format="binary">{_b64(pts.astype(np.float64))}</DataArray></Points>\n</Piece>\n</StructuredGrid>\n'
+            '</VTKFile>\n')
+    with open(path, "w", encoding="ascii") as f:
+        f.write(text)
+    return path
+
+
+def _quads(nx: int, ny: int) -> np.ndarray:
+    """Cells of an nx × ny grid (points x fastest) as quads (counter-clockwise seen from +z)."""
+    i, j = np.meshgrid(np.arange(nx - 1), np.arange(ny - 1), indexing="ij")
+    a = (j * nx + i).reshape(-1)
+    return np.stack([a, a + 1, a + 1 + nx, a + nx], axis=1)
+
+
+def write_mesh(result: Result, path: str, fmt: str, surface: str | None = None, log: bool = False,
+               zmax: float | None = None) -> str:
+    """A 2D surface as a mesh through meshio: ``vtu`` (binary unstructured grid, quads with every surface as
+    point data; a 3D volume as hexahedra), ``stl``/``obj``/``ply`` (two triangles per grid cell, cells
+    touching a point not computed left out). Needs ``pip install 'landscape[mesh]'``."""
+    try:
+        import meshio
+    except ImportError:
+        raise LandscapeError(f"--format {fmt} needs meshio: pip install 'landscape[mesh]' (or pip install meshio); "
+                             "--format vtk needs nothing") from None
+    if fmt == "vtu" and result.ndim == 3:
+        nx, ny, nz = result.shape
+        pts = _points(result, None)
+        q = _quads(nx, ny)
+        hexes = np.concatenate([q + k * nx * ny for k in range(nz - 1)], axis=0)
+        hexes = np.concatenate([hexes, hexes + nx * ny], axis=1)
+        mesh = meshio.Mesh(pts, [("hexahedron", hexes)], point_data=_point_arrays(result))
+        mesh.write(path, file_format="vtu", binary=True)
+        return path
+    if result.ndim != 2:
+        raise LandscapeError(f"--format {fmt} needs a 2D surface (a height field); {result.path} is "
+                             f"{result.ndim}D" + (": use --format vtu, vts or vtk" if result.ndim == 3 else
+                                                  ": use --format csv or npz"))
+    nx, ny = result.shape
+    if nx < 2 or ny < 2:
+        raise LandscapeError(f"--format {fmt}: a mesh needs at least 2 points along x and y; {result.path} has "
+                             f"{nx}×{ny}")
+    h, missing = height(result, surface, log, zmax)
+    pts = _points(result, h)
+    quads = _quads(nx, ny)
+    if fmt == "vtu":
+        mesh = meshio.Mesh(pts, [("quad", quads)], point_data=_point_arrays(result))
+        mesh.write(path, file_format="vtu", binary=True)
+        return path
+    keep = ~missing.T.reshape(-1)[quads].any(axis=1)
+    q = quads[keep]
+    tris = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]], axis=0).astype(np.int32)
+    if not len(tris):
+        raise LandscapeError(f"{result.path}: no grid cell has all four corners computed; nothing to mesh")
+    kw = {"binary": True} if fmt in ("stl", "ply") else {}
+    meshio.Mesh(pts, [("triangle", tris)]).write(path, file_format=fmt, **kw)
+    return path
+
+
+MESH_FORMATS = ("vts", "vtu", "stl", "obj", "ply")
+
+
 def write_npz(result: Result, path: str) -> str:
     """Every array a plot could use: ``x``/``y``/``z``, each surface, ``done``, ``paths/<name>/<key>``,
     ``trajectory/coords``, curvature arrays, metric values and layer-wise arrays, plus ``attrs`` and
@@ -177,12 +303,16 @@ def write_csv(result: Result, path: str) -> str:
 
 def export(result: Result, fmt: str, out: str | None = None, **kw) -> str:
     """Write ``result`` as ``fmt`` (vtk, npz, csv) to ``out`` (default: beside the input, same stem)."""
-    ext = {"vtk": ".vtk", "npz": ".npz", "csv": ".csv"}
+    ext = {f: f".{f}" for f in ("vtk", "npz", "csv", *MESH_FORMATS)}
     if fmt not in ext:
-        raise LandscapeError(f"--format {fmt!r}: choose vtk, npz or csv")
+        raise LandscapeError(f"--format {fmt!r}: choose {', '.join(ext)}")
     path = out or os.path.splitext(result.path)[0] + ext[fmt]
     if fmt == "vtk":
         return write_vtk(result, path, **kw)
+    if fmt == "vts":
+        return write_vts(result, path, **kw)
+    if fmt in MESH_FORMATS:
+        return write_mesh(result, path, fmt, **kw)
     if fmt == "npz":
         return write_npz(result, path)
     return write_csv(result, path)
