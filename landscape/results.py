@@ -61,6 +61,8 @@ class Result:
     groups: list[str] = field(default_factory=list)
     #: ``--samples`` runs: {split: {"n": evaluated, "of": data set size, "seed": seed}} (indices in /samples/<split>)
     samples: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: ``landscape track``: /track's datasets (rows not done are NaN) and its attributes, or None
+    track: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ conveniences
     @property
@@ -326,6 +328,8 @@ def _read_ours(path: str, f) -> Result:
             if isinstance(ds, h5py.Dataset):
                 v = np.asarray(ds[()])
                 res.metrics[name] = (v.item() if v.ndim == 0 else v, _attrs(ds))
+    if "track" in f and isinstance(f["track"], h5py.Group):
+        res.track = _read_track(f["track"])
     if "layerwise" in f:
         lw: dict[str, Any] = {}
         for q, ds in f["layerwise"].items():
@@ -341,6 +345,30 @@ def _read_ours(path: str, f) -> Result:
             lw["layers"] = [f"layer {i + 1}" for i in range(n)]
         res.layerwise = lw
     return res
+
+
+def _read_track(g) -> dict[str, Any]:
+    """/track (``landscape track``): every dataset, rows of checkpoints not done set to NaN; attributes under
+    ``attrs`` (``checkpoints`` and ``config`` decoded from JSON)."""
+    import h5py
+
+    out: dict[str, Any] = {"attrs": _attrs(g)}
+    done = np.asarray(g["done"][()], dtype=bool) if "done" in g else None
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset):
+            return
+        v = np.asarray(obj[()])
+        if (done is not None and name not in ("done", "step") and not name.startswith("density/")
+                and v.ndim and v.shape[0] == done.shape[0] and v.dtype.kind == "f"):
+            v = v.astype(np.float64)
+            v[~done] = np.nan
+        out[name] = v
+        if (name.startswith("density/") or name == "subspace_overlap") and done is not None and not done.all():
+            out[name] = np.full(np.shape(v), np.nan)  # made at the end of a run: not there yet
+
+    g.visititems(visit)
+    return out
 
 
 def _read_tree(g) -> dict[str, Any]:
