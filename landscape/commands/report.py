@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="output name; .png and .pdf are written (default: FILE_report)")
     p.add_argument("--log", action="store_true", help="logarithmic scale for the loss surfaces")
     p.add_argument("--dpi", type=positive_int("--dpi"), default=150, help="resolution of the PNG (default: 150)")
+    p.add_argument("--track", metavar="TRACK.h5",
+                   help="a 'landscape track' file to show beside FILE's surfaces (a /track inside FILE is shown too)")
     p.set_defaults(func=run)
 
 
@@ -45,6 +47,14 @@ def run(args) -> int:
         return 0
     check_output_path(args.out, file_name=False)  # --out is a name stem: .png and .pdf are added
     result = open_result(args.file)
+    if getattr(args, "track", None):
+        other = open_result(args.track)
+        if not other.track:
+            from ..errors import LandscapeError
+
+            raise LandscapeError(f"--track: {args.track} holds no /track; make it with 'landscape track ... --out "
+                                 f"{args.track}'")
+        result.track = other.track
     with print_warnings("report"):
         paths = make_report(result, args.out, Options(log=args.log, dpi=args.dpi))
     for path in paths:

@@ -1,8 +1,8 @@
 """Pictures and exports of result files (no model needed).
 
 ``surface`` (1D/2D/3D surfaces, curvature maps), ``spectrum`` (Hessian density), ``path``
-(interpolation, PCA trajectory), ``report`` (one summary figure), ``vtk`` (VTK, npz, csv). This
-module knows which kinds of picture a file can give and draws them by name::
+(interpolation, PCA trajectory), ``track`` (EoS, spectrum evolution, overlaps), ``report`` (one summary
+figure), ``vtk`` (VTK, npz, csv). This module knows which kinds of picture a file can give and draws them by name::
 
     from landscape.results import open_result
     from landscape.plot import available_kinds, plot_kind
@@ -21,7 +21,7 @@ from .common import FORMATS, output_path
 from .surface import KINDS_2D, Options
 
 KINDS = ("contour", "contourf", "heatmap", "surface3d", "line", "volume", "path", "density", "trajectory",
-         "curvature")
+         "curvature", "track")
 
 __all__ = ["KINDS", "FORMATS", "Options", "available_kinds", "plot_kind", "plot_all"]
 
@@ -48,6 +48,10 @@ def available_kinds(result: Result) -> list[str]:
         kinds.append("trajectory")
     if result.ndim in (1, 2) and curvature_surfaces(result):
         kinds.append("curvature")
+    from .track import has_track
+
+    if has_track(result):
+        kinds.append("track")
     return [k for k in KINDS if k in kinds]
 
 
@@ -81,6 +85,10 @@ def plot_kind(result: Result, kind: str, out_dir: str, fmt: str = "png", surface
     if kind == "path":
         return [plot_path(result, output_path(out_dir, stem, "path", name, fmt=fmt), name, opts.log, opts.dpi)
                 for name, p in result.paths.items() if "alpha" in p]
+    if kind == "track":
+        from .track import plot_track
+
+        return plot_track(result, out_dir, fmt, opts.dpi)
     if kind == "density":
         return [plot_density(result, output_path(out_dir, stem, "density", fmt=fmt), opts.dpi)]
     if kind == "trajectory":

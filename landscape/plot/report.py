@@ -70,6 +70,9 @@ def _panels(r: Result, opts: Options) -> list[Panel]:
         panels.append(("Hessian spectral density", "", lambda ax: draw_density(ax, r)))
     if _layer_quantities(r):
         panels.append(("per-layer conditioning (K-FAC)", "", lambda ax: draw_layerwise(ax, r)))
+    from .track import track_panels
+
+    panels += track_panels(r)  # type: ignore[arg-type]
     return panels
 
 
@@ -179,7 +182,7 @@ def make_report(result: Result, out: str | None = None, opts: Options | None = N
     panels = _panels(result, opts)
     rows = metric_rows(result)
     if not panels and not rows:
-        raise LandscapeError(f"{result.path} holds nothing to report (no surface, path, curvature, metrics or "
+        raise LandscapeError(f"{result.path} holds nothing to report (no surface, path, curvature, metrics, track or "
                              f"layer-wise data); see 'landscape info {result.path}'")
     ncols = min(3, max(1, len(panels)))
     nrows = -(-len(panels) // ncols) if panels else 0
