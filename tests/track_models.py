@@ -5,6 +5,7 @@ checkpoint series from random weights to a trained minimum (loss ≤ 1e-4)."""
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 from torch import nn
@@ -34,15 +35,16 @@ def _loss(model: nn.Module, X, Y) -> torch.Tensor:
     return (model(X) - Y).pow(2).mean(dim=1).mean()
 
 
-def write_series(folder: str, gd_steps: int = 3, lr: float = 0.05) -> list[str]:
-    """ckpt_00000 (random), ckpt_0000{1..gd_steps} (GD steps of ``lr``), ckpt_01000 (a minimum, loss ≤ 1e-4)."""
+def write_series(folder: str, gd_steps: int = 3, lr: float = 0.05, prefix: str = "") -> list[str]:
+    """ckpt_00000 (random), ckpt_0000{1..gd_steps} (GD steps of ``lr``), ckpt_01000 (a minimum, loss ≤ 1e-4).
+    ``prefix`` goes before every key (``net.`` for :func:`slow_tiny_model`)."""
     model = tiny_model()
     X, Y = tiny_data()
     paths = []
 
     def save(step: int) -> None:
         p = os.path.join(folder, f"ckpt_{step:05d}.pt")
-        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, p)
+        torch.save({prefix + k: v.detach().clone() for k, v in model.state_dict().items()}, p)
         paths.append(p)
 
     save(0)
@@ -79,3 +81,19 @@ def tiny_model_f32() -> nn.Module:
 def tiny_data_f32():
     X, Y = tiny_data()
     return X.float(), Y.float()
+
+
+class _Slow(nn.Module):
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.net = tiny_model()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.net(x)
+
+
+def slow_tiny_model() -> nn.Module:
+    """:func:`tiny_model` whose forward pass also sleeps ``LANDSCAPE_TEST_SLEEP`` seconds (kill -9 tests)."""
+    return _Slow(float(os.environ.get("LANDSCAPE_TEST_SLEEP", "0.05")))
