@@ -33,8 +33,8 @@ _API = {
     "LandscapeError": "errors",
 }
 _MODULES = ("problem", "params", "directions", "grid", "evaluate", "linear_chain", "parallel", "store", "schema",
-            "results", "surface", "interpolation", "trajectory", "train", "track", "curvature", "sharpness", "layerwise", "plot",
-            "zoo")
+            "results", "surface", "interpolation", "trajectory", "train", "track", "curvature", "sharpness",
+            "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]
 
