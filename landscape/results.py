@@ -605,8 +605,20 @@ def describe(result: Result) -> str:
         labels = r.plane.get("labels") or []
         pts = ", ".join(f"{lab}=({', '.join(f'{v:.3g}' for v in c)})" for lab, c in zip(labels, r.plane["coords"]))
         lines.append(f"  plane through three models: {pts}")
+    if r.track:
+        t = r.track
+        steps = np.asarray(t.get("step", []))
+        done = np.asarray(t.get("done", np.zeros(len(steps))), dtype=bool)
+        ta = t.get("attrs", {})
+        lam = np.asarray(t.get("lambda_max", []), dtype=float)
+        qs = [k for k, v in t.items() if isinstance(v, np.ndarray) and k not in ("step", "done")]
+        span = f"steps {int(steps[0])}–{int(steps[-1])}" if len(steps) else "no steps"
+        lines.append(f"  track: {int(done.sum())}/{len(steps)} checkpoints done ({span}), operator "
+                     f"{ta.get('operator', 'hessian')}" + (f", lr {ta['lr']}" if "lr" in ta else "")
+                     + (f", λ_max {np.nanmin(lam):.4g}…{np.nanmax(lam):.4g}" if np.isfinite(lam).any() else "")
+                     + f"; {len(qs)} quantities")
     known = {"coords", "directions", "surfaces", "paths", "trajectory", "curvature", "metrics", "layerwise", "plane",
-             "samples"}
+             "samples", "track"}
     other = [g for g in r.groups if g not in known] if r.format != LI_FORMAT else []
     if other:
         lines.append("  other groups: " + ", ".join(other))

@@ -275,3 +275,5 @@ def test_track_beside_a_surface_and_plots(series, run_cli, tmp_path):
 
     titles = [t for t, _, _ in _panels(r, Options())]
     assert "edge of stability: λ_max vs 2/η" in titles and "1D surface" in titles
+    code, stdout, _ = run_cli("info", surf)
+    assert code == 0 and "track: 5/5 checkpoints done (steps 0–1000), operator hessian, lr 0.05" in stdout
