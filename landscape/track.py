@@ -363,7 +363,6 @@ class CheckpointEvaluator:
                     out["update_grad_corr"] = np.asarray(corr)
                     gn = float(g.norm())
                     out["update_cosine"] = np.asarray(corr / (gn * un) if gn > 0 else np.nan)
-                P.assign_(P.states(model), self._load(i))  # (nothing above writes θ; kept exact for what follows)
         if self.sharp:
             res = compute_metrics(prob, self.sharp, lr=spec.lr, seed=spec.seed)
             for n, met in res.items():
@@ -642,10 +641,13 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
         if stored is not None and not overwrite:
             compare_identity(out, stored, identity)
         else:
-            if stored is not None or os.path.exists(out):
+            if os.path.exists(out):
+                from .store import read_attrs
                 from .surface import check_lock_free
 
                 check_lock_free(out)
+                if read_attrs(out).get("kind") == "track":
+                    os.remove(out)  # a track file of its own: start afresh (HDF5 would keep the old group's space)
             attrs = base_attrs(command, config, fps[-1], data_fp, kind="track")
             attrs["title"] = f"{config.get('model')} — training track ({n} checkpoints, {spec.operator})"
             _create(out, attrs, problem.info, build)
