@@ -72,7 +72,16 @@ from . import params as P
 from .errors import LandscapeError
 from .parallel import World, run_with_progress, world
 from .problem import Problem, read_state_dict
-from .store import H5_KW, WriterLock, _json, base_attrs, check_readable, compare_identity, write_samples
+from .store import (
+    H5_KW,
+    WriterLock,
+    _json,
+    base_attrs,
+    check_readable,
+    compare_identity,
+    read_attrs,
+    write_samples,
+)
 
 GROUP = "track"
 #: metric groups of ``--metrics`` (losses and accuracies are always measured)
@@ -628,7 +637,7 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
         for i, p in enumerate(paths):  # every checkpoint checked before any long work
             fps.append(P.fingerprint(load_states(model, p, i, len(paths), unsafe_load)))
         identity = _identity(config, steps, fps, data_fp)
-        stored = _existing_identity(out)
+        stored = None if overwrite else _existing_identity(out)
         n = len(paths)
         sh = _datasets(problem, spec, n, dim)
         fin = _finals(spec, n)
@@ -641,12 +650,16 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
         if stored is not None and not overwrite:
             compare_identity(out, stored, identity)
         else:
-            if os.path.exists(out):
-                from .store import read_attrs
+            if os.path.exists(out) and overwrite:
                 from .surface import check_lock_free
 
                 check_lock_free(out)
-                if read_attrs(out).get("kind") == "track":
+                try:
+                    check_readable(out)
+                    own = read_attrs(out).get("kind") == "track"
+                except LandscapeError:
+                    own = True  # unreadable: nothing in it to keep
+                if own:
                     os.remove(out)  # a track file of its own: start afresh (HDF5 would keep the old group's space)
             attrs = base_attrs(command, config, fps[-1], data_fp, kind="track")
             attrs["title"] = f"{config.get('model')} — training track ({n} checkpoints, {spec.operator})"
