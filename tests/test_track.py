@@ -277,3 +277,26 @@ def test_track_beside_a_surface_and_plots(series, run_cli, tmp_path):
     assert "edge of stability: λ_max vs 2/η" in titles and "1D surface" in titles
     code, stdout, _ = run_cli("info", surf)
     assert code == 0 and "track: 5/5 checkpoints done (steps 0–1000), operator hessian, lr 0.05" in stdout
+
+
+@pytest.mark.parametrize("operator", ["ggn", "fisher"])
+def test_track_with_another_operator_matches_its_dense_matrix(operator, series, tmp_path):
+    prob = tiny_problem()
+    dim = sum(p.numel() for p in prob.model.parameters())
+    spec = TrackSpec(metrics="eigen,update", operator=operator, top_k=2, tol=1e-12, max_iter=dim)
+    res = run_track(prob, series[:2] + series[-1:], spec, str(tmp_path / "op.h5"), progress=False)
+    for i, ck in enumerate(series[:2] + series[-1:]):
+        ref = tiny_problem()
+        load_into(ref, ck)
+        A = dense_ggn(ref) if operator == "ggn" else dense_fisher(ref)
+        lam = torch.linalg.eigvalsh(A).numpy()[::-1]
+        np.testing.assert_allclose(res.values["eigenvalues"][i], lam[:2], rtol=1e-6, atol=1e-12)
+        if i == 0:
+            u = flat(_params_of(series[1])) - flat(named(ref))
+            np.testing.assert_allclose(res.values["update_sharpness"][0], float(u @ A @ u / (u @ u)), rtol=1e-8)
+
+
+def _params_of(path):
+    p = tiny_problem()
+    load_into(p, path)
+    return named(p)
