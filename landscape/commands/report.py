@@ -48,10 +48,13 @@ def run(args) -> int:
     check_output_path(args.out, file_name=False)  # --out is a name stem: .png and .pdf are added
     result = open_result(args.file)
     if getattr(args, "track", None):
-        other = open_result(args.track)
-        if not other.track:
-            from ..errors import LandscapeError
+        from ..errors import LandscapeError
 
+        try:
+            other = open_result(args.track)
+        except LandscapeError as e:
+            raise LandscapeError(f"--track: {e}") from None
+        if not other.track:
             raise LandscapeError(f"--track: {args.track} holds no /track; make it with 'landscape track ... --out "
                                  f"{args.track}'")
         result.track = other.track
