@@ -139,7 +139,7 @@ def plot_track(result: Result, out_dir: str, fmt: str = "png", dpi: int = 150) -
     t = _track(result)
     paths = []
     with style():
-        if "lambda_max" in t or "train_loss" in t:
+        if "lambda_max" in t:
             fig = new_figure(6.5, 5.0)
             top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
             draw_eos(top, result, bottom)
