@@ -55,7 +55,8 @@ def run(args) -> int:
 
     def setup():
         if w.is_root:
-            check_output_path(args.out)
+            check_output_path(args.out, inputs={"--checkpoint": args.checkpoint},
+                              create=args.out == "outputs/hessian.h5")
         problem = problem_from_args(args, w)  # device: cuda:(local_rank % GPUs) or the CPU, as for surface
         op = curvature.HessianOperator(problem, world=w)  # batch i on rank i % size, products summed over ranks
         if args.top_k > op.dim:

@@ -124,7 +124,9 @@ def run(args) -> int:
 
     def setup():
         if w.is_root:  # only rank 0 writes
-            check_output_path(args.out)
+            inputs = {"--checkpoint": args.checkpoint, "--direction-from": args.direction_from,
+                      "--direction-to": args.direction_to}
+            check_output_path(args.out, inputs=inputs, create=args.out == "outputs/sharpness.h5")
             if args.plot_layers:
                 check_output_path(args.plot_layers, "--plot-layers", "layers.png")
         names = S.parse_metrics(args.metrics)
