@@ -420,7 +420,7 @@ def _create_path_file(out: str, attrs: dict, identity: dict, name: str, alphas: 
             g.create_dataset(m, data=np.full(len(alphas), np.nan), track_times=False)
         g.create_dataset("done", data=np.zeros(len(alphas), np.uint8), track_times=False)
 
-    return atomic_create(out, build, replacing=replacing)
+    return atomic_create(out, build, replacing=replacing, keep_lock=True)
 
 
 def _open_existing(out: str, name: str) -> dict | None:

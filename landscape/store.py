@@ -312,9 +312,10 @@ def read_named(group: h5py.Group, device=None) -> Named:
     return {k: torch.from_numpy(np.asarray(group[k][()])).to(device) for k in group.keys()}
 
 
-def atomic_create(path: str, build, *, replacing: WriterLock | None = None) -> WriterLock:
-    """Build the file with ``build(h5file)`` in memory, then put it at ``path`` complete, and return the
-    lock of the new file (the caller releases it, or writes through it).
+def atomic_create(path: str, build, *, replacing: WriterLock | None = None,
+                  keep_lock: bool = False) -> WriterLock | None:
+    """Build the file with ``build(h5file)`` in memory, then put it at ``path`` complete; with ``keep_lock``
+    return the lock of the new file (the caller writes through it and releases it).
 
     The bytes are written to ``path.tmp-PID`` (after a free-space check) and hard-linked to ``path``: the
     link fails if the path exists, so of two runs racing on a new path one is refused, never mixed.
@@ -344,6 +345,9 @@ def atomic_create(path: str, build, *, replacing: WriterLock | None = None) -> W
         else:
             _claim(tmp, path)
         lock.path = path
+        if not keep_lock:
+            lock.release()
+            return None
         return lock
     except BaseException:
         if lock is not None:
@@ -666,7 +670,7 @@ def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple
             f.create_dataset(f"surfaces/{m}", data=np.full(shape, np.nan), track_times=False)
         f.create_dataset("surfaces/done", data=np.zeros(shape, np.uint8), track_times=False)
 
-    return atomic_create(path, build, replacing=replacing)
+    return atomic_create(path, build, replacing=replacing, keep_lock=True)
 
 
 def load_directions(path: str, model_tensors: Named, ndim: int | None = None):
@@ -771,7 +775,7 @@ class update_file:  # noqa: N801 - used as a context manager, reads like a funct
 
     def __enter__(self) -> h5py.File:
         if not os.path.exists(self.path):
-            self._lock = atomic_create(self.path, lambda f: f.attrs.update(self.attrs))
+            self._lock = atomic_create(self.path, lambda f: f.attrs.update(self.attrs), keep_lock=True)
             self.created = True
         else:
             check_readable(self.path)
