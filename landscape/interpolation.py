@@ -532,12 +532,9 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
                     values, summary = _finish(store, group, metrics, alphas, tolerance, model, t0, t1, bn, has_bn)
             finally:
                 store.close()
-    if interrupted:
-        print(f"landscape: interrupted; {store.n_done}/{len(alphas)} α values are saved in {out}; "
-              "run the same command again to compute the rest", file=sys.stderr, flush=True)
-        if w.size > 1:
-            w.abort(130)
-        raise KeyboardInterrupt
+    if interrupted:  # the CLI prints this one line on rank 0 and takes the other ranks down (exit 130)
+        raise KeyboardInterrupt(f"interrupted; {store.n_done if w.is_root else '?'}/{len(alphas)} α values are saved "
+                                f"in {out}; run the same command again to compute the rest")
     values, summary = w.bcast((values, summary) if w.is_root else None)
     return PathResult(out, name, alphas, values, summary, n_todo, time.perf_counter() - t_start)
 

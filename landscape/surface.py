@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -231,12 +230,9 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     finally:
         if w.is_root:
             store.close()
-    if interrupted:
-        print(f"landscape: interrupted; {store.n_done}/{grid.size} points are saved in {out}; "
-              "run the same command again to compute the rest", file=sys.stderr, flush=True)
-        if w.size > 1:
-            w.abort(130)  # take the other ranks down with us
-        raise KeyboardInterrupt
+    if interrupted:  # the CLI prints this one line on rank 0 and takes the other ranks down (exit 130)
+        raise KeyboardInterrupt(f"interrupted; {store.n_done if w.is_root else '?'}/{grid.size} points are saved in "
+                                f"{out}; run the same command again to compute the rest")
     done = store.n_done if w.is_root else grid.size
     return SurfaceResult(out, grid.shape, done, n_todo, time.perf_counter() - t0)
 
