@@ -582,17 +582,20 @@ def describe(result: Result) -> str:
     other = [g for g in r.groups if g not in known] if r.format != LI_FORMAT else []
     if other:
         lines.append("  other groups: " + ", ".join(other))
-    missing = []
-    if not r.ndim:
-        missing.append("surfaces (landscape surface)")
-    if not r.paths:
-        missing.append("interpolation path (landscape interpolate)")
+    # what other commands can add to this file (--out FILE), and what only comes in files of its own
+    addable, own = [], []
     if r.curvature is None:
-        missing.append("curvature (landscape hessian --out FILE)")
+        addable.append("curvature (landscape hessian --out FILE)")
     if not r.metrics:
-        missing.append("metrics (landscape sharpness --out FILE)")
+        addable.append("metrics (landscape sharpness --out FILE)")
     if not r.layerwise:
-        missing.append("layer-wise conditioning (landscape sharpness --metrics layerwise --out FILE)")
-    if missing:
-        lines.append("  not in this file: " + "; ".join(missing))
+        addable.append("layer-wise conditioning (landscape sharpness --metrics layerwise --out FILE)")
+    if not r.ndim:
+        own.append("surfaces (landscape surface, a file of its own)")
+    if not r.paths:
+        own.append("interpolation path (landscape interpolate, a file of its own)")
+    if addable:
+        lines.append("  can be added (same model, data, loss and samples): " + "; ".join(addable))
+    if own:
+        lines.append("  not in this file: " + "; ".join(own))
     return "\n".join(lines)

@@ -603,6 +603,9 @@ def parse_metrics(text: str | Sequence[str]) -> list[str]:
             raise LandscapeError(f"--metrics: unknown metric {it!r}; choose all, a group "
                                  f"({', '.join(GROUPS)}) or a name ({', '.join(ALL_METRICS)})")
         out.extend(n for n in names if n not in out)
+    if not out:
+        raise LandscapeError(f"--metrics {text!r} names no metric; choose all, a group ({', '.join(GROUPS)}) or a "
+                             f"name ({', '.join(ALL_METRICS)})")
     return out
 
 

@@ -37,6 +37,7 @@ def run(args) -> int:
     from ..plot import Options, available_kinds, plot_all, plot_kind
     from ..results import open_result
     from ..store import make_output_folder
+    from .common import check_writable_folder
 
     if not world().is_root:  # under mpirun only rank 0 draws
         return 0
@@ -48,6 +49,8 @@ def run(args) -> int:
     out_dir = args.out_dir or os.path.dirname(args.file)  # relative in, relative out: outputs/r20_..._contour.png
     if args.out_dir:
         make_output_folder(out_dir, "--out-dir", "the pictures")
+    where = "--out-dir" if args.out_dir else "the input file's folder (choose another with --out-dir)"
+    check_writable_folder(out_dir or ".", where)
     opts = Options(log=args.log, vmin=args.vmin, vmax=args.vmax, levels=args.levels, dpi=args.dpi)
     with print_warnings("plot"):
         if args.kind == "all":
