@@ -523,9 +523,10 @@ def compare_identity(path: str, stored: dict, wanted: dict, seeds: tuple | None 
                                      "(--x, --y, --z); give the axes of the run that made it, pass --overwrite to "
                                      "replace it, or choose another --out")
             if seeds and seeds[0] is not None and seeds[0] != seeds[1] and key in (
-                    "data (data_fingerprint)", "directions"):
+                    "model weights (model_fingerprint)", "data (data_fingerprint)", "directions"):
                 raise ResumeMismatch(f"{path} was made by another run (--seed: file has {seeds[0]}, this run has "
-                                     f"{seeds[1]}; the seed picks the --samples subset and random directions): pass "
+                                     f"{seeds[1]}; the seed picks the --samples subset, random directions and the "
+                                     f"initial weights of a model without --checkpoint): pass "
                                      f"--seed {seeds[0]} to resume it, --overwrite to replace it, or choose another "
                                      "--out")
             raise ResumeMismatch(f"{path} was made by another run ({key}: file has {_describe(key, have)}, this run "
@@ -742,12 +743,16 @@ def check_provenance(path: str, wanted: dict, adding: str) -> None:
         refuse("--samples", config["samples"] or "all", wanted["samples"] or "all",
                f"pass the same --samples or {other}")
     fp = attrs.get("model_fingerprint")
+    seed_differs = stored_seed is not None and stored_seed != wanted["seed"]
     if fp and wanted["model_fingerprint"] and fp != wanted["model_fingerprint"]:
+        if seed_differs and not config.get("checkpoint"):
+            refuse("--seed (it initialises a model given without --checkpoint)", stored_seed, wanted["seed"],
+                   f"pass --seed {stored_seed} or {other}")
         refuse("model (weights fingerprint)", fp[:10] + "…", wanted["model_fingerprint"][:10] + "…",
                f"pass the same --model, --model-args and --checkpoint as the run that made it, or {other}")
     dfp = attrs.get("data_fingerprint")
     if dfp and wanted["data_fingerprint"] and dfp != wanted["data_fingerprint"]:
-        if wanted["samples"] and stored_seed is not None and stored_seed != wanted["seed"]:
+        if wanted["samples"] and seed_differs:
             refuse("--seed (it picks the --samples subset)", stored_seed, wanted["seed"],
                    f"pass --seed {stored_seed} or {other}")
         data = config.get("data", config.get("train_data"))

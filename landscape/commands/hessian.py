@@ -168,7 +168,8 @@ def _compute_and_write(args, w, problem, op) -> int:
 
     model_fp, data_fp = fingerprint(select(problem.model, "states")), problem.info["data_fingerprint"]
     attrs = base_attrs(command_line(), {"model": args.model, "data": args.data, "samples": args.samples,
-                                        "loss": args.loss, "seed": args.seed}, model_fp, data_fp, kind="hessian")
+                                        "loss": args.loss, "seed": args.seed, "checkpoint": args.checkpoint},
+                       model_fp, data_fp, kind="hessian")
     need = 8 * op.dim * (len(eig.eigenvalues) if args.save_vectors else 0) + 8 * (args.density_steps * 50)
     with update_file(args.out, "hessian", attrs, adding="/curvature", need=need,
                      provenance=provenance(model_fp, data_fp, args.loss, args.samples, args.seed)) as f:
