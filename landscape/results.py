@@ -247,11 +247,15 @@ def _read_ours(path: str, f) -> Result:
         raise LandscapeError(f"{path} has format_version {version}, newer than this landscape reads "
                              f"({FORMAT_VERSION}); upgrade landscape")
     config: dict[str, Any] = {}
-    if isinstance(attrs.get("config"), str):
-        try:
-            config = json.loads(attrs["config"])
-        except ValueError:
-            config = {}
+    for key in ("config", "identity"):  # JSON written by every run: text that does not parse is damage
+        if isinstance(attrs.get(key), str):
+            try:
+                value = json.loads(attrs[key])
+            except ValueError:
+                raise LandscapeError(f"{path} is damaged (its {key} attribute is not the JSON landscape wrote): "
+                                     f"{_hint(path)}") from None
+            if key == "config":
+                config = value
     res = Result(path=path, format=FORMAT, format_version=version, kind=str(attrs.get("kind", "")), ndim=0,
                  attrs=attrs, config=config if isinstance(config, dict) else {}, groups=sorted(f.keys()))
 

@@ -256,11 +256,6 @@ def refuse_foreign(path: str) -> None:
                              "result files: choose another --out (or delete the file yourself if you mean it)")
 
 
-def check_lock_free(path: str) -> None:
-    """Refuse to replace a file another process is writing."""
-    WriterLock(path).release()
-
-
 def _title(config: dict, grid: Grid, dirs: Directions) -> str:
     m = dirs.meta[0] if dirs.meta else {}
     kind = m.get("kind", config.get("directions"))
