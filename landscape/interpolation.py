@@ -75,9 +75,12 @@ from .problem import Problem, read_state_dict
 from .store import (
     H5_KW,
     GridStore,
+    WriterLock,
     _json,
     atomic_create,
     base_attrs,
+    check_readable,
+    close_h5,
     compare_identity,
     existing_attrs,
     set_attrs,
@@ -405,7 +408,7 @@ def _identity(config: dict, alphas: np.ndarray, fp0: str, fp1: str, data_fp: str
 
 
 def _create_path_file(out: str, attrs: dict, identity: dict, name: str, alphas: np.ndarray, metrics: list[str],
-                      info: dict):
+                      info: dict, replacing: WriterLock | None = None) -> WriterLock:
     def build(f: h5py.File) -> None:
         for k, v in attrs.items():
             f.attrs[k] = v
@@ -417,7 +420,7 @@ def _create_path_file(out: str, attrs: dict, identity: dict, name: str, alphas: 
             g.create_dataset(m, data=np.full(len(alphas), np.nan), track_times=False)
         g.create_dataset("done", data=np.zeros(len(alphas), np.uint8), track_times=False)
 
-    atomic_create(out, build)
+    return atomic_create(out, build, replacing=replacing, keep_lock=True)
 
 
 def _open_existing(out: str, name: str) -> dict | None:
@@ -481,21 +484,33 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
     group = f"paths/{name}"
 
     def setup_root() -> GridStore:
-        if os.path.exists(out) and overwrite:
-            from .surface import check_lock_free
+        lock = None
+        try:
+            if os.path.exists(out):
+                if overwrite:
+                    from .surface import refuse_foreign
 
-            check_lock_free(out)
-            stored = None
-        else:
-            stored = _open_existing(out, name)
-        if stored is not None:
-            compare_identity(out, stored, identity)
-        else:
-            attrs = base_attrs(command, config, fp1, data_fp, kind="interpolation")
-            attrs["from_fingerprint"], attrs["to_fingerprint"] = fp0, fp1
-            attrs["title"] = f"{config.get('model')} — linear path θ₀→θ₁ ({len(alphas)} points)"
-            _create_path_file(out, attrs, identity, name, alphas, metrics, problem.info)
-        return GridStore(out, [f"{group}/{m}" for m in metrics], f"{group}/done", (len(alphas),), flush_every)
+                    refuse_foreign(out)
+                else:
+                    check_readable(out)
+                lock = WriterLock(out)  # refused while another process writes it; held until the run ends
+            stored = None if overwrite else _open_existing(out, name)
+            if stored is not None:
+                compare_identity(out, stored, identity)
+            else:
+                attrs = base_attrs(command, config, fp1, data_fp, kind="interpolation")
+                attrs["from_fingerprint"], attrs["to_fingerprint"] = fp0, fp1
+                attrs["title"] = f"{config.get('model')} — linear path θ₀→θ₁ ({len(alphas)} points)"
+                new = _create_path_file(out, attrs, identity, name, alphas, metrics, problem.info, replacing=lock)
+                if lock is not None:
+                    lock.release()
+                lock = new
+            return GridStore(out, [f"{group}/{m}" for m in metrics], f"{group}/done", (len(alphas),), flush_every,
+                             lock=lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
 
     store = w.collective(setup_root if w.is_root else (lambda: None))
     compute = w.collective(lambda: PathEvaluator(problem, t0, t1, alphas, bn, splits))
@@ -514,24 +529,22 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
             try:
                 store.flush()
                 if not interrupted:
-                    values, summary = _finish(out, group, metrics, alphas, tolerance, model, t0, t1, bn, has_bn)
+                    values, summary = _finish(store, group, metrics, alphas, tolerance, model, t0, t1, bn, has_bn)
             finally:
                 store.close()
-    if interrupted:
-        print(f"landscape: interrupted; {store.n_done}/{len(alphas)} α values are saved in {out}; "
-              "run the same command again to compute the rest", file=sys.stderr, flush=True)
-        if w.size > 1:
-            w.abort(130)
-        raise KeyboardInterrupt
+    if interrupted:  # the CLI prints this one line on rank 0 and takes the other ranks down (exit 130)
+        raise KeyboardInterrupt(f"interrupted; {store.n_done if w.is_root else '?'}/{len(alphas)} α values are saved "
+                                f"in {out}; run the same command again to compute the rest")
     values, summary = w.bcast((values, summary) if w.is_root else None)
     return PathResult(out, name, alphas, values, summary, n_todo, time.perf_counter() - t_start)
 
 
-def _finish(out: str, group: str, metrics: list[str], alphas: np.ndarray, tolerance: float, model: nn.Module,
+def _finish(store: GridStore, group: str, metrics: list[str], alphas: np.ndarray, tolerance: float, model: nn.Module,
             t0: Named, t1: Named, bn: bool, has_bn: bool) -> tuple[dict, dict]:
     """Read the finished path, compute the verdict and write it as attributes (one open/close)."""
     dist, rel = param_distance(model, t0, t1)
-    with h5py.File(out, "r+", **H5_KW) as f:
+    f = store.h5()  # the file this run locked, not whatever the path names now
+    try:
         g = f[group]
         done = np.asarray(g["done"][()], dtype=bool)
         values = {m: np.where(done, np.asarray(g[m][()], dtype=np.float64), np.nan) for m in metrics}
@@ -543,6 +556,8 @@ def _finish(out: str, group: str, metrics: list[str], alphas: np.ndarray, tolera
             ts = path_summary(alphas, values["test_loss"], tolerance)
             summary.update(test_max_bump=ts["max_bump"], test_monotonic=ts["monotonic"], test_barrier=ts["barrier"])
         set_attrs(g, summary)
+    finally:
+        close_h5(f)
     return values, summary
 
 

@@ -24,7 +24,6 @@ import hashlib
 import importlib
 import os
 import pickle
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -111,6 +110,12 @@ def load_model(spec: str, model_args: dict | str | None = None, seed: int = 0) -
             model = factory(**kwargs)
     except (TypeError, ValueError) as e:
         raise LandscapeError(f"--model-args: {spec} does not accept {kwargs} ({e})") from e
+    except LandscapeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's constructor failed: say so in one line
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise LandscapeError(f"--model: building {spec} failed ({type(e).__name__}: {first[:200]}); fix the model "
+                             "code or its --model-args") from e
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"--model: {spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -134,12 +139,23 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
     what = _checkpoint_label(flag)
     if not os.path.isfile(path):
         raise LandscapeError(f"{what} {path!r} does not exist")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == b"\x89HDF\r\n\x1a\n":
+        raise LandscapeError(f"{what} {path!r} is an HDF5 file (a landscape result?), not a checkpoint; give the "
+                             "model's weights: a state_dict saved with torch.save (.pt) or a .safetensors file")
     if path.endswith(".safetensors"):
         try:
             from safetensors.torch import load_file
         except ImportError as e:
             raise LandscapeError(f"{what} {path!r}: reading .safetensors needs 'pip install safetensors'") from e
-        return dict(load_file(path))
+        try:
+            return dict(load_file(path))
+        except Exception as e:  # noqa: BLE001 - truncated or garbage: safetensors raises its own errors
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise LandscapeError(f"{what} {path!r} is not a readable .safetensors file ({type(e).__name__}: "
+                                 f"{first[:160]}); it may be truncated or corrupted: save the weights again") from e
+    check_torch_floor(unsafe_load, what, path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as e:
@@ -151,7 +167,10 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
         first = str(e).splitlines()[0] if str(e) else ""
         raise LandscapeError(f"{what} {path!r} could not be read ({type(e).__name__}: {first})") from e
     if unsafe_load:
-        warnings.warn(f"--unsafe-load: {path} was unpickled with full code execution", stacklevel=2)
+        import sys
+
+        print(f"landscape: warning: --unsafe-load: {path} was unpickled with full code execution (only for files "
+              "you trust)", file=sys.stderr, flush=True)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -173,6 +192,29 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
     return obj
 
 
+#: the oldest torch whose ``torch.load(weights_only=True)`` runs no code from a crafted file
+#: (CVE-2025-32434 was fixed in 2.6, a later weights_only advisory in 2.10)
+SAFE_TORCH = (2, 10)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split("+")[0].split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_torch_floor(unsafe_load: bool, what: str, path: str) -> None:
+    """Refuse to unpickle checkpoints on a torch whose weights_only loader is known to run code."""
+    if unsafe_load or _version_tuple(torch.__version__) >= SAFE_TORCH:
+        return
+    need = ".".join(map(str, SAFE_TORCH))
+    raise LandscapeError(f"{what} {path!r}: torch {torch.__version__} is older than {need}, whose weights_only loading "
+                         f"can run code from a crafted file (CVE-2025-32434 and later); upgrade torch (pip install "
+                         f"'torch>={need}'), use a .safetensors file, or pass --unsafe-load if you trust the file")
+
+
 def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False, flag: str | None = None) -> None:
     """Load a checkpoint into ``model``, naming the first mismatches if keys or shapes differ (and ``flag``)."""
     sd = read_state_dict(path, unsafe_load=unsafe_load, flag=flag)
@@ -188,6 +230,13 @@ def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False, flag
         problems.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
     if shapes:
         problems.append(f"shape {'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''}")
+    # quantized (int8, ...) weights would be cast to float silently by load_state_dict: not the model's weights
+    dtypes = [f"{k} is {str(sd[k].dtype).replace('torch.', '')}" for k in own if k in sd
+              and own[k].is_floating_point() and not (sd[k].is_floating_point() or sd[k].is_complex())]
+    if dtypes:
+        raise LandscapeError(f"{_checkpoint_label(flag)} {path!r} holds integer tensors where the model has floating "
+                             f"point weights ({'; '.join(dtypes[:3])}{' ...' if len(dtypes) > 3 else ''}): a "
+                             "quantized checkpoint? Give the float weights (dequantize before saving)")
     if problems:
         raise LandscapeError(f"{_checkpoint_label(flag)} {path!r} does not match the model: {'; '.join(problems)} "
                              "(check --model and --model-args)")
@@ -382,6 +431,39 @@ class Problem:
             raise LandscapeError(f"the model returned {type(out).__name__}; it must return a tensor of outputs")
 
 
+def check_labels(y: Tensor, n_classes: int, flag: str = "--data", ignore_index: int | None = None) -> None:
+    """Every integer class label in ``y`` must lie in ``0 .. n_classes-1`` (a full scan, not a sample): one line
+    naming the first bad label and its index otherwise (cross-entropy would fail mid-run, or one-hot would).
+    ``ignore_index``: a label the loss skips (cross-entropy's -100)."""
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.numel() == 0:
+        return
+    flat = y.reshape(len(y), -1) if y.ndim > 1 else y.reshape(-1, 1)
+    wrong = (flat < 0) | (flat >= n_classes)
+    if ignore_index is not None:
+        wrong &= flat != ignore_index
+    bad = wrong.any(dim=1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        label = int(flat[i][wrong[i]][0])
+        raise LandscapeError(f"{flag}: label {label} of example {i} is outside the model's {n_classes} classes "
+                             f"(0..{n_classes - 1}); fix the labels or the model's number of outputs")
+
+
+def check_finite_inputs(problem: Problem) -> None:
+    """Every input of every split is finite: one line naming the first example with NaN or inf."""
+    for split, batches in problem.splits.items():
+        start = 0
+        for x, _ in batches:
+            if x.is_floating_point():
+                bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+                if bool(bad.any()):
+                    i = start + int(torch.nonzero(bad)[0, 0])
+                    flag = "--data" if split == "train" else "--test-data"
+                    raise LandscapeError(f"{flag}: the input of example {i} holds NaN or inf; losses and curvature "
+                                         "need finite inputs (clean the data set or choose other --samples)")
+            start += len(x)
+
+
 def make_batches(X: Tensor, y: Tensor, batch_size: int, device: torch.device) -> list[Batch]:
     if batch_size <= 0:
         raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
@@ -440,4 +522,21 @@ def make_problem(
     classification = loss == "cross_entropy" or not splits["train"][0][1].is_floating_point()
     prob = Problem(model=net, loss=loss, splits=splits, device=dev, classification=classification, info=info)
     prob.check_output()
+    _check_all_labels(prob)
     return prob
+
+
+def _check_all_labels(prob: Problem) -> None:
+    """:func:`check_labels` on every split, with the class count of the model's output (classification only)."""
+    x, y = prob.batches[0]
+    if y.is_floating_point():
+        return
+    with torch.inference_mode():
+        out = prob.model(x[:1])
+    if not isinstance(out, Tensor) or out.ndim < 2:
+        return
+    ce = prob.loss == "cross_entropy"
+    n_classes = int(out.shape[1] if ce else out.shape[-1])  # the class dimension each loss uses
+    for split, batches in prob.splits.items():
+        check_labels(torch.cat([t.cpu() for _, t in batches]), n_classes,
+                     "--data" if split == "train" else "--test-data", ignore_index=-100 if ce else None)

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -604,6 +603,9 @@ def parse_metrics(text: str | Sequence[str]) -> list[str]:
             raise LandscapeError(f"--metrics: unknown metric {it!r}; choose all, a group "
                                  f"({', '.join(GROUPS)}) or a name ({', '.join(ALL_METRICS)})")
         out.extend(n for n in names if n not in out)
+    if not out:
+        raise LandscapeError(f"--metrics {text!r} names no metric; choose all, a group ({', '.join(GROUPS)}) or a "
+                             f"name ({', '.join(ALL_METRICS)})")
     return out
 
 
@@ -735,33 +737,28 @@ def write_groups(f, metrics: dict[str, Metric] | None = None, layer=None) -> Non
 
 
 def save_results(path: str, metrics: dict[str, Metric] | None = None, layer=None, *, command: str = "",
-                 config: dict | None = None, model_fingerprint: str = "", data_fingerprint: str = "") -> str:
+                 config: dict | None = None, model_fingerprint: str = "", data_fingerprint: str = "",
+                 provenance: dict | None = None) -> str:
     """Store metrics (and a :class:`landscape.layerwise.LayerwiseResult`) in ``path``.
 
     An existing landscape file (e.g. a surface) gets /metrics and /layerwise added in place (under the
-    writer lock; datasets of the same name are replaced); otherwise a new ``kind="sharpness"`` file is
-    created atomically. Returns ``"added"`` or ``"created"``.
+    writer lock; datasets of the same name are replaced) -- if it was made from the same model, data, loss
+    and samples (``provenance``, see :func:`landscape.store.check_provenance`); otherwise a new
+    ``kind="sharpness"`` file is created atomically. Returns ``"added"`` or ``"created"``.
     """
-    import h5py
+    from .store import base_attrs, update_file
 
-    from .store import H5_KW, WriterLock, atomic_create, base_attrs, check_readable
-
-    if os.path.exists(path):
-        check_readable(path)
-        lock = WriterLock(path)
-        try:
-            with h5py.File(path, "r+", **H5_KW) as f:
-                write_groups(f, metrics, layer)
-                f.attrs["metrics_command"] = command
-        finally:
-            lock.release()
-        return "added"
     attrs = base_attrs(command, config or {}, model_fingerprint, data_fingerprint, kind="sharpness")
-
-    def build(f) -> None:
-        for k, v in attrs.items():
-            f.attrs[k] = v
+    parts = " and ".join((["/metrics"] if metrics else []) + (["/layerwise"] if layer is not None else [])) or "metrics"
+    target = update_file(path, "sharpness", attrs, provenance=provenance, adding=parts, need=_size(metrics, layer))
+    with target as f:
         write_groups(f, metrics, layer)
+        if not target.created:
+            f.attrs["metrics_command"] = command
+    return "created" if target.created else "added"
 
-    atomic_create(path, build)
-    return "created"
+
+def _size(metrics: dict[str, Metric] | None, layer) -> int:
+    """About how many bytes :func:`write_groups` adds (for the free-space check)."""
+    n = sum(8 * (np.size(m.value) + sum(np.size(a) for a, _ in m.extras.values())) for m in (metrics or {}).values())
+    return n + (1 << 16) * (1 if layer is not None else 0)

@@ -54,7 +54,8 @@ def run(args) -> int:
     def setup():
         alphas = parse_range(args.alpha, "--alpha").values()
         if w.is_root:
-            check_output_path(args.out)
+            check_output_path(args.out, inputs={"--from": args.from_ckpt, "--to": args.to_ckpt},
+                              create=args.out == "outputs/interpolation.h5")
         return alphas, problem_from_args(args, w)
 
     alphas, problem = w.collective(setup)

@@ -124,7 +124,9 @@ def run(args) -> int:
 
     def setup():
         if w.is_root:  # only rank 0 writes
-            check_output_path(args.out)
+            inputs = {"--checkpoint": args.checkpoint, "--direction-from": args.direction_from,
+                      "--direction-to": args.direction_to}
+            check_output_path(args.out, inputs=inputs, create=args.out == "outputs/sharpness.h5")
             if args.plot_layers:
                 check_output_path(args.plot_layers, "--plot-layers", "layers.png")
         names = S.parse_metrics(args.metrics)
@@ -181,9 +183,12 @@ def _compute_and_write(args, w, names, etas, percentiles, problem, direction, la
         if args.plot_layers:
             plot_layerwise(layer, args.plot_layers, title=f"{args.model} on {args.data}")
     config = {k: v for k, v in vars(args).items() if k != "func" and isinstance(v, str | int | float | bool | None)}
+    from ..store import provenance
+
+    model_fp, data_fp = fingerprint(select(problem.model, "states")), problem.info.get("data_fingerprint", "")
     how = S.save_results(args.out, metrics, layer, command=command_line(), config=config,
-                         model_fingerprint=fingerprint(select(problem.model, "states")),
-                         data_fingerprint=problem.info.get("data_fingerprint", ""))
+                         model_fingerprint=model_fp, data_fingerprint=data_fp,
+                         provenance=provenance(model_fp, data_fp, args.loss, args.samples, args.seed))
     if metrics:
         print(S.format_table(metrics))
     if layer is not None:
