@@ -318,10 +318,17 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
 def loss_sum(loss: str, output: Tensor, target: Tensor) -> Tensor:
     """Summed per-example loss of a batch (so batches are weighted by their size).
 
+    ``cross_entropy`` on class-index targets without autograd (loss values): the stable kernel of
+    :mod:`landscape.kernels` (float64 sum); with autograd, ``F.cross_entropy`` (its gradient
+    softmax − one-hot is accurate as it is, and it is the fused kernel).
     ``mse``: per example the mean over output entries of (f - t)², with integer class targets
     one-hot encoded; the mean over examples equals ``nn.MSELoss()``.
     """
     if loss == "cross_entropy":
+        if not torch.is_grad_enabled() and output.dim() == 2 and target.dim() == 1 and not target.is_floating_point():
+            from .kernels import cross_entropy_sum  # values: stable where the loss is small, float64 sum
+
+            return cross_entropy_sum(output, target)
         return F.cross_entropy(output, target, reduction="sum")
     if loss == "mse":
         if not target.is_floating_point():
