@@ -61,9 +61,10 @@ def cross_entropy_terms(logits: Tensor, target: Tensor, dim: int = -1, maximum: 
         logits = logits.float()
     m = logits.amax(dim) if maximum is None else maximum.to(logits.dtype)
     z = logits - m.unsqueeze(dim)  # ≤ 0, exactly 0 at the maxima
-    at_max = z == 0
-    e = z.clamp(min=exp_floor(logits.dtype)).exp().masked_fill(at_max, 0.0)
-    s = e.sum(dim) + (at_max.sum(dim) - 1)  # the off-maximum mass; ties beyond the first count 1 each
+    sign = torch.sign(z)  # -1 below the maximum, 0 at it (a float mask: much faster than a bool one)
+    below = z.clamp(min=exp_floor(logits.dtype)).exp() * sign  # -exp(z_j - m) below the maximum, 0 at it
+    # the off-maximum mass: ties beyond the first count 1 each (Σ sign + C − 1 = ties − 1, an exact integer)
+    s = (sign.sum(dim) + (logits.shape[dim] - 1)) - below.sum(dim)
     picked = logits.gather(dim, target.long().unsqueeze(dim)).squeeze(dim)
     return (m - picked) + torch.log1p(s)
 

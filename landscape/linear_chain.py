@@ -244,12 +244,11 @@ class LinearChain:
                 total, correct = self._run(coeffs, chunks, nan_aware=True)
         return total, correct
 
-    def _buffer(self, name: str, numel: int, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
-        """A buffer of at least ``numel`` entries (the chain's dtype; ``bool``), kept from call to call (no fresh
-        pages per call)."""
+    def _buffer(self, name: str, numel: int, device: torch.device) -> Tensor:
+        """A buffer of at least ``numel`` entries in the chain's dtype, kept from call to call (no fresh pages)."""
         buf = self._buffers.get(name)
-        if buf is None or buf.numel() < numel or buf.device != device or buf.dtype != dtype:
-            buf = self._buffers[name] = torch.empty(numel, dtype=dtype or self.dtype, device=device)
+        if buf is None or buf.numel() < numel or buf.device != device:
+            buf = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=device)
         return buf
 
     def _run(self, coeffs: Tensor, chunks: list[Chunk], nan_aware: bool) -> tuple[Tensor, Tensor]:
@@ -270,7 +269,7 @@ class LinearChain:
                                                if isinstance(s, _Linear)])
         buffers = [self._buffer(f"activations{i}", k * width * rows, dev) for i in range(2)]
         scratch = self._buffer("scratch", k * self.classes * rows, dev)
-        at_max_buf = self._buffer("at_max", k * self.classes * rows, dev, torch.bool)
+        sign_buf = self._buffer("sign", k * self.classes * rows, dev)
 
         def view(flat: Tensor, features: int, r: int) -> Tensor:
             return flat[:k * features * r].view(k, features, r)
@@ -311,10 +310,11 @@ class LinearChain:
             # landscape.kernels' stable cross-entropy, (m − z_t) + log1p(off-maximum mass), in the layout's
             # order; in base 2 when the logits come scaled by log2(e) (exp2 is about twice as fast as exp)
             shifted = torch.sub(a, m.unsqueeze(1), out=tmp)
-            at_max = torch.eq(shifted, 0, out=at_max_buf[:k * self.classes * r].view(k, self.classes, r))
+            sign = torch.sign(shifted, out=view(sign_buf, self.classes, r))  # -1 below the maximum, 0 at it
             shifted.clamp_(min=self._floor)
-            (shifted.exp2_() if self.base2 else shifted.exp_()).masked_fill_(at_max, 0.0)
-            mass = shifted.sum(1).add_(at_max.sum(1)).sub_(1)  # ties beyond the first count 1 each
+            (shifted.exp2_() if self.base2 else shifted.exp_()).mul_(sign)
+            # the off-maximum mass; ties beyond the first count 1 each (Σ sign + C − 1 = ties − 1, exactly)
+            mass = sign.sum(1).add_(self.classes - 1).sub_(shifted.sum(1))
             gap = torch.sub(m, picked)
             if self.base2:
                 gap.mul_(LN2)

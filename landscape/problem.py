@@ -438,7 +438,10 @@ def make_problem(
         X, y = load_data(spec, flag) if isinstance(spec, str) else _as_tensors(spec, "data")
         info[f"{split}_total"] = len(X)
         X, y, idx = subsample(X, y, samples, seed)
-        splits[split] = make_batches(X, y, batch_size, dev)
+        # a float64 model gets float64 inputs (zoo and most data sets are float32); the fingerprint stays the data's
+        cast = X.is_floating_point() and any(t.dtype == torch.float64 for t in net.parameters()) \
+            and X.dtype != torch.float64
+        splits[split] = make_batches(X.double() if cast else X, y, batch_size, dev)
         info[f"{split}_data"] = spec if isinstance(spec, str) else "<tensors>"
         info[f"{split}_samples"] = len(X)
         info[f"{split}_indices"] = idx
