@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
     g.add_argument("--smallest", action="store_true", help="also the smallest (most negative) eigenvalue")
     g.add_argument("--method", default="lanczos", choices=("lanczos", "power"),
                    help="lanczos (full reorthogonalization) or power iteration with deflation (PyHessian's)")
-    g.add_argument("--tol", type=positive_float("--tol"), default=1e-4, help="relative residual tolerance")
+    g.add_argument("--tol", type=positive_float("--tol"), default=1e-4,
+                   help="relative residual tolerance, both methods: stop when every wanted pair has ‖Hv − λv‖ ≤ "
+                        "tol·|λ| (stored: residuals, matvecs, converged)")
     g.add_argument("--max-iter", type=positive_int("--max-iter"), default=100, help="most Lanczos steps / power steps")
     g.add_argument("--save-vectors", action="store_true", help="store the eigenvectors (parameter-shaped)")
     g.add_argument("--trace", action="store_true", help="estimate tr(H)")
