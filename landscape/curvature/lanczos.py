@@ -20,7 +20,8 @@ least one step of the new block).
 **Power iteration with deflation** (PyHessian, Yao et al. 2020): v ← Hv/‖Hv‖ after projecting out
 the eigenvectors already found, until the residual ‖Hv − λv‖ ≤ ``tol``·|λ| (the rule Lanczos uses,
 and what ``converged`` reports), or with ``rule="change"`` until the Rayleigh quotient changes by less
-than ``tol`` relative (PyHessian's rule, 1e-3 there: it stops with residuals ~1e-2·|λ|). It converges like (λ₂/λ₁)^t and finds the eigenvalue of largest magnitude:
+than ``tol`` relative (PyHessian's rule, 1e-3 there: it stops with residuals ~1e-2·|λ|). It converges
+like (λ₂/λ₁)^t and finds the eigenvalue of largest magnitude:
 the baseline Lanczos is measured against.
 
 Example:
