@@ -7,7 +7,8 @@ The public API (imported on first use, so ``import landscape`` stays cheap)::
     run_surface(problem, SurfaceSpec(x="-1:1:41", y="-1:1:41"), "outputs/mlp.h5")
 
 Modules: ``problem`` (models, data, loss), ``params`` (named tensor arithmetic), ``directions``,
-``grid``, ``evaluate`` (with ``linear_chain``, its batched MLP path), ``parallel`` (MPI),
+``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (with ``linear_chain``, its batched MLP
+path), ``parallel`` (MPI),
 ``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``curvature``,
 ``sharpness``, ``layerwise``, ``plot``.
 """
@@ -25,15 +26,16 @@ _API = {
     "orthogonalize": "directions", "target_direction": "directions",
     "Grid": "grid", "parse_range": "grid",
     "PointEvaluator": "evaluate", "BatchedEvaluator": "evaluate", "make_evaluator": "evaluate", "InputFold": "evaluate",
-    "evaluate_batches": "evaluate", "LinearChain": "linear_chain",
+    "evaluate_batches": "evaluate", "as_float64": "evaluate", "LinearChain": "linear_chain",
+    "cross_entropy_sum": "kernels", "correct_count": "kernels",
     "world": "parallel", "run_points": "parallel",
     "SurfaceSpec": "surface", "run_surface": "surface",
     "open_result": "results",
     "LandscapeError": "errors",
 }
-_MODULES = ("problem", "params", "directions", "grid", "evaluate", "linear_chain", "parallel", "store", "schema",
-            "results", "surface", "interpolation", "trajectory", "train", "curvature", "sharpness", "layerwise", "plot",
-            "zoo")
+_MODULES = ("problem", "params", "directions", "grid", "kernels", "evaluate", "linear_chain", "parallel", "store",
+            "schema", "results", "surface", "interpolation", "trajectory", "train", "curvature", "sharpness",
+            "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]
 

@@ -21,8 +21,13 @@ products themselves. Here the K points run in a feature-major layout, ``(K, feat
   prediction is the first index of the maximum (``argmax``'s rule), found without ``argmax``;
 * **no allocation per layer**: two activation buffers used in turn, kept from call to call.
 
-Same numbers as the per-point path to float rounding (about 1e-7 relative; each call holds K
-points, so a point's value does not depend on which other points share its call).
+The loss is :mod:`landscape.kernels`' stable form, (m − z_t)·ln 2 + log1p(off-maximum mass) per
+sample (in base 2 here), summed in float64, so it is exact relative to each sample's loss also at a
+trained minimum; the off-maximum terms are masked with ``sign(z − m)`` (a float mask: a bool mask and
+``masked_fill`` cost 3× the whole log-sum-exp on a CPU). The chain runs in the fold's dtype (float32,
+or float64 for float64 models and ``precision="fp64"``). Same numbers as the per-point path to float
+rounding (about 1e-7 relative; each call holds K points, so a point's value does not depend on which
+other points share its call).
 
 Example:
     >>> import torch
@@ -77,7 +82,7 @@ class _BatchNorm:
 
 #: a chunk of the evaluation data: the first layer's stack (1 + ndim, features (+ ones), rows), the
 #: targets' positions in the flattened (classes, rows) logits (int64), classes - target (rows,), and 0
-#: for the classes before the target, -inf from it on (classes, rows) (float32)
+#: for the classes before the target, -inf from it on (classes, rows) (the chain's dtype)
 Chunk = tuple[Tensor, Tensor, Tensor, Tensor]
 LOG2E = math.log2(math.e)
 LN2 = math.log(2.0)
