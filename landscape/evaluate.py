@@ -16,7 +16,7 @@ shared, not stacked) into buffers reused from group to group, and ``torch.func.v
 (``.item()`` in ``forward``, data-dependent control flow, random ops) or that give different
 numbers fall back to the per-point path with a one-line notice.
 
-Input-layer fold (:class:`InputFold`, both paths, fp32): for an ``nn.Sequential`` whose first layer
+Input-layer fold (:class:`InputFold`, both paths, fp32/fp64): for an ``nn.Sequential`` whose first layer
 is a ``Linear``/``Conv`` on the input, that layer's output for the centre and for each direction is
 computed once per batch; a point's first-layer output is then ``[1, c] @ Z``, exact to rounding. It
 removes the first layer's matrix product from every point (60 % of the demo MLP's multiply-adds).
@@ -30,10 +30,14 @@ so a point's value does not depend on which other points share its call, nor on 
 samples and keeps the fastest (K = 1, the per-point path, for compute-bound models such as conv nets on a
 CPU); an integer forces K.
 
-Execution options (both paths): ``precision`` ``fp32`` (default) | ``bf16`` | ``fp16`` runs the
-forward pass under ``torch.autocast`` (the loss is still summed in float64; on a CPU bf16 works
-but is usually slower than fp32), ``compile=True`` wraps the forward in ``torch.compile`` (falls
-back to eager with a notice if compilation fails), and on CUDA conv nets run ``channels_last``.
+Losses: the built-in cross-entropy runs :mod:`landscape.kernels`' stable per-example form in every
+path (exact relative to each example's loss, also at a trained minimum), summed in float64.
+
+Execution options (both paths): ``precision`` ``fp32`` (default: the model's own dtype) | ``fp64``
+(the whole evaluation on a float64 copy of the model and inputs, :func:`as_float64`) | ``bf16`` |
+``fp16`` (the forward pass under ``torch.autocast``; on a CPU bf16 works but is usually slower than
+fp32), ``compile=True`` wraps the forward in ``torch.compile`` (falls back to eager with a notice if
+compilation fails), and on CUDA conv nets run ``channels_last``.
 
 Example:
     >>> from landscape.problem import make_problem
