@@ -165,7 +165,6 @@ def run(args) -> int:
 
 def _compute_and_write(args, w, names, etas, percentiles, problem, direction, label) -> int:
     from .. import sharpness as S
-    from ..params import fingerprint, select
 
     t0 = time.perf_counter()
 
@@ -173,15 +172,33 @@ def _compute_and_write(args, w, names, etas, percentiles, problem, direction, la
         if not args.quiet and w.is_root:
             print(f"  [{time.perf_counter() - t0:6.1f} s] {what}", file=sys.stderr, flush=True)
 
-    metrics = S.compute_metrics(
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # (printed as one line each, after the progress lines)
+        warnings.simplefilter("always", RuntimeWarning)
+        metrics = _compute(S, args, names, etas, direction, label, problem, say, w)
+    for c in caught:
+        if w.is_root:
+            print(f"landscape: warning: {c.message}", file=sys.stderr, flush=True)
+    if not w.is_root:  # every rank computed the same metrics; rank 0 computes the layer-wise part, writes, prints
+        return 0
+    return _layerwise_and_write(args, w, names, percentiles, problem, metrics, say, t0)
+
+
+def _compute(S, args, names, etas, direction, label, problem, say, w):
+    return S.compute_metrics(
         problem, names, lr=args.lr, seed=args.seed, eps=args.eps, eps_steps=args.eps_steps,
         eps_starts=args.eps_starts, rho=args.rho, m=args.m,
         max_examples=args.max_examples, apgd_steps=args.apgd_steps, avg_samples=args.avg_samples,
         flat_target=args.flat_target, flat_threshold=args.flat_threshold, flat_samples=args.flat_samples,
         flat_iters=args.flat_iters, etas=etas, direction=direction, direction_label=label,
         lanczos_steps=args.lanczos_steps, trace_matvecs=args.trace_matvecs, tol=args.tol, progress=say, world=w)
-    if not w.is_root:  # every rank computed the same metrics; rank 0 computes the layer-wise part, writes, prints
-        return 0
+
+
+def _layerwise_and_write(args, w, names, percentiles, problem, metrics, say, t0) -> int:
+    from .. import sharpness as S
+    from ..params import fingerprint, select
+
     layer = None
     if "layerwise" in names:
         # K-FAC conditioning stays on rank 0 alone: it uses no collectives, so the other ranks need not wait for it
