@@ -93,9 +93,9 @@ def _compute_and_write(args, w, problem, op) -> int:
     if smallest is not None:
         rows.append(("smallest eigenvalue", f"{smallest:.6g}"))
     if not eig.converged:  # (the residuals, products and flag are stored with the eigenvalues)
+        worst = max(eig.to_attrs()["residuals"])
         rows.append(("converged", f"NO: --max-iter {args.max_iter} reached before every relative residual was "
-                                  f"≤ --tol {args.tol:g} (largest residual {max(eig.to_attrs()['residuals']):.2g}); raise "
-                                  "--max-iter"))
+                                  f"≤ --tol {args.tol:g} (largest residual {worst:.2g}); raise --max-iter"))
     tr = dens = None
     if args.trace:
         tr = curvature.hessian_trace(op, matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed)
