@@ -9,7 +9,8 @@ The public API (imported on first use, so ``import landscape`` stays cheap)::
     fig = landscape.plot.figure(r, "contour", cmap="magma")  # a matplotlib Figure, for a notebook
 
 Modules: ``problem`` (models, data, loss), ``params`` (named tensor arithmetic), ``directions``,
-``grid``, ``evaluate`` (with ``linear_chain``, its batched MLP path), ``parallel`` (MPI),
+``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (with ``linear_chain``, its batched MLP
+path), ``parallel`` (MPI),
 ``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``track``, ``curvature``,
 ``sharpness``, ``layerwise``, ``plot``.
 """
@@ -27,15 +28,16 @@ _API = {
     "orthogonalize": "directions", "target_direction": "directions",
     "Grid": "grid", "parse_range": "grid",
     "PointEvaluator": "evaluate", "BatchedEvaluator": "evaluate", "make_evaluator": "evaluate", "InputFold": "evaluate",
-    "evaluate_batches": "evaluate", "LinearChain": "linear_chain",
+    "evaluate_batches": "evaluate", "as_float64": "evaluate", "LinearChain": "linear_chain",
+    "cross_entropy_sum": "kernels", "correct_count": "kernels",
     "world": "parallel", "run_points": "parallel",
     "SurfaceSpec": "surface", "run_surface": "surface",
     "TrackSpec": "track", "TrackResult": "track", "run_track": "track", "checkpoint_series": "track",
     "open_result": "results", "open": "results",
     "LandscapeError": "errors",
 }
-_MODULES = ("problem", "params", "directions", "grid", "evaluate", "linear_chain", "parallel", "store", "schema",
-            "results", "surface", "interpolation", "trajectory", "train", "track", "curvature", "sharpness",
+_MODULES = ("problem", "params", "directions", "grid", "kernels", "evaluate", "linear_chain", "parallel", "store",
+            "schema", "results", "surface", "interpolation", "trajectory", "train", "track", "curvature", "sharpness",
             "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]

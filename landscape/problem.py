@@ -367,10 +367,17 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
 def loss_sum(loss: str, output: Tensor, target: Tensor) -> Tensor:
     """Summed per-example loss of a batch (so batches are weighted by their size).
 
+    ``cross_entropy`` on class-index targets without autograd (loss values): the stable kernel of
+    :mod:`landscape.kernels` (float64 sum); with autograd, ``F.cross_entropy`` (its gradient
+    softmax − one-hot is accurate as it is, and it is the fused kernel).
     ``mse``: per example the mean over output entries of (f - t)², with integer class targets
     one-hot encoded; the mean over examples equals ``nn.MSELoss()``.
     """
     if loss == "cross_entropy":
+        if not torch.is_grad_enabled() and output.dim() == 2 and target.dim() == 1 and not target.is_floating_point():
+            from .kernels import cross_entropy_sum  # values: stable where the loss is small, float64 sum
+
+            return cross_entropy_sum(output, target)
         return F.cross_entropy(output, target, reduction="sum")
     if loss == "mse":
         if not target.is_floating_point():
@@ -513,7 +520,10 @@ def make_problem(
         X, y = load_data(spec, flag) if isinstance(spec, str) else _as_tensors(spec, "data")
         info[f"{split}_total"] = len(X)
         X, y, idx = subsample(X, y, samples, seed)
-        splits[split] = make_batches(X, y, batch_size, dev)
+        # a float64 model gets float64 inputs (zoo and most data sets are float32); the fingerprint stays the data's
+        cast = X.is_floating_point() and any(t.dtype == torch.float64 for t in net.parameters()) \
+            and X.dtype != torch.float64
+        splits[split] = make_batches(X.double() if cast else X, y, batch_size, dev)
         info[f"{split}_data"] = spec if isinstance(spec, str) else "<tensors>"
         info[f"{split}_samples"] = len(X)
         info[f"{split}_indices"] = idx

@@ -127,6 +127,8 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
     X, y = load_data(data_spec) if isinstance(data_spec, str) else data_spec
     X, y, _ = subsample(X, y, samples, seed)
     X = X.float() if not X.is_floating_point() else X
+    if any(t.dtype == torch.float64 for t in model.parameters()):
+        X = X.double()  # a float64 model trains on float64 inputs
     X, y = X.to(dev), y.to(dev)
     n = len(X)
     per_epoch = max(1, n // batch_size + (1 if n % batch_size > 1 else 0))  # a last batch of 1 is dropped (BN)
