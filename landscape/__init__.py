@@ -6,7 +6,8 @@ The public API (imported on first use, so ``import landscape`` stays cheap)::
     problem = make_problem("zoo:mlp", checkpoint="final.pt", data="zoo:digits")
     run_surface(problem, SurfaceSpec(x="-1:1:41", y="-1:1:41"), "outputs/mlp.h5")
 
-Modules: ``problem`` (models, data, loss), ``params`` (named tensor arithmetic), ``directions``,
+Modules: ``problem`` (models, data, loss), ``batches`` (batches and outputs of any structure), ``losses``
+(the loss registry), ``params`` (named tensor arithmetic), ``directions``,
 ``grid``, ``evaluate`` (with ``linear_chain``, its batched MLP path), ``parallel`` (MPI),
 ``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``curvature``,
 ``sharpness``, ``layerwise``, ``plot``.
@@ -20,7 +21,8 @@ __version__ = "0.1.0"
 
 _API = {
     "Problem": "problem", "make_problem": "problem", "load_model": "problem", "load_checkpoint": "problem",
-    "load_data": "problem",
+    "load_data": "problem", "HostBatches": "problem",
+    "Loss": "losses", "get_loss": "losses", "Inputs": "batches",
     "Directions": "directions", "make_random_directions": "directions", "normalize_direction": "directions",
     "orthogonalize": "directions", "target_direction": "directions",
     "Grid": "grid", "parse_range": "grid",
@@ -31,9 +33,9 @@ _API = {
     "open_result": "results",
     "LandscapeError": "errors",
 }
-_MODULES = ("problem", "params", "directions", "grid", "evaluate", "linear_chain", "parallel", "store", "schema",
-            "results", "surface", "interpolation", "trajectory", "train", "curvature", "sharpness", "layerwise", "plot",
-            "zoo")
+_MODULES = ("problem", "batches", "losses", "params", "directions", "grid", "evaluate", "linear_chain", "parallel",
+            "store", "schema", "results", "surface", "interpolation", "trajectory", "train", "curvature", "sharpness",
+            "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]
 
