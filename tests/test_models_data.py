@@ -337,6 +337,11 @@ def test_streamed_curvature_and_sharpness_match(tmp_path):
     assert loss_at(on, th_on) == loss_at(off, th_off)
     assert float(eps_sharpness(on, eps=1e-2, steps=2)) == pytest.approx(float(eps_sharpness(off, eps=1e-2, steps=2)),
                                                                        rel=1e-12)
+    from landscape.curvature.hvp import HessianOperator
+
+    h_on, h_off = HessianOperator(on), HessianOperator(off)
+    v = torch.randn(h_on.dim, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(h_on.matvec_flat(v), h_off.matvec_flat(v), rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------ every command on the LM

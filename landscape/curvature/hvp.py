@@ -228,7 +228,9 @@ class _ProblemOperator(_LinearOperator):
         self.dtype = dtype
         self.device = next(iter(source.values())).device
         self.buffers = dict(self.model.named_buffers())
-        all_batches = list(problem.batches if batches is None else batches)
+        all_batches = problem.batches if batches is None else batches
+        if type(all_batches).__name__ != "HostBatches":  # (streamed batches stay on the host, moved as read)
+            all_batches = list(all_batches)
         if not all_batches:
             raise LandscapeError("the problem has no evaluation batches")
         self.n_samples = sum(len(x) for x, _ in all_batches)  # N of the whole set, on every rank
