@@ -517,8 +517,6 @@ class Problem:
             with torch.inference_mode():
                 out = self.model(x[:2])
                 self.loss_sum(out, y[:2])
-        except LandscapeError:
-            raise
         except Exception as e:  # noqa: BLE001
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise LandscapeError(
