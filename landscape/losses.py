@@ -222,6 +222,9 @@ def check_setup(loss: Loss, out: Tensor, y: Tensor) -> None:
     if loss.name == "bce" and t.numel() != o.numel():
         raise LandscapeError(f"--loss bce needs one target per output entry; got targets {tuple(t.shape)} for "
                              f"outputs {tuple(o.shape)}")
+    if loss.name == "bce" and not bool(((t >= 0) & (t <= 1)).all()):
+        raise LandscapeError(f"--loss bce needs targets in [0, 1] (labels or probabilities); these range over "
+                             f"[{float(t.min()):g}, {float(t.max()):g}]: use --loss mse or huber for regression")
     if loss.name in ("mse", "huber") and t.is_floating_point() and t.numel() != o.numel():
         raise LandscapeError(f"--loss {loss.name}: targets {tuple(t.shape)} do not match outputs {tuple(o.shape)}")
     # constant in the output: its gradient vanishes at the output and at a random point near it

@@ -95,21 +95,34 @@ def test_regression_mse_surface_matches_float64(tmp_path, run_cli):
 
 
 @pytest.mark.parametrize("loss,needle", [
-    ("cross_entropy", "one-column output"),
-    ("bce", None),
+    (None, "one-column output"),  # the default cross-entropy: what a user gets without --loss
+    ("nll", "one-column output"),
+    ("bce", "targets in [0, 1]"),
 ])
 def test_regression_with_classification_loss_is_refused(tmp_path, run_cli, loss, needle):
     out = tmp_path / "flat.h5"
     args = ["surface", "--model", "tests.user_models:Reg", "--data", "tests.user_models:regression",
             "--x=-1:1:3", "--out", out, *CPU]
-    if loss == "cross_entropy":  # the default: what a user gets without --loss
-        code, _, err = run_cli(*args)
-        assert code != 0 and needle in err and "--loss mse" in err
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-        assert not out.exists()
-    else:  # bce on float targets in [-2, 2] is a loss; it runs (it is not nonsense to the tool)
-        code, _, err = run_cli(*args, "--loss", "bce")
-        assert code == 0, err
+    code, _, err = run_cli(*args, *(["--loss", loss] if loss else []))
+    assert code != 0 and needle in err and "--loss mse" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_regression_surface_at_an_exact_minimum(tmp_path):
+    """Targets made by the model itself: the centre is a global minimum (loss 0), as a fitted regression net's."""
+    X, _ = U.regression()
+    torch.manual_seed(0)
+    teacher = U.Reg()
+    with torch.no_grad():
+        y = teacher(X)
+    p = make_problem(teacher, data=(X, y), loss="mse", device="cpu", batch_size=32)
+    out = tmp_path / "min.h5"
+    run_surface(p, SurfaceSpec(x="-0.1:0.1:5", y="-0.1:0.1:5", seed=4), str(out), progress=False)
+    _, _, Z, _ = read_surface(out)
+    Zb, _ = brute_force(p.model, out, X, y, mse_ref)
+    assert Z[2, 2] <= 1e-12 and Z.min() == Z[2, 2]
+    np.testing.assert_allclose(Z, Zb, rtol=1e-4, atol=1e-9)
 
 
 def test_sequential_regression_and_huber(tmp_path):
