@@ -456,3 +456,17 @@ def test_tiny_gpt2_from_a_config_with_dict_batches(tmp_path, run_cli):
         ref = model(**d).loss.item()
     _, _, Z, _ = read_surface(out)
     assert Z[1] == pytest.approx(ref, rel=1e-5)
+
+
+def test_train_on_dict_batches_and_regression(tmp_path):
+    from landscape.train import train
+
+    r = train("tests.user_models:PairNet", "tests.user_models:pair_data", target_key="target", steps=4,
+              batch_size=16, lr=0.05, out_dir=str(tmp_path / "pair"), log=None)
+    assert np.isfinite(r.final_loss) and 0 <= r.final_acc <= 1
+    assert r.history[-1]["loss"] < r.history[0]["loss"]
+    r = train("tests.user_models:Reg", "tests.user_models:regression", loss="mse", steps=20, batch_size=32, lr=0.05,
+              out_dir=str(tmp_path / "reg"), log=None)
+    assert r.final_loss < r.history[0]["loss"] and np.isnan(r.final_acc)
+    with pytest.raises(LandscapeError, match="one-column output"):
+        train("tests.user_models:Reg", "tests.user_models:regression", steps=1, out_dir=str(tmp_path / "x"), log=None)
