@@ -219,6 +219,11 @@ def adapt_model(model: nn.Module, probe: Tensor | Inputs, output_key: str | None
     with torch.inference_mode():
         out = model(probe)
     pre.remove()
+    if output_key is not None:
+        if isinstance(out, Tensor):
+            raise LandscapeError(f"--output-key {output_key!r}: the model returns a tensor, not a dict, tuple or "
+                                 "object to pick an output from; drop --output-key")
+        pick_output(out, output_key)  # (a key the output lacks: one line naming the keys there are)
     adapter = _Adapter(model, output_key, outputs=output_key is not None or not isinstance(out, Tensor))
     object.__setattr__(model, "_landscape_adapter", adapter)  # (not a submodule, not in the state_dict)
     return model
