@@ -184,12 +184,12 @@ def pick_output(out, key: str | None = None):
 class _Adapter:
     """The hooks :func:`adapt_model` installs (kept on the model as ``_landscape_adapter``)."""
 
-    def __init__(self, model: nn.Module, output_key: str | None, outputs: bool):
+    def __init__(self, model: nn.Module, output_key: str | None):
         self.output_key = output_key
-        self.outputs = outputs
-        self.handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True)]
-        if outputs:
-            self.handles.append(model.register_forward_hook(self._post))
+        #: True once an output had to be picked (a non-tensor output seen, or a key given)
+        self.picked = output_key is not None
+        self.handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
+                        model.register_forward_hook(self._post)]
 
     @staticmethod
     def _pre(_module, args, kwargs):
@@ -198,6 +198,12 @@ class _Adapter:
         return None
 
     def _post(self, _module, _args, out):
+        if isinstance(out, Tensor):
+            if self.output_key is not None:
+                raise LandscapeError(f"--output-key {self.output_key!r}: the model returns a tensor, not a dict, "
+                                     "tuple or object to pick an output from; drop --output-key")
+            return None  # (unchanged)
+        self.picked = True
         return pick_output(out, self.output_key)
 
     def remove(self) -> None:
@@ -205,31 +211,21 @@ class _Adapter:
             h.remove()
 
 
-def adapt_model(model: nn.Module, probe: Tensor | Inputs, output_key: str | None = None) -> nn.Module:
+def adapt_model(model: nn.Module, probe=None, output_key: str | None = None) -> nn.Module:
     """Let ``model(x)`` take an :class:`Inputs` and return a tensor, for any output structure.
 
-    The pre-hook is always installed (it does nothing to a tensor input); the output hook only when
-    ``probe`` (a batch's inputs, a few examples) gives a non-tensor output or ``output_key`` is set.
-    Idempotent: hooks installed earlier are replaced.
+    Installs a forward pre-hook (unpacks an :class:`Inputs`; nothing for a tensor) and a forward hook
+    (picks the output tensor; nothing for a tensor output). No forward pass runs here (``probe`` is
+    unused, kept for callers). Idempotent: hooks installed earlier are replaced.
     """
     old = getattr(model, "_landscape_adapter", None)
     if old is not None:
         old.remove()
-    pre = _Adapter(model, None, outputs=False)
-    with torch.inference_mode():
-        out = model(probe)
-    pre.remove()
-    if output_key is not None:
-        if isinstance(out, Tensor):
-            raise LandscapeError(f"--output-key {output_key!r}: the model returns a tensor, not a dict, tuple or "
-                                 "object to pick an output from; drop --output-key")
-        pick_output(out, output_key)  # (a key the output lacks: one line naming the keys there are)
-    adapter = _Adapter(model, output_key, outputs=output_key is not None or not isinstance(out, Tensor))
-    object.__setattr__(model, "_landscape_adapter", adapter)  # (not a submodule, not in the state_dict)
+    object.__setattr__(model, "_landscape_adapter", _Adapter(model, output_key))  # (not in the state_dict)
     return model
 
 
 def adapts_outputs(model: nn.Module) -> bool:
     """True when :func:`adapt_model` installed an output hook (layer-by-layer shortcuts must then step aside)."""
     adapter = getattr(model, "_landscape_adapter", None)
-    return adapter is not None and adapter.outputs
+    return adapter is not None and adapter.picked

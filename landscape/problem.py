@@ -468,6 +468,10 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return x.to(device, non_blocking=nb), y.to(device, non_blocking=nb)
 
 
+class _ModelError(Exception):
+    """The model's own error in the set-up forward pass (wrapped to tell it from a LandscapeError)."""
+
+
 @dataclass
 class Problem:
     """A model (eval mode, on ``device``), a loss and preloaded evaluation batches per split.
@@ -515,9 +519,24 @@ class Problem:
         x, y = self.batches[0]
         try:
             with torch.inference_mode():
-                out = self.model(x[:2])
+                try:
+                    full = self.model(x[:256])  # (one forward pass, as before: models that count their calls)
+                except LandscapeError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - reported below with the shapes
+                    raise _ModelError(e) from e
+                out = full[:2] if isinstance(full, Tensor) else full
                 self.loss_sum(out, y[:2])
+        except LandscapeError as e:
+            if not str(e).startswith("--loss") and not str(e).startswith("class targets"):
+                raise  # (--output-key and friends: already one line naming the fix)
+            msg = str(e)
+            raise LandscapeError(
+                f"the model's output does not fit --loss {self.loss} and the data's targets "
+                f"(input {B.describe(x)}, target {tuple(y.shape[1:])}): {msg}"
+            ) from e
         except Exception as e:  # noqa: BLE001
+            e = e.args[0] if isinstance(e, _ModelError) else e
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise LandscapeError(
                 f"the model's output does not fit --loss {self.loss} and the data's targets "
@@ -526,9 +545,7 @@ class Problem:
         if not isinstance(out, Tensor):
             raise LandscapeError(f"the model returned {type(out).__name__}; it must return a tensor of outputs")
         if self.loss_fn is not None:
-            with torch.inference_mode():
-                out = self.model(x[:256])
-            L.check_setup(self.loss_fn, out.clone(), y[:256].clone())
+            L.check_setup(self.loss_fn, full, y[:256])
 
 
 def make_batches(X, y: Tensor, batch_size: int, device: torch.device, on_device: bool = True) -> list[Batch]:
@@ -598,15 +615,7 @@ def make_problem(
         flag = "--data" if split == "train" else "--test-data"
         X, y = load_data(spec, flag, target_key) if isinstance(spec, str) else _as_tensors(spec, "data", target_key)
         loaded[split] = (spec, X, y)
-    # probe the input dtype and the output structure on two examples
-    X0 = loaded["train"][1]
-    try:
-        B.adapt_model(net, inputs_for(net, X0, dev)[:2].to(dev), output_key)
-    except LandscapeError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the model cannot run the data: say so in one line
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise LandscapeError(f"the model cannot run the data's inputs {B.describe(X0)}: {msg}") from e
+    B.adapt_model(net, None, output_key)  # (hooks: Inputs → model(*args, **kwargs); any output → its tensor)
     splits: dict[str, list[Batch]] = {}
     fps = []
     subsets = {}

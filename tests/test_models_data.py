@@ -405,7 +405,7 @@ def test_mpi_two_ranks_on_the_lm_equal_one_process(tmp_path):
 def test_import_specs_from_the_current_folder_and_file_paths(tmp_path):
     shutil.copy(os.path.join(ROOT, "tests", "user_models.py"), tmp_path / "mymods.py")
     env = subprocess_env()
-    base = ["surface", "--data", "mymods:regression", "--loss", "mse", "--x=-1:1:3", *CPU]
+    base = ["surface", "--data", "mymods:regression", "--loss", "mse", "--x=-1:1:3", "--points-per-batch", "4", *CPU]
     r = subprocess.run([sys.executable, "-m", "landscape.cli", *base, "--model", "mymods:Reg", "--out", "a.h5"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
