@@ -66,9 +66,10 @@ from torch import Tensor, nn
 
 from . import kernels as K
 from . import params as P
+from .batches import adapts_outputs
 from .directions import Directions
 from .errors import LandscapeError
-from .problem import Batch, Problem
+from .problem import Batch, HostBatches, Problem
 
 #: ``fp32``: the model as it is (float32 models run in float32, float64 models in float64); ``fp64``: the
 #: whole evaluation in float64 (a float64 copy of the model and inputs); ``bf16``/``fp16``: autocast
@@ -146,17 +147,24 @@ def _has_conv(model: nn.Module) -> bool:
 
 
 def _device_batches(problem: Problem, splits: list[str], channels_last: bool = False) -> dict[str, list[Batch]]:
-    """The problem's batches on its device (moved once, pinned and non-blocking from the host)."""
+    """The problem's batches on its device (moved once, pinned and non-blocking from the host).
+
+    Streamed data (:class:`~landscape.problem.HostBatches`) stays on the host: :func:`_on_device` moves
+    each group as it is evaluated.
+    """
     dev = problem.device
     pin = dev.type == "cuda"
     out: dict[str, list[Batch]] = {}
     for s in splits:
         bs = []
+        if isinstance(problem.splits[s], HostBatches):
+            out[s] = list(problem.splits[s].host)
+            continue
         for x, y in problem.splits[s]:
             if x.device != dev:
                 x, y = (x.pin_memory(), y.pin_memory()) if pin else (x, y)
                 x, y = x.to(dev, non_blocking=pin), y.to(dev, non_blocking=pin)
-            if channels_last and x.dim() == 4:
+            if channels_last and isinstance(x, Tensor) and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             bs.append((x, y))
         out[s] = bs
@@ -251,7 +259,7 @@ def make_groups(problem: Problem, batches: list[Batch], model: nn.Module | None 
     model = problem.model if model is None else model
     x0 = batches[0][0]
     with torch.inference_mode():
-        out0 = model(x0[:1])
+        out0 = model(x0[:1].to(problem.device))
     row_bytes = max(1, out0[0].numel() * 4)
     fast = (type(problem).loss_sum is Problem.loss_sum and type(problem).correct is Problem.correct
             and problem.loss == "cross_entropy" and out0.dim() == 2)
@@ -290,6 +298,13 @@ def evaluate_batches(problem: Problem, batches: list[Batch], model=None) -> tupl
     return loss, acc
 
 
+def _on_device(xs: list, y: Tensor, onehot: Tensor | None, dev: torch.device) -> Group:
+    """A group of streamed host batches on the device (non-blocking from pinned memory on CUDA)."""
+    nb = dev.type == "cuda"
+    return ([x.to(dev, non_blocking=nb) for x in xs], y.to(dev, non_blocking=nb),
+            None if onehot is None else onehot.to(dev, non_blocking=nb))
+
+
 def _accumulate(problem: Problem, groups: list[Group], forward: Callable, precision: str = "fp32",
                 loss_and_correct: Callable | None = None):
     """Summed loss (float64, on the device), correct count (int64, on the device) and sample count.
@@ -304,6 +319,8 @@ def _accumulate(problem: Problem, groups: list[Group], forward: Callable, precis
     cast = precision != "fp32"
     with torch.inference_mode():
         for xs, y, onehot in groups:
+            if y.device != dev:  # streamed from the host, one group at a time
+                xs, y, onehot = _on_device(xs, y, onehot, dev)
             if cast:
                 with _autocast(dev, precision):
                     outs = [forward(x) for x in xs]
@@ -445,6 +462,11 @@ class InputFold:
         return out
 
 
+def _param_device(model: nn.Module) -> torch.device | None:
+    p = next(iter(model.parameters()), None)
+    return None if p is None else p.device
+
+
 def input_fold(model: nn.Module, directions: Directions, batches: list[Batch], precision: str = "fp32",
                max_bytes: int | None = None) -> InputFold | None:
     """An :class:`InputFold` for ``model``, or None where it does not apply.
@@ -456,6 +478,8 @@ def input_fold(model: nn.Module, directions: Directions, batches: list[Batch], p
     if precision not in ("fp32", "fp64") or not isinstance(model, nn.Sequential) \
             or type(model).forward is not nn.Sequential.forward:
         return None
+    if adapts_outputs(model) or any(not isinstance(x, Tensor) or x.device != _param_device(model) for x, _ in batches):
+        return None  # outputs picked by a hook, inputs that are not one tensor, or streamed data (cache ~ data)
     children = list(model.named_children())
     first = next((i for i, (_, m) in enumerate(children)
                   if any(True for _ in m.parameters()) or any(True for _ in m.buffers())), None)
@@ -663,12 +687,12 @@ class BatchedEvaluator:
             model.to(memory_format=torch.channels_last)
         self.groups = dict(share.groups) if share is not None else \
             {s: self.prepare(make_groups(problem, b)) for s, b in self.batches.items()}
-        flat = all(z.dim() == 3 for g in self.groups.values() for zs, _, _ in g for z in zs)
+        flat = all(isinstance(z, Tensor) and z.dim() == 3 for g in self.groups.values() for zs, _, _ in g for z in zs)
         self.chain = LinearChain.build(self.fold, directions, _classes(self.groups)) \
             if chain and flat and precision in ("fp32", "fp64") and not compile else None
         loss_and_correct = _loss_and_correct(problem)
         net = model if self.fold is None else self.fold.body
-        first = next(iter(self.batches.values()))[0][0][:2]
+        first = next(iter(self.batches.values()))[0][0][:2].to(problem.device)
         self.row_bytes = self.fold.row_bytes if self.fold is not None else module_output_bytes(model, first)
 
         def point(moving: dict, fixed: dict, xs: list[Tensor], y: Tensor, onehot: Tensor | None, _coeffs: Tensor):
@@ -744,13 +768,16 @@ class BatchedEvaluator:
         dev = self.problem.device
         n = len(coeffs)
         total = torch.zeros(n, dtype=torch.float64, device=dev)
-        correct = torch.zeros(n, dtype=torch.int64, device=dev)
+        # float64: exact for counts, and holds the per-sequence token shares of sequence outputs
+        correct = torch.zeros(n, dtype=torch.float64, device=dev)
         m = 0
         weights = self.stack(coeffs)
         if self.fold is not None:  # the fold's coefficients [1, c], in the dtype of its cache
             cf = torch.cat([torch.ones((n, 1), dtype=coeffs.dtype, device=dev), coeffs], 1).to(self.fold.dtype)
         with torch.inference_mode():
             for xs, y, onehot in groups:
+                if y.device != dev:  # streamed from the host, one group at a time
+                    xs, y, onehot = _on_device(xs, y, onehot, dev)
                 # on a CPU: one call (forward and loss) per cache-sized chunk of rows; on a GPU: the whole group
                 calls = _row_chunks(xs, y, onehot, self.rows, 1 if self.fold is not None else 0) if self.rows \
                     else [(xs, y, onehot)]
@@ -769,7 +796,7 @@ class BatchedEvaluator:
         dev = self.problem.device
         co = torch.as_tensor(coords, dtype=torch.float64).to(dev)
         loss = torch.empty((len(coords), len(self.splits)), dtype=torch.float64, device=dev)
-        corr = torch.empty((len(coords), len(self.splits)), dtype=torch.int64, device=dev)
+        corr = torch.empty((len(coords), len(self.splits)), dtype=torch.float64, device=dev)
         counts = [0] * len(self.splits)
         for lo in range(0, len(coords), self.k):
             group = co[lo:lo + self.k]
@@ -797,7 +824,7 @@ def _row_chunks(xs: list[Tensor], y: Tensor, onehot: Tensor | None, rows: int, d
     offset = 0
     for x in xs:
         for c in x.split(rows, dim):
-            n = c.shape[dim]
+            n = c.shape[dim] if isinstance(c, Tensor) else len(c)
             yield [c], y[offset:offset + n], None if onehot is None else onehot[offset:offset + n]
             offset += n
 

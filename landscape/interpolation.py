@@ -135,13 +135,15 @@ def reestimate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.
 
 
 # ---------------------------------------------------------------------------- endpoints
-def endpoint_states(model: nn.Module, state: str | Named, what: str = "checkpoint", unsafe_load: bool = False) -> Named:
+def endpoint_states(model: nn.Module, state: str | Named, what: str = "checkpoint", unsafe_load: bool = False,
+                    strip_prefix: str | None = None) -> Named:
     """The floating state (parameters and buffers) of a checkpoint, checked against ``model``.
 
     ``state`` is a checkpoint path or a ``state_dict``-like dict; the result has the keys, device
     and dtypes of ``params.states(model)``.
     """
-    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith("--") else None)
+    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith("--") else None,
+                          strip_prefix=strip_prefix)
           if isinstance(state, str | os.PathLike) else state)
     target = P.states(model)
     missing = [k for k in target if k not in sd]
@@ -393,6 +395,7 @@ def _config(problem: Problem, **kw) -> dict:
                test_data=info.get("test_data"), loss=problem.loss, samples=info.get("samples"),
                batch_size=info.get("batch_size"), sample_seed=info.get("seed"), n_samples=info.get("train_samples"),
                device=str(problem.device))
+    cfg.update({k: info[k] for k in ("target_key", "output_key", "shift_labels") if k in info})
     return cfg
 
 
@@ -467,8 +470,9 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
     like = P.states(model)
 
     def load_root():
-        return (endpoint_states(model, theta0, "--from", unsafe_load),
-                endpoint_states(model, theta1, "--to", unsafe_load))
+        strip = problem.info.get("strip_prefix")  # (--strip-prefix applies to --from and --to)
+        return (endpoint_states(model, theta0, "--from", unsafe_load, strip),
+                endpoint_states(model, theta1, "--to", unsafe_load, strip))
 
     t0, t1 = w.collective(load_root if w.is_root else (lambda: (None, None)))
     t0 = w.bcast_named(t0, like=like)

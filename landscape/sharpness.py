@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import curvature as C
+from .batches import cat
 from .errors import LandscapeError
 from .params import Named
 from .problem import Batch, Problem
@@ -313,7 +314,7 @@ def eps_sharpness(problem: Problem, *, eps: float = 1e-3, steps: int = 10, step_
 # =========================================================================== 3. adaptive sharpness
 def _example_batches(problem: Problem, m: int, max_examples: int | None, seed: int) -> list[Batch]:
     """The problem's examples regrouped into batches of ``m`` (seeded shuffle; at most ``max_examples``)."""
-    X = torch.cat([x for x, _ in problem.batches])
+    X = cat([x for x, _ in problem.batches])
     Y = torch.cat([y for _, y in problem.batches])
     n = len(X)
     perm = torch.randperm(n, generator=_gen(seed)).to(X.device)

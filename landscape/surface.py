@@ -153,6 +153,7 @@ def _config(problem: Problem, spec: SurfaceSpec) -> dict:
                data=info.get("train_data"), test_data=info.get("test_data"), loss=problem.loss,
                samples=info.get("samples"), batch_size=info.get("batch_size"),
                sample_seed=info.get("seed"), n_samples=info.get("train_samples"), device=str(problem.device))
+    cfg.update({k: info[k] for k in ("target_key", "output_key", "shift_labels", "strip_prefix") if k in info})
     return cfg
 
 
