@@ -1,0 +1,64 @@
+"""Flushes write only the HDF5 chunks that hold new points (issue 18): values and mask as a full rewrite would."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from landscape.store import GridStore, chunk_shape, write_points
+
+
+@pytest.mark.parametrize("shape", [(7,), (5000,), (51, 51), (130, 3), (21, 17, 19)])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_write_points_equals_a_full_rewrite(tmp_path, shape, chunked):
+    rng = np.random.default_rng(len(shape) + shape[0])
+    ref = np.full(shape, np.nan)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        ds = f.create_dataset("v", data=ref, chunks=chunk_shape(shape) if chunked else None)
+        n = int(np.prod(shape))
+        for size in (1, 10, n // 3, n):  # a few points, many, all; repeated indices overwrite
+            idx = rng.integers(0, n, size=size)
+            vals = rng.normal(size=size)
+            written = write_points(ds, idx, vals)
+            last = {int(i): v for i, v in zip(idx, vals)}  # the last value given for an index wins
+            ref.reshape(-1)[list(last)] = list(last.values())
+            np.testing.assert_array_equal(ds[()], ref)
+            blocks = chunk_shape(shape)
+            touched = {tuple(m // b for m, b in zip(np.unravel_index(i, shape), blocks)) for i in idx}
+            assert written == (len(touched) if chunked else len(last))  # chunks (points) the write touched
+        assert write_points(ds, np.zeros(0, np.int64), np.zeros(0)) == 0
+
+
+def test_chunk_shape():
+    assert chunk_shape((51, 51)) == (23, 23)
+    assert chunk_shape((201, 201, 201)) == (8, 8, 8)
+    assert chunk_shape((100000,)) == (512,)
+    assert chunk_shape((3, 1000)) == (3, 23)
+    assert chunk_shape((10, 10), target=4096) == (10, 10)
+
+
+def test_surface_flush_touches_only_new_chunks(tmp_path):
+    """A surface file is chunked; a flush of a few points rewrites their chunks, the rest of the file is untouched."""
+    from landscape.store import WriterLock
+
+    path = str(tmp_path / "s.h5")
+    shape = (40, 40, 40)
+    with h5py.File(path, "w") as f:
+        for name in ("surfaces/train_loss", "surfaces/train_acc"):
+            f.create_dataset(name, shape=shape, dtype=np.float64, chunks=chunk_shape(shape), fillvalue=np.nan)
+        f.create_dataset("surfaces/done", shape=shape, dtype=np.uint8, chunks=chunk_shape(shape), fillvalue=0)
+    store = GridStore(path, ["surfaces/train_loss", "surfaces/train_acc"], "surfaces/done", shape, flush_every=1e9,
+                      lock=WriterLock(path))
+    idx = np.array([5, 17, 40 * 40 * 40 - 1])
+    store.add(idx, {"train_loss": np.array([1.0, 2.0, 3.0]), "train_acc": np.array([0.1, 0.2, 0.3])})
+    store.close()
+    with h5py.File(path, "r") as f:
+        loss, done = f["surfaces/train_loss"][()].reshape(-1), f["surfaces/done"][()].reshape(-1)
+        # chunks never written are not even allocated: the flush did not rewrite the grid
+        touched = {tuple(m // 8 for m in np.unravel_index(i, shape)) for i in idx}  # 8³ chunks
+        assert len(touched) == 3 and f["surfaces/train_loss"].id.get_num_chunks() == len(touched)
+        assert f["surfaces/done"].id.get_num_chunks() == len(touched)
+    np.testing.assert_array_equal(loss[idx], [1.0, 2.0, 3.0])
+    assert np.isnan(np.delete(loss, idx)).all()
+    assert done.sum() == 3 and done[idx].all()
