@@ -172,6 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", type=int, default=None, help="GRID×GRID surfaces (default 11, --quick 3)")
     ap.add_argument("--reps", type=int, default=5, help="timed calls per per-point measurement (best kept)")
     ap.add_argument("--skip-mpi", action="store_true", help="leave out the mpiexec rows")
+    ap.add_argument("--skip-compile", action="store_true", help="leave out --compile (minutes on a CPU)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per command")
     ap.add_argument("--probe-devices", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="auto", help=argparse.SUPPRESS)
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
                 if low is not None:
                     d = rel_diff(low, base)
                     t.add(f"{prec} vs fp32", f"{label}, --precision {prec}", f"rel max |Δ| {d:.1e}", d <= ptol)
-            comp, comp_s = surface(f"{label}-compile", model, dev, "--compile")
+            comp, comp_s = (None, 0.0) if args.skip_compile else surface(f"{label}-compile", model, dev, "--compile")
             if comp is not None:
                 d = rel_diff(comp, base)
                 t.add("--compile vs eager", label, f"rel max |Δ| {d:.1e}; run {comp_s:.0f} s vs {base_s:.0f} s "
