@@ -111,11 +111,14 @@ def hutchpp(op, matvecs: int = 99, seed: int | torch.Generator | None = 0) -> Tr
     s = matvecs // 3
     r = matvecs - 2 * s
     n, dev = op.dim, op.device
-    S = rademacher(n, gen, dev, n=s)  # rows are the sketch vectors
-    AS = torch.stack([op.matvec_flat(x).to(torch.float64) for x in S], dim=1)  # n × s
+    # Streamed: each sketch probe is drawn when it is used (the same draws as one s × n block) and A Q is
+    # never stored (tr(QᵀAQ) = Σ qᵢᵀ A qᵢ), so the sketch holds 2·s vectors (AS, then Q), not 4·s.
+    AS = torch.empty(n, s, dtype=torch.float64, device=dev)
+    for j in range(s):
+        AS[:, j] = op.matvec_flat(rademacher(n, gen, dev)).to(torch.float64)
     Q, _ = torch.linalg.qr(AS)  # n × s, orthonormal columns
-    AQ = torch.stack([op.matvec_flat(q).to(torch.float64) for q in Q.T], dim=1)
-    t_sketch = float(torch.trace(Q.T @ AQ))
+    del AS
+    t_sketch = float(sum(float(q @ op.matvec_flat(q).to(torch.float64)) for q in Q.T))
     vals = np.empty(r)
     for i in range(r):
         g = rademacher(n, gen, dev)
