@@ -383,11 +383,18 @@ def _claim(tmp: str, path: str) -> None:
 #: elements per chunk of a surface dataset (4 KiB of float64, a disk page): a flush rewrites whole chunks, so small
 #: chunks keep its cost proportional to the new points (benchmarks/bench_flush.py; 16³ chunks cost 3-5× more)
 CHUNK_ELEMENTS = 512
+#: grids smaller than this stay contiguous: a point write there touches only its own bytes anyway (and the
+#: file keeps the simplest layout, one extent per dataset)
+CHUNK_MIN_POINTS = 1 << 16
 
 
-def chunk_shape(shape: tuple[int, ...], target: int = CHUNK_ELEMENTS) -> tuple[int, ...]:
+def chunk_shape(shape: tuple[int, ...], target: int = CHUNK_ELEMENTS,
+                min_points: int = CHUNK_MIN_POINTS) -> tuple[int, ...] | None:
     """HDF5 chunk shape of a grid dataset: about ``target`` elements, the same length along every axis
-    (512 for a line, 23×23 for a surface, 8×8×8 for a volume), capped by the grid's own size."""
+    (512 for a line, 23×23 for a surface, 8×8×8 for a volume), capped by the grid's own size; None
+    (contiguous) for grids of fewer than ``min_points`` points."""
+    if int(np.prod(shape, dtype=np.int64)) < min_points:
+        return None
     side = max(1, round(target ** (1.0 / max(1, len(shape)))))
     return tuple(max(1, min(int(n), side)) for n in shape)
 
@@ -395,8 +402,8 @@ def chunk_shape(shape: tuple[int, ...], target: int = CHUNK_ELEMENTS) -> tuple[i
 def write_points(ds: h5py.Dataset, flat_idx: np.ndarray, values: np.ndarray) -> int:
     """``ds.flat[flat_idx] = values`` as one HDF5 write of a point selection.
 
-    HDF5 reads and rewrites only the chunks that hold those points (a dataset without chunks, from a
-    file written before chunking, is updated in place at those points). ``flat_idx`` are C-order
+    HDF5 reads and rewrites only the chunks that hold those points (a contiguous dataset -- a small grid,
+    or a file written before chunking -- is updated in place at those points). ``flat_idx`` are C-order
     flat indices in any order; where one repeats, its last value wins. Returns the number of
     chunks touched (points for an unchunked dataset).
     """
@@ -706,13 +713,10 @@ def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple
             ds = f.create_dataset(name, data=np.asarray(data))
             for k, v in (dattrs or {}).items():
                 ds.attrs[k] = v if isinstance(v, str | int | float | bool | np.ndarray) else _json(v)
-        chunks = chunk_shape(shape)  # a flush rewrites only the chunks it adds points to
+        chunks = chunk_shape(shape)  # large grids: a flush rewrites only the chunks it adds points to
         for m in metrics:
-            f.create_dataset(f"surfaces/{m}", shape=shape, dtype=np.float64, chunks=chunks, fillvalue=np.nan,
-                             track_times=False)
-            f[f"surfaces/{m}"][...] = np.nan  # allocated now: the disk-space check at creation covers the whole grid
-        f.create_dataset("surfaces/done", shape=shape, dtype=np.uint8, chunks=chunks, fillvalue=0, track_times=False)
-        f["surfaces/done"][...] = 0
+            f.create_dataset(f"surfaces/{m}", data=np.full(shape, np.nan), chunks=chunks, track_times=False)
+        f.create_dataset("surfaces/done", data=np.zeros(shape, np.uint8), chunks=chunks, track_times=False)
 
     return atomic_create(path, build, replacing=replacing, keep_lock=True)
 

@@ -15,7 +15,7 @@ def test_write_points_equals_a_full_rewrite(tmp_path, shape, chunked):
     rng = np.random.default_rng(len(shape) + shape[0])
     ref = np.full(shape, np.nan)
     with h5py.File(tmp_path / "f.h5", "w") as f:
-        ds = f.create_dataset("v", data=ref, chunks=chunk_shape(shape) if chunked else None)
+        ds = f.create_dataset("v", data=ref, chunks=chunk_shape(shape, min_points=0) if chunked else None)
         n = int(np.prod(shape))
         for size in (1, 10, n // 3, n):  # a few points, many, all; repeated indices overwrite
             idx = rng.integers(0, n, size=size)
@@ -24,18 +24,19 @@ def test_write_points_equals_a_full_rewrite(tmp_path, shape, chunked):
             last = {int(i): v for i, v in zip(idx, vals)}  # the last value given for an index wins
             ref.reshape(-1)[list(last)] = list(last.values())
             np.testing.assert_array_equal(ds[()], ref)
-            blocks = chunk_shape(shape)
+            blocks = chunk_shape(shape, min_points=0)
             touched = {tuple(m // b for m, b in zip(np.unravel_index(i, shape), blocks)) for i in idx}
             assert written == (len(touched) if chunked else len(last))  # chunks (points) the write touched
         assert write_points(ds, np.zeros(0, np.int64), np.zeros(0)) == 0
 
 
 def test_chunk_shape():
-    assert chunk_shape((51, 51)) == (23, 23)
+    assert chunk_shape((51, 51)) is None  # small grids stay contiguous
+    assert chunk_shape((51, 51), min_points=0) == (23, 23)
     assert chunk_shape((201, 201, 201)) == (8, 8, 8)
     assert chunk_shape((100000,)) == (512,)
-    assert chunk_shape((3, 1000)) == (3, 23)
-    assert chunk_shape((10, 10), target=4096) == (10, 10)
+    assert chunk_shape((3, 100000)) == (3, 23)
+    assert chunk_shape((10, 10), target=4096, min_points=0) == (10, 10)
 
 
 def test_surface_flush_touches_only_new_chunks(tmp_path):
@@ -46,8 +47,8 @@ def test_surface_flush_touches_only_new_chunks(tmp_path):
     shape = (40, 40, 40)
     with h5py.File(path, "w") as f:
         for name in ("surfaces/train_loss", "surfaces/train_acc"):
-            f.create_dataset(name, shape=shape, dtype=np.float64, chunks=chunk_shape(shape), fillvalue=np.nan)
-        f.create_dataset("surfaces/done", shape=shape, dtype=np.uint8, chunks=chunk_shape(shape), fillvalue=0)
+            f.create_dataset(name, shape=shape, dtype=np.float64, chunks=chunk_shape(shape, min_points=0), fillvalue=np.nan)
+        f.create_dataset("surfaces/done", shape=shape, dtype=np.uint8, chunks=chunk_shape(shape, min_points=0), fillvalue=0)
     store = GridStore(path, ["surfaces/train_loss", "surfaces/train_acc"], "surfaces/done", shape, flush_every=1e9,
                       lock=WriterLock(path))
     idx = np.array([5, 17, 40 * 40 * 40 - 1])
