@@ -87,7 +87,8 @@ def main(argv=None) -> int:
           "| whole-dataset rewrite, best of 3 (ms) |")
     print("|---|---|---|---|---|---|---|")
     for shape, n, chunks, best, med, old, size in rows:
-        print(f"| {'×'.join(map(str, shape))} | {n:,} | {'×'.join(map(str, chunks))} | {size / 2**20:.1f} | "
+        layout = "×".join(map(str, chunks)) if chunks else "contiguous"
+        print(f"| {'×'.join(map(str, shape))} | {n:,} | {layout} | {size / 2**20:.1f} | "
               f"{1e3 * best:.2f} | {1e3 * med:.2f} | {1e3 * old:.1f} |")
     ratio, ratio_med = rows[1][3] / rows[0][3], rows[1][4] / rows[0][4]
     print(f"\nflush time 201³ ÷ 51² = {ratio:.2f} best, {ratio_med:.2f} median (target ≤ 2: "

@@ -45,10 +45,11 @@ def test_surface_flush_touches_only_new_chunks(tmp_path):
 
     path = str(tmp_path / "s.h5")
     shape = (40, 40, 40)
+    chunks = chunk_shape(shape, min_points=0)  # 40³ is under the chunking threshold: chunked here on purpose
     with h5py.File(path, "w") as f:
         for name in ("surfaces/train_loss", "surfaces/train_acc"):
-            f.create_dataset(name, shape=shape, dtype=np.float64, chunks=chunk_shape(shape, min_points=0), fillvalue=np.nan)
-        f.create_dataset("surfaces/done", shape=shape, dtype=np.uint8, chunks=chunk_shape(shape, min_points=0), fillvalue=0)
+            f.create_dataset(name, shape=shape, dtype=np.float64, chunks=chunks, fillvalue=np.nan)
+        f.create_dataset("surfaces/done", shape=shape, dtype=np.uint8, chunks=chunks, fillvalue=0)
     store = GridStore(path, ["surfaces/train_loss", "surfaces/train_acc"], "surfaces/done", shape, flush_every=1e9,
                       lock=WriterLock(path))
     idx = np.array([5, 17, 40 * 40 * 40 - 1])
