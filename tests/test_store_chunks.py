@@ -64,3 +64,29 @@ def test_surface_flush_touches_only_new_chunks(tmp_path):
     np.testing.assert_array_equal(loss[idx], [1.0, 2.0, 3.0])
     assert np.isnan(np.delete(loss, idx)).all()
     assert done.sum() == 3 and done[idx].all()
+
+
+def test_large_surface_files_are_chunked_small_ones_contiguous(tmp_path):
+    """``create_surface_file``: a 3D grid over the threshold gets 8³ chunks (values NaN, mask 0), a 2D one stays
+    contiguous; GridStore fills either the same way."""
+    import torch
+
+    from landscape.directions import Directions
+    from landscape.store import create_surface_file
+
+    for shape, chunks in (((42, 42, 42), (8, 8, 8)), ((21, 11), None)):
+        path = str(tmp_path / f"{len(shape)}.h5")
+        coords = tuple(np.linspace(-1, 1, n) for n in shape)
+        dirs = Directions({"w": torch.zeros(3)}, [{"w": torch.ones(3)} for _ in shape], "weights", [{} for _ in shape])
+        lock = create_surface_file(path, attrs={}, identity={}, coords=coords, directions=dirs, metrics=["train_loss"])
+        store = GridStore(path, ["surfaces/train_loss"], "surfaces/done", shape, flush_every=1e9, lock=lock)
+        n = int(np.prod(shape))
+        idx = np.random.default_rng(0).choice(n, 50, replace=False)
+        store.add(idx, {"train_loss": np.arange(50.0)})
+        store.close()
+        with h5py.File(path, "r") as f:
+            ds, done = f["surfaces/train_loss"], f["surfaces/done"]
+            assert ds.chunks == chunks and done.chunks == chunks
+            loss, mask = ds[()].reshape(-1), done[()].reshape(-1)
+        np.testing.assert_array_equal(loss[idx], np.arange(50.0))
+        assert np.isnan(np.delete(loss, idx)).all() and mask.sum() == 50 and mask[idx].all()
