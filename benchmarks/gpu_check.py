@@ -21,6 +21,8 @@ one row per check:
   fixed ``--points-per-batch`` equals the one-rank surface bit for bit.
 * **one GPU per rank** (only with 2+ GPUs): ``mpiexec -n min(GPUs, 4)``; each rank reports the device
   it chose (``cuda:(local_rank % GPUs)``), which must all differ, and the surface equals one rank's.
+* **HVP ÷ forward+backward** on the device, for both HVP methods (double backward with its cached
+  graph, forward-over-reverse), and their agreement;
 * **per-point time ÷ bare forward** on the device, for both models: the evaluator ``--points-per-batch
   auto`` chose, timed over a few calls after a warm-up (``torch.cuda.synchronize`` around each),
   divided by one bare forward pass over the same batches.
@@ -160,6 +162,44 @@ def per_point_ratio(model: str, args, device: str) -> tuple[float, dict]:
     return per_point / fwd, info
 
 
+def hvp_ratios(model: str, args, device: str) -> dict:
+    """HVP time ÷ forward+backward time on ``device`` for both HVP methods (double backward, cached; and
+    forward-over-reverse), and whether they agree (relative difference of one product)."""
+    import torch
+
+    from landscape.curvature import HessianOperator
+    from landscape.problem import make_problem
+
+    p = make_problem(model, data=args.data, samples=min(args.samples, 512), device=device)
+    sync = torch.cuda.synchronize if p.device.type == "cuda" else (lambda: None)
+    params = [t for t in p.model.parameters() if t.requires_grad]
+    n = sum(len(x) for x, _ in p.batches)
+
+    def fb() -> None:
+        for x, y in p.batches:
+            torch.autograd.grad(p.loss_sum(p.model(x), y) / n, params)
+
+    rev, fwd = HessianOperator(p, method="reverse"), HessianOperator(p, method="forward")
+    v = torch.randn(rev.dim, generator=torch.Generator().manual_seed(0))
+    a, b = rev.matvec_flat(v), fwd.matvec_flat(v)
+    diff = float((a - b).norm() / a.norm().clamp_min(1e-30))
+
+    def best(fn) -> float:
+        fn()
+        sync()
+        times = []
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    t_fb = best(fb)
+    return {"reverse": best(lambda: rev.matvec_flat(v)) / t_fb, "forward": best(lambda: fwd.matvec_flat(v)) / t_fb,
+            "fell_back": fwd.method != "forward", "rel_diff": diff}
+
+
 # ---------------------------------------------------------------------------- the checks
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -235,6 +275,13 @@ def main(argv=None) -> int:
                           f"{info['params_channels_last']} (expected {want})", got == want)
             except Exception as e:  # noqa: BLE001 - one row fails, the others still run
                 t.add("per-point ÷ bare forward", label, f"{type(e).__name__}: {str(e)[:120]}", False)
+            try:
+                h = hvp_ratios(model, args, dev)
+                t.add("HVP ÷ forward+backward", f"{label}: double backward (cached) / forward-over-reverse",
+                      f"{h['reverse']:.2f} / " + ("fell back" if h["fell_back"] else f"{h['forward']:.2f}")
+                      + f"; products differ by {h['rel_diff']:.1e}", h["rel_diff"] <= 1e-3)
+            except Exception as e:  # noqa: BLE001
+                t.add("HVP ÷ forward+backward", label, f"{type(e).__name__}: {str(e)[:120]}", False)
 
         if mpi:
             fixed = ("--points-per-batch", "4")

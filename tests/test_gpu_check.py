@@ -33,6 +33,7 @@ def test_cpu_run_prints_one_table_of_passing_rows():
     rows = [r for r in table.splitlines()[2:] if r.startswith("|")]
     assert "FAIL" not in table
     names = {r.split("|")[1].strip() for r in rows}
-    assert {"fp32 device vs CPU", "bf16 vs fp32", "fp16 vs fp32", "per-point ÷ bare forward", "channels_last"} <= names
+    assert {"fp32 device vs CPU", "bf16 vs fp32", "fp16 vs fp32", "per-point ÷ bare forward", "channels_last",
+            "HVP ÷ forward+backward"} <= names
     if HAVE_MPI:
         assert any("bitwise equal to 1 rank" in r for r in rows)
