@@ -135,13 +135,15 @@ def reestimate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.
 
 
 # ---------------------------------------------------------------------------- endpoints
-def endpoint_states(model: nn.Module, state: str | Named, what: str = "checkpoint", unsafe_load: bool = False) -> Named:
+def endpoint_states(model: nn.Module, state: str | Named, what: str = "checkpoint", unsafe_load: bool = False,
+                    strip_prefix: str | None = None) -> Named:
     """The floating state (parameters and buffers) of a checkpoint, checked against ``model``.
 
     ``state`` is a checkpoint path or a ``state_dict``-like dict; the result has the keys, device
     and dtypes of ``params.states(model)``.
     """
-    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith("--") else None)
+    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith("--") else None,
+                          strip_prefix=strip_prefix)
           if isinstance(state, str | os.PathLike) else state)
     target = P.states(model)
     missing = [k for k in target if k not in sd]
@@ -393,6 +395,7 @@ def _config(problem: Problem, **kw) -> dict:
                test_data=info.get("test_data"), loss=problem.loss, samples=info.get("samples"),
                batch_size=info.get("batch_size"), sample_seed=info.get("seed"), n_samples=info.get("train_samples"),
                device=str(problem.device))
+    cfg.update({k: info[k] for k in ("target_key", "output_key", "shift_labels") if k in info})
     return cfg
 
 
@@ -403,7 +406,7 @@ def _identity(config: dict, alphas: np.ndarray, fp0: str, fp1: str, data_fp: str
         "alpha values": hashlib.sha256(np.ascontiguousarray(alphas).tobytes()).hexdigest(),
         "--bn-reestimate": config["bn_reestimate"], "--name": name,
         **{f"--{k.replace('_', '-')}": config.get(k) for k in ("model", "model_args", "loss", "samples", "data",
-                                                               "test_data")},
+                                                               "test_data", "precision")},
     }
 
 
@@ -448,15 +451,18 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
                 name: str = "interpolation", bn_reestimate: bool | None = None,
                 tolerance: float = DEFAULT_TOLERANCE, overwrite: bool = False, command: str = "",
                 progress: bool = True, w: World | None = None, flush_every: float = 10.0,
-                chunk_size: int | None = None, unsafe_load: bool = False) -> PathResult:
+                chunk_size: int | None = None, unsafe_load: bool = False, precision: str = "fp32") -> PathResult:
     """Compute (or finish) loss/accuracy along θ_α = (1−α)θ₀ + αθ₁ into ``/paths/<name>`` of ``out``.
 
     Every rank calls it with the same arguments (one process is fine). ``theta0``/``theta1`` are
     checkpoint paths or state dicts; ``alphas`` a ``"min:max:num"`` range or an array. The α points go
     through the same resumable store and MPI scheduler as surfaces; at the end rank 0 writes the
     verdict (bumps, Δ, monotonic, distances, barrier, ``bn_reestimated``) as attributes in one
-    metadata write. ``bn_reestimate=None``: on exactly when the model has BatchNorm.
+    metadata write. ``bn_reestimate=None``: on exactly when the model has BatchNorm. ``precision``:
+    ``fp32`` (the model's own dtype) or ``fp64`` (every α evaluated on a float64 copy of the model and data).
     """
+    if precision not in ("fp32", "fp64"):
+        raise LandscapeError(f"--precision: {precision!r} is not fp32 or fp64")
     w = w or world()
     t_start = time.perf_counter()
     alphas = _alphas(alphas)
@@ -464,8 +470,9 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
     like = P.states(model)
 
     def load_root():
-        return (endpoint_states(model, theta0, "--from", unsafe_load),
-                endpoint_states(model, theta1, "--to", unsafe_load))
+        strip = problem.info.get("strip_prefix")  # (--strip-prefix applies to --from and --to)
+        return (endpoint_states(model, theta0, "--from", unsafe_load, strip),
+                endpoint_states(model, theta1, "--to", unsafe_load, strip))
 
     t0, t1 = w.collective(load_root if w.is_root else (lambda: (None, None)))
     t0 = w.bcast_named(t0, like=like)
@@ -477,7 +484,8 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
     config = _config(problem, **{"from": theta0 if isinstance(theta0, str) else "<weights>",
                                  "to": theta1 if isinstance(theta1, str) else "<weights>",
                                  "alpha": [float(alphas[0]), float(alphas[-1]), len(alphas)],
-                                 "bn_reestimate": bn, "tolerance": float(tolerance), "name": name})
+                                 "bn_reestimate": bn, "tolerance": float(tolerance), "name": name,
+                                 "precision": precision})
     fp0, fp1 = P.fingerprint(t0), P.fingerprint(t1)
     data_fp = problem.info.get("data_fingerprint", "")
     identity = _identity(config, alphas, fp0, fp1, data_fp, name)
@@ -513,7 +521,10 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
             raise
 
     store = w.collective(setup_root if w.is_root else (lambda: None))
-    compute = w.collective(lambda: PathEvaluator(problem, t0, t1, alphas, bn, splits))
+    from .evaluate import as_float64
+
+    evaluated = as_float64(problem) if precision == "fp64" else problem  # (a copy: the caller's model stays)
+    compute = w.collective(lambda: PathEvaluator(evaluated, t0, t1, alphas, bn, splits))
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
     chunk = chunk_size or auto_chunk_size(n_todo, w.size, maximum=8)

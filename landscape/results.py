@@ -541,7 +541,13 @@ def describe(result: Result) -> str:
                 if n_fin and name.endswith("_loss"):
                     ci = r.center_index()
                     cv = z[ci]
-                    text += f", at the centre {_fmt(float(cv))}" if np.isfinite(cv) else ""
+                    if np.isfinite(cv):
+                        at = tuple(float(r.coords[a][i]) for a, i in zip(AXES, ci))
+                        if all(c == 0.0 for c in at):
+                            text += f", at the centre {_fmt(float(cv))}"
+                        else:  # 0 is not on the grid: say which point it is
+                            where = ", ".join(f"{c:g}" for c in at)
+                            text += f", at the nearest grid point to the centre ({where}) {_fmt(float(cv))}"
             if n_nan or n_inf:
                 text += f"  [{n_nan} NaN, {n_inf} inf among computed points]"
             if not n_fin and r.done is not None and r.done.all():

@@ -65,7 +65,7 @@ class SurfaceSpec:
     flush_every: float = 10.0
     chunk_size: int | None = None
     points_per_batch: str = "auto"
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    precision: str = "fp32"  # fp32 | fp64 (all in float64) | bf16 | fp16 (autocast)
     compile: bool = False
 
 
@@ -117,7 +117,9 @@ def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: Sur
     if spec.curvature_map:
         from .curvature.maps import CurvatureMapEvaluator
 
-        evaluator = CurvatureMapEvaluator(problem, directions, PointEvaluator(problem, directions), seed=spec.seed)
+        # (fp64: the Hessian too is taken on the evaluator's float64 copy of the model)
+        base = PointEvaluator(problem, directions, precision="fp64" if spec.precision == "fp64" else "fp32")
+        evaluator = CurvatureMapEvaluator(base.problem, directions, base, seed=spec.seed)
     else:
         extra = {"precision": spec.precision} if spec.precision != "fp32" else {}
         extra.update({"compile": True} if spec.compile else {})
@@ -151,6 +153,7 @@ def _config(problem: Problem, spec: SurfaceSpec) -> dict:
                data=info.get("train_data"), test_data=info.get("test_data"), loss=problem.loss,
                samples=info.get("samples"), batch_size=info.get("batch_size"),
                sample_seed=info.get("seed"), n_samples=info.get("train_samples"), device=str(problem.device))
+    cfg.update({k: info[k] for k in ("target_key", "output_key", "shift_labels", "strip_prefix") if k in info})
     return cfg
 
 

@@ -37,7 +37,9 @@ def add_parser(sub) -> None:
     g.add_argument("--smallest", action="store_true", help="also the smallest (most negative) eigenvalue")
     g.add_argument("--method", default="lanczos", choices=("lanczos", "power"),
                    help="lanczos (full reorthogonalization) or power iteration with deflation (PyHessian's)")
-    g.add_argument("--tol", type=positive_float("--tol"), default=1e-4, help="relative residual tolerance")
+    g.add_argument("--tol", type=positive_float("--tol"), default=1e-4,
+                   help="relative residual tolerance, both methods: stop when every wanted pair has ‖Hv − λv‖ ≤ "
+                        "tol·|λ| (stored: residuals, matvecs, converged)")
     g.add_argument("--max-iter", type=positive_int("--max-iter"), default=100, help="most Lanczos steps / power steps")
     g.add_argument("--save-vectors", action="store_true", help="store the eigenvectors (parameter-shaped)")
     g.add_argument("--trace", action="store_true", help="estimate tr(H)")
@@ -159,6 +161,10 @@ def _compute_and_write(args, w, problem, op) -> int:
     smallest = getattr(eig, "smallest", None)
     if smallest is not None:
         rows.append(("smallest eigenvalue", f"{smallest:.6g}"))
+    if not eig.converged:  # (the residuals, products and flag are stored with the eigenvalues)
+        worst = max(eig.to_attrs()["residuals"])
+        rows.append(("converged", f"NO: --max-iter {args.max_iter} reached before every relative residual was "
+                                  f"≤ --tol {args.tol:g} (largest residual {worst:.2g}); raise --max-iter"))
     tr = dens = None
     if args.trace:
         progress.start("trace", f"trace: {args.trace_method}, {args.trace_matvecs} products")
