@@ -48,7 +48,8 @@ def add_parser(sub) -> None:
                    help="also these 'landscape sharpness' metrics per checkpoint (e.g. eps,avg_adaptive)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default="outputs/track.h5", metavar="FILE.h5",
-                   help="new file, one to resume, or another landscape file to add /track to")
+                   help="new file, one to resume, or a landscape file of the same model and data to add /track to "
+                        "(never one of the checkpoints)")
     o.add_argument("--overwrite", action="store_true", help="replace an existing /track")
     o.add_argument("--flush-every", type=positive_float("--flush-every"), default=10.0, metavar="SECONDS",
                    help="write finished checkpoints at least this often")
