@@ -239,10 +239,11 @@ def checkpoint_series(checkpoints: str | list[str]) -> tuple[list[int], list[str
     return steps, paths
 
 
-def load_states(model: torch.nn.Module, path: str, index: int, total: int, unsafe_load: bool = False) -> P.Named:
+def load_states(model: torch.nn.Module, path: str, index: int, total: int, unsafe_load: bool = False,
+                strip_prefix: str | None = None) -> P.Named:
     """The floating state of checkpoint ``path`` for ``model``; a checkpoint of another architecture is a one-line
     error naming it and its place in the series."""
-    sd = read_state_dict(path, unsafe_load=unsafe_load, flag="--checkpoints")
+    sd = read_state_dict(path, unsafe_load=unsafe_load, flag="--checkpoints", strip_prefix=strip_prefix)
     target = P.states(model)
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target and sd[k].is_floating_point()]
@@ -301,16 +302,18 @@ class CheckpointEvaluator:
     """``compute(indices) -> {name: rows}``: every quantity of checkpoints ``indices`` on this rank alone."""
 
     def __init__(self, problem: Problem, spec: TrackSpec, paths: list[str], fingerprints: list[str],
-                 unsafe_load: bool = False):
+                 unsafe_load: bool = False, strip_prefix: str | None = None):
         self.problem, self.spec, self.paths, self.fingerprints = problem, spec, paths, fingerprints
         self.unsafe_load = unsafe_load
+        self.strip_prefix = strip_prefix
         self.groups = spec.groups()
         self.scalars = _scalar_names(problem, spec, len(paths))
         self.sharp = spec.sharpness_metrics()
         self.names = [n for n, p in problem.model.named_parameters() if p.requires_grad]
 
     def _load(self, i: int) -> P.Named:
-        st = load_states(self.problem.model, self.paths[i], i, len(self.paths), self.unsafe_load)
+        st = load_states(self.problem.model, self.paths[i], i, len(self.paths), self.unsafe_load,
+                         self.strip_prefix)
         if self.fingerprints and P.fingerprint(st) != self.fingerprints[i]:
             raise LandscapeError(f"--checkpoints: {self.paths[i]!r} changed on disk while the run went on; "
                                  "run the command again")
@@ -654,7 +657,7 @@ def _provenance(out: str, problem: Problem, fps: list[str], data_fp: str) -> dic
 
 def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | None = None, out: str = "track.h5",
               *, overwrite: bool = False, command: str = "", progress: bool = True, w: World | None = None,
-              unsafe_load: bool = False) -> TrackResult:
+              unsafe_load: bool = False, strip_prefix: str | None = None) -> TrackResult:
     """Measure the landscape at every checkpoint of ``checkpoints`` into ``/track`` of ``out``; every rank calls it.
 
     ``problem``: the model (its architecture; the weights are replaced by each checkpoint's) and the data.
@@ -688,7 +691,7 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
         check_output_path(out, inputs={"--checkpoints": paths}, create=out == "outputs/track.h5")
         fps = []
         for i, p in enumerate(paths):  # every checkpoint checked before any long work
-            fps.append(P.fingerprint(load_states(model, p, i, len(paths), unsafe_load)))
+            fps.append(P.fingerprint(load_states(model, p, i, len(paths), unsafe_load, strip_prefix)))
         identity = _identity(config, steps, fps, data_fp)
         n = len(paths)
         sh = _datasets(problem, spec, n, dim)
@@ -737,7 +740,7 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
     got = w.collective(setup_root if w.is_root else (lambda: None))
     steps, paths, fps = w.bcast(got[:3] if w.is_root else None)
     store = got[3] if w.is_root else None
-    compute = w.collective(lambda: CheckpointEvaluator(problem, spec, paths, fps, unsafe_load))
+    compute = w.collective(lambda: CheckpointEvaluator(problem, spec, paths, fps, unsafe_load, strip_prefix))
     saved = P.clone(P.states(model))
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)

@@ -71,7 +71,8 @@ def run(args) -> int:
     problem = w.collective(lambda: problem_from_args(args, w))
     configure_threads(w, problem.device)
     res = run_track(problem, args.checkpoints, spec, args.out, overwrite=args.overwrite, command=command_line(),
-                    progress=not args.no_progress, w=w, unsafe_load=args.unsafe_load)
+                    progress=not args.no_progress, w=w, unsafe_load=args.unsafe_load,
+                    strip_prefix=getattr(args, "strip_prefix", None))
     if w.is_root:
         for line in summary_lines(res):
             print(line)
