@@ -787,23 +787,18 @@ def _time_per_point(run: Callable[[], object], k: int, device: torch.device, rep
 
 
 def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched: BatchedEvaluator,
-                            k_max: int, budget_s: float = 3.0) -> tuple[int, dict[int, float]]:
+                            k_max: int, budget_s: float = 3.0, t1: float | None = None) -> tuple[int, dict[int, float]]:
     """Time K = 1, 4, 16, 64 (≤ ``k_max``, which is tried too) on the first training batches; the fastest K.
 
     Each K is timed as the fastest of 3-15 runs after a warm-up (cheap runs are repeated more: the
     same call varies up to 2× on a shared VM). Batched must beat K = 1 by 10 %, a
     larger K the best so far by 5 %; growing K stops after two K in a row that do not, after a
     K ≥ 16 that is 20 % slower, or when the next probe would take the total past ``budget_s``
-    seconds (compute-bound models stay at K = 1). Returns ``(K, {K: seconds per point})``.
+    seconds (compute-bound models stay at K = 1). ``t1``: seconds per point of K = 1 already measured on
+    the same rows (:func:`~landscape.autotune.probe_budget`), not timed again. Returns
+    ``(K, {K: seconds per point})``.
     """
-    split = per_point.splits[0]
-    probe, rows = [], 0
-    for b in per_point.batches[split]:  # the first batches, about PROBE_ROWS samples (joined as a run joins them)
-        if rows >= PROBE_ROWS:
-            break
-        probe.append(b)
-        rows += len(b[0])
-    batch, batch_k = _prepared(per_point, batched, make_groups(problem, probe))
+    batch, batch_k = _prepared(per_point, batched, make_groups(problem, _probe_rows(per_point)))
     dev = problem.device
     nd = per_point.directions.ndim
     t0 = time.perf_counter()
@@ -817,7 +812,7 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
         finally:
             per_point.restore()
 
-    times[1] = time_per_point()
+    times[1] = time_per_point() if t1 is None else t1
     best = 1
     candidates = sorted({k for k in (4, 16, 64) if k < k_max} | ({k_max} if k_max > 1 else set()))
     misses = 0
@@ -844,6 +839,17 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
         batched.k = k_before
         batched.release()
     return best, times
+
+
+def _probe_rows(per_point: PointEvaluator) -> list[Batch]:
+    """The first batches of the first split, about ``PROBE_ROWS`` samples (joined as a run joins them)."""
+    probe, rows = [], 0
+    for b in per_point.batches[per_point.splits[0]]:
+        if rows >= PROBE_ROWS:
+            break
+        probe.append(b)
+        rows += len(b[0])
+    return probe
 
 
 def _prepared(per_point: PointEvaluator, batched: BatchedEvaluator, raw: list[Group]) -> tuple[list, list]:
@@ -884,12 +890,14 @@ def _check_batched(per_point: PointEvaluator, batched: BatchedEvaluator) -> str 
 
 def make_evaluator(problem: Problem, directions: Directions, points_per_batch: str | int = "auto", *,
                    precision: str = "fp32", compile: bool = False, splits: list[str] | None = None,
-                   verbose: bool = True):
+                   verbose: bool = True, n_points: int | None = None):
     """The fastest evaluator for ``problem``: :class:`BatchedEvaluator` or :class:`PointEvaluator`.
 
     ``points_per_batch``: ``"auto"`` (memory cap, then a short timing probe), or K ≥ 1 (1 = per
     point). Models vmap cannot evaluate, or evaluates differently, fall back to per-point with a
-    one-line notice. ``LANDSCAPE_POINTS_PER_BATCH`` in the environment overrides ``auto``.
+    one-line notice. ``LANDSCAPE_POINTS_PER_BATCH`` in the environment overrides ``auto``. ``auto`` is
+    bounded by what it can save (:func:`~landscape.autotune.probe_budget`): no probe when a point's fixed
+    cost is under 2 % of its time, and at most 2 % of the estimated run over ``n_points`` points.
     """
     auto = str(points_per_batch).strip().lower() == "auto"
     if auto and os.environ.get("LANDSCAPE_POINTS_PER_BATCH"):
@@ -904,6 +912,14 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
     per_point = PointEvaluator(problem, directions, splits, precision=precision, compile=compile)
     if not auto and k == 1:
         return per_point
+    budget = t1 = None
+    if auto:
+        from .autotune import probe_budget
+
+        probe = per_point.prepare(make_groups(problem, _probe_rows(per_point)))
+        budget, t1, _ = probe_budget(per_point, n_points, probe)
+        if 4 * 4 * t1 > budget:  # not even K = 4 could be timed within what the probe may cost
+            return per_point
     batched = BatchedEvaluator(problem, directions, 1 if auto else k, splits, precision=precision, compile=compile,
                                share=per_point)
     why = _check_batched(per_point, batched)
@@ -913,7 +929,7 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
         return per_point
     if auto:
         k_max = max_points_per_batch(problem, batched)
-        k, _ = choose_points_per_batch(problem, per_point, batched, k_max) if k_max > 1 else (1, {})
+        k, _ = choose_points_per_batch(problem, per_point, batched, k_max, budget, t1) if k_max > 1 else (1, {})
         if k == 1:
             return per_point
         batched.k = k

@@ -404,13 +404,18 @@ def make_problem(
     loss: str = "cross_entropy",
     samples: int | None = None,
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     test_data: str | Batch | None = None,
     unsafe_load: bool = False,
     local_rank: int = 0,
+    shards: int = 1,
 ) -> Problem:
-    """Load everything and put the evaluation batches on the device once."""
+    """Load everything and put the evaluation batches on the device once.
+
+    ``batch_size`` None: chosen from the activations' memory (:func:`landscape.autotune.auto_batch_size`;
+    all of a small data set in one batch), with at least ``shards`` batches (ranks that share them).
+    """
     if loss not in LOSSES:
         raise LandscapeError(f"--loss: {loss!r} is not one of {', '.join(LOSSES)}")
     dev = resolve_device(device, local_rank)
@@ -431,6 +436,11 @@ def make_problem(
         X, y = load_data(spec, flag) if isinstance(spec, str) else _as_tensors(spec, "data")
         info[f"{split}_total"] = len(X)
         X, y, idx = subsample(X, y, samples, seed)
+        if batch_size is None:
+            from .autotune import auto_batch_size
+
+            batch_size = auto_batch_size(net, X, len(X), dev, shards)
+            info["batch_size"] = batch_size
         splits[split] = make_batches(X, y, batch_size, dev)
         info[f"{split}_data"] = spec if isinstance(spec, str) else "<tensors>"
         info[f"{split}_samples"] = len(X)

@@ -112,8 +112,8 @@ def metric_names(problem: Problem, spec: SurfaceSpec) -> list[str]:
     return names
 
 
-def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: SurfaceSpec):
-    """``compute(flat_indices) -> {metric: values}`` for this rank."""
+def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: SurfaceSpec, ranks: int = 1):
+    """``compute(flat_indices) -> {metric: values}`` for this rank (``ranks``: how many share the grid)."""
     if spec.curvature_map:
         from .curvature.maps import CurvatureMapEvaluator
 
@@ -121,7 +121,8 @@ def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: Sur
     else:
         extra = {"precision": spec.precision} if spec.precision != "fp32" else {}
         extra.update({"compile": True} if spec.compile else {})
-        evaluator = make_evaluator(problem, directions, spec.points_per_batch, **extra)
+        evaluator = make_evaluator(problem, directions, spec.points_per_batch, n_points=-(-grid.size // ranks),
+                                   **extra)
 
     def compute(indices: np.ndarray) -> dict[str, np.ndarray]:
         return evaluator(grid.points(indices))
@@ -134,8 +135,8 @@ def _make_compute_agreed(w: World, problem: Problem, directions: Directions, gri
     """``make_compute`` on every rank, with one K for all: rank 0 times the choices (``auto``), the others take
     its K, so that a point's value does not depend on which rank computed it (nor on the number of ranks)."""
     if w.size == 1 or str(spec.points_per_batch).strip().lower() != "auto" or spec.curvature_map:
-        return w.collective(lambda: make_compute(problem, directions, grid, spec))
-    root = w.collective(lambda: make_compute(problem, directions, grid, spec) if w.is_root else None)
+        return w.collective(lambda: make_compute(problem, directions, grid, spec, w.size))
+    root = w.collective(lambda: make_compute(problem, directions, grid, spec, w.size) if w.is_root else None)
     k = w.bcast(getattr(root, "points_per_batch", 1) if w.is_root else None)
     fixed = replace(spec, points_per_batch=k)
     others = w.collective(lambda: None if w.is_root else make_compute(problem, directions, grid, fixed))

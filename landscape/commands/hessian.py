@@ -37,8 +37,13 @@ def add_parser(sub) -> None:
     g.add_argument("--max-iter", type=positive_int("--max-iter"), default=100, help="most Lanczos steps / power steps")
     g.add_argument("--save-vectors", action="store_true", help="store the eigenvectors (parameter-shaped)")
     g.add_argument("--trace", action="store_true", help="estimate tr(H)")
-    g.add_argument("--trace-method", default="hutch++", choices=("hutch++", "hutchinson"))
-    g.add_argument("--trace-matvecs", type=positive_int("--trace-matvecs"), default=99, help="HVP budget of the trace")
+    g.add_argument("--trace-method", default="auto", choices=("auto", "hutch++", "hutchinson"),
+                   help="auto: Hutch++, switching to Hutchinson when its sketch does not reduce the variance")
+    g.add_argument("--trace-matvecs", type=positive_int("--trace-matvecs"), default=99,
+                   help="most HVPs the trace may spend (the cap of --trace-rtol)")
+    g.add_argument("--trace-rtol", type=positive_float("--trace-rtol"), default=1e-2,
+                   help="stop the trace once its standard error is at most this share of |estimate| (at least 10 "
+                        "samples; the budget --trace-matvecs is the cap)")
     g.add_argument("--density", action="store_true", help="spectral density by stochastic Lanczos quadrature")
     g.add_argument("--density-runs", type=positive_int("--density-runs"), default=5)
     g.add_argument("--density-steps", type=positive_int("--density-steps"), default=60)
@@ -56,7 +61,7 @@ def run(args) -> int:
     def setup():
         if w.is_root:
             check_output_path(args.out)
-        problem = problem_from_args(args, w)  # device: cuda:(local_rank % GPUs) or the CPU, as for surface
+        problem = problem_from_args(args, w, shard_batches=True)  # device as for surface; at least a batch per rank
         op = curvature.HessianOperator(problem, world=w)  # batch i on rank i % size, products summed over ranks
         if args.top_k > op.dim:
             raise LandscapeError(f"--top-k {args.top_k} is more than the {op.dim} trainable parameters of the "
@@ -70,7 +75,7 @@ def run(args) -> int:
         print(f"landscape hessian: {problem.n_samples} samples in {len(problem.batches)} batches on "
               f"{problem.device} ({where})", file=sys.stderr, flush=True)
     # Every product is collective from here on. The determinism check gives the same verdict on every rank (it
-    # compares summed products, and is raised as agreed); any other failure on one rank aborts the whole job.
+    # compares losses summed over the ranks, and is raised as agreed); any other failure on one rank aborts the job.
     return all_or_abort(w, _compute_and_write, args, w, problem, op)
 
 
@@ -78,24 +83,33 @@ def _compute_and_write(args, w, problem, op) -> int:
     from .. import curvature
     from ..store import base_attrs, replace_group, set_attrs, update_file, write_named
 
-    try:
-        curvature.check_deterministic(op)
+    try:  # two forward passes, not two extra products (check_deterministic_loss says why that suffices)
+        curvature.check_deterministic_loss(op)
     except LandscapeError as e:  # decided from products summed over all ranks: the same on every rank
         e.agreed = True
         raise
     which = "both" if args.smallest else "LA"
     eig = curvature.hessian_eigenpairs(op, k=args.top_k, which=which, tol=args.tol, max_iter=args.max_iter,
                                        seed=args.seed, method=args.method, return_vectors=args.save_vectors)
-    rows = [(f"eigenvalues (top {args.top_k})", ", ".join(f"{v:.6g}" for v in eig.eigenvalues))]
+    rows = [(f"eigenvalues (top {args.top_k})", ", ".join(f"{v:.6g}" for v in eig.eigenvalues)
+             + f" ({eig.matvecs} HVPs)")]
     smallest = getattr(eig, "smallest", None)
     if smallest is not None:
         rows.append(("smallest eigenvalue", f"{smallest:.6g}"))
     tr = dens = None
     if args.trace:
-        tr = curvature.hessian_trace(op, matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed)
-        rows.append(("trace", f"{tr.estimate:.6g} ± {tr.stderr:.2g} ({args.trace_method}, {args.trace_matvecs} HVPs)"))
+        tr = curvature.hessian_trace(op, matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed,
+                                     rtol=args.trace_rtol)
+        lo, hi = tr.interval
+        note = "" if tr.converged else f"; stderr above --trace-rtol {args.trace_rtol:g} at the cap"
+        rows.append(("trace", f"{tr.estimate:.6g} ± {tr.stderr:.2g}, 95 % interval [{lo:.6g}, {hi:.6g}] "
+                              f"({tr.method}, {tr.matvecs} HVPs{note})"))
     if args.density:
+        before = op.matvecs
         dens = curvature.spectral_density(op, runs=args.density_runs, steps=args.density_steps, seed=args.seed)
+        rows.append(("density", f"{args.density_runs} SLQ runs × {args.density_steps} steps ({op.matvecs - before} "
+                                "HVPs)"))
+    rows.append(("HVPs in all", str(op.matvecs)))
     if not w.is_root:  # every rank computed the same results; rank 0 writes and prints them
         return 0
     from ..params import fingerprint, select
