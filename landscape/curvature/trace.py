@@ -32,11 +32,12 @@ eigenvalues, the residual samples were so skewed that the 95 % interval held the
 of 100 seeds (98 % with the full sketch), so the sketch is not shrunk.
 
 **Choosing between them** (``method="auto"``). The s sketch probes of Hutch++ are Rademacher vectors
-whose products A gᵢ are computed anyway, so gᵢᵀAgᵢ are s free Hutchinson samples. After the sketch and
-a pilot of ``MIN_SAMPLES`` residual samples, if the residual samples' variance is not below the
-Hutchinson samples' variance (the sketch did not reduce it, as on an indefinite spectrum where
-Σ|λ| ≫ |tr|), the rest of the budget goes to plain Hutchinson, which continues from the sketch's
-samples; the products of the sketch's second half and the pilot are counted but not used.
+whose products A gᵢ are computed anyway, so gᵢᵀAgᵢ are s free Hutchinson samples (variance σ²_H).
+After the sketch and a pilot of ``MIN_SAMPLES`` residual samples (variance σ²_R), the estimator whose
+variance at the end of the budget m is smaller goes on: Hutch++ with σ²_R/(m − 2s), or Hutchinson with
+σ²_H/(m − s − pilot), continuing from the sketch's samples (the products of the sketch's second half
+and of the pilot are counted but not used). The sketch does not pay on a flat or indefinite spectrum,
+where Σ|λ| ≫ |tr| and no few eigenvalues carry the Frobenius norm.
 
 Example:
     >>> import torch
@@ -180,6 +181,13 @@ def hutchinson(op, matvecs: int = 100, seed: int | torch.Generator | None = 0,
                        samples=vals, rtol=rtol, converged=rtol is None or _met(list(vals), 0.0, rtol))
 
 
+def _switch(residual: list[float], plain: list[float], matvecs: int, s: int) -> bool:
+    """Whether Hutchinson ends the budget with the smaller variance: σ²_H / (s + the products left) against
+    Hutch++'s σ²_R / (matvecs − 2s) (the pilot's samples, being Hutch++'s, are lost on a switch)."""
+    left = matvecs - 2 * s - len(residual)
+    return float(np.var(plain, ddof=1)) / (s + left) < float(np.var(residual, ddof=1)) / (matvecs - 2 * s)
+
+
 def hutchpp(op, matvecs: int = 99, seed: int | torch.Generator | None = 0, rtol: float | None = None,
             auto: bool = False) -> TraceResult:
     """Hutch++ with a budget of ``matvecs`` products (see the module docstring); below 3 it is Hutchinson.
@@ -208,8 +216,8 @@ def hutchpp(op, matvecs: int = 99, seed: int | torch.Generator | None = 0, rtol:
         g = rademacher(n, gen, dev)
         g = g - Q @ (Q.T @ g)
         vals.append(float(g @ op.matvec_flat(g).to(torch.float64)))
-        if auto and len(vals) == MIN_SAMPLES and len(plain) > 1 and np.var(vals, ddof=1) >= np.var(plain, ddof=1):
-            # the sketch did not reduce the variance: the rest of the budget on Hutchinson, from its s samples
+        if auto and len(vals) == MIN_SAMPLES and len(plain) > 1 and _switch(vals, plain, matvecs, s):
+            # the sketch did not reduce the variance enough: the rest of the budget on Hutchinson, from its s samples
             h = np.asarray(_hutchinson_from(op, gen, start, matvecs, rtol, plain))
             return TraceResult(float(h.mean()), _stderr(h), "hutchinson", op.matvecs - start, seed_value(seed),
                                samples=h, rtol=rtol, converged=rtol is None or _met(list(h), 0.0, rtol))
