@@ -10,7 +10,7 @@ The public API (imported on first use, so ``import landscape`` stays cheap)::
 
 Modules: ``problem`` (models, data, loss), ``params`` (named tensor arithmetic), ``directions``,
 ``grid``, ``evaluate`` (with ``linear_chain``, its batched MLP path), ``parallel`` (MPI),
-``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``curvature``,
+``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``track``, ``curvature``,
 ``sharpness``, ``layerwise``, ``plot``.
 """
 
@@ -30,12 +30,13 @@ _API = {
     "evaluate_batches": "evaluate", "LinearChain": "linear_chain",
     "world": "parallel", "run_points": "parallel",
     "SurfaceSpec": "surface", "run_surface": "surface",
+    "TrackSpec": "track", "TrackResult": "track", "run_track": "track", "checkpoint_series": "track",
     "open_result": "results", "open": "results",
     "LandscapeError": "errors",
 }
 _MODULES = ("problem", "params", "directions", "grid", "evaluate", "linear_chain", "parallel", "store", "schema",
-            "results", "surface", "interpolation", "trajectory", "train", "curvature", "sharpness", "layerwise", "plot",
-            "zoo")
+            "results", "surface", "interpolation", "trajectory", "train", "track", "curvature", "sharpness",
+            "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]
 

@@ -12,7 +12,7 @@ import sys
 from . import __version__
 from .errors import LandscapeError
 
-COMMANDS = ("surface", "interpolate", "hessian", "sharpness", "train", "plot", "report", "info",
+COMMANDS = ("surface", "interpolate", "hessian", "sharpness", "track", "train", "plot", "report", "info",
             "export", "view", "demo")
 
 

@@ -61,6 +61,8 @@ class Result:
     groups: list[str] = field(default_factory=list)
     #: ``--samples`` runs: {split: {"n": evaluated, "of": data set size, "seed": seed}} (indices in /samples/<split>)
     samples: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: ``landscape track``: /track's datasets (rows not done are NaN) and its attributes, or None
+    track: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ conveniences
     @property
@@ -326,6 +328,8 @@ def _read_ours(path: str, f) -> Result:
             if isinstance(ds, h5py.Dataset):
                 v = np.asarray(ds[()])
                 res.metrics[name] = (v.item() if v.ndim == 0 else v, _attrs(ds))
+    if "track" in f and isinstance(f["track"], h5py.Group):
+        res.track = _read_track(f["track"])
     if "layerwise" in f:
         lw: dict[str, Any] = {}
         for q, ds in f["layerwise"].items():
@@ -341,6 +345,30 @@ def _read_ours(path: str, f) -> Result:
             lw["layers"] = [f"layer {i + 1}" for i in range(n)]
         res.layerwise = lw
     return res
+
+
+def _read_track(g) -> dict[str, Any]:
+    """/track (``landscape track``): every dataset, rows of checkpoints not done set to NaN; attributes under
+    ``attrs`` (``checkpoints`` and ``config`` decoded from JSON)."""
+    import h5py
+
+    out: dict[str, Any] = {"attrs": _attrs(g)}
+    done = np.asarray(g["done"][()], dtype=bool) if "done" in g else None
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset):
+            return
+        v = np.asarray(obj[()])
+        if (done is not None and name not in ("done", "step") and not name.startswith("density/")
+                and v.ndim and v.shape[0] == done.shape[0] and v.dtype.kind == "f"):
+            v = v.astype(np.float64)
+            v[~done] = np.nan
+        out[name] = v
+        if (name.startswith("density/") or name == "subspace_overlap") and done is not None and not done.all():
+            out[name] = np.full(np.shape(v), np.nan)  # made at the end of a run: not there yet
+
+    g.visititems(visit)
+    return out
 
 
 def _read_tree(g) -> dict[str, Any]:
@@ -577,8 +605,20 @@ def describe(result: Result) -> str:
         labels = r.plane.get("labels") or []
         pts = ", ".join(f"{lab}=({', '.join(f'{v:.3g}' for v in c)})" for lab, c in zip(labels, r.plane["coords"]))
         lines.append(f"  plane through three models: {pts}")
+    if r.track:
+        t = r.track
+        steps = np.asarray(t.get("step", []))
+        done = np.asarray(t.get("done", np.zeros(len(steps))), dtype=bool)
+        ta = t.get("attrs", {})
+        lam = np.asarray(t.get("lambda_max", []), dtype=float)
+        qs = [k for k, v in t.items() if isinstance(v, np.ndarray) and k not in ("step", "done")]
+        span = f"steps {int(steps[0])}–{int(steps[-1])}" if len(steps) else "no steps"
+        lines.append(f"  track: {int(done.sum())}/{len(steps)} checkpoints done ({span}), operator "
+                     f"{ta.get('operator', 'hessian')}" + (f", lr {ta['lr']}" if "lr" in ta else "")
+                     + (f", λ_max {np.nanmin(lam):.4g}…{np.nanmax(lam):.4g}" if np.isfinite(lam).any() else "")
+                     + f"; {len(qs)} quantities")
     known = {"coords", "directions", "surfaces", "paths", "trajectory", "curvature", "metrics", "layerwise", "plane",
-             "samples"}
+             "samples", "track"}
     other = [g for g in r.groups if g not in known] if r.format != LI_FORMAT else []
     if other:
         lines.append("  other groups: " + ", ".join(other))

@@ -34,6 +34,18 @@ readers: :mod:`landscape.results`. Changing anything here bumps ``FORMAT_VERSION
     /curvature/smallest       float64 scalar (optional)
     /curvature/trace          float64 scalar; attrs: stderr, method, matvecs, seed
     /curvature/density/grid, /curvature/density/values   float64 (m,); attrs: runs, steps, sigma
+    /curvature/{ggn,fisher}/...  the same datasets for ``hessian --operator ggn|fisher`` (attrs: operator)
+    /track                    ``landscape track`` (a file of kind "track", or a group added to another file);
+                              attrs: identity, config (JSON), checkpoints (JSON list), operator, lr, top_k, seed
+    /track/step               int64 (n,): the checkpoints' training steps, increasing
+    /track/done               uint8 (n,), 1 where a checkpoint is computed (written after its rows)
+    /track/<quantity>         float64 (n,), NaN = not computed: <split>_loss, <split>_acc, lambda_max,
+                              lambda_min, eos_ratio, trace, trace_stderr, negative_mass, grad_norm,
+                              grad_overlap, update_sharpness, update_grad_corr, update_cosine,
+                              update_norm, eigen_converged, subspace_overlap, sharpness/<metric>
+    /track/eigenvalues        float64 (n, k); /track/eigenvectors float32 (n, k, P) (flattened)
+    /track/slq_nodes, /track/slq_weights   float64 (n, runs, steps)
+    /track/density/grid (m,), /track/density/values (n, m), /track/density/sigma: made at the end
     /metrics/<name>           float64 scalar or array; attrs: the parameters used (JSON-able)
     /layerwise/<quantity>     float64 (n_layers,) per-layer arrays; attrs: layers (JSON list)
 

@@ -40,12 +40,16 @@ def _quiet_warnings():
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("opts")
     two = write_ours(str(d / "two.h5"), ndim=2, paths=True, curvature=True, trajectory=True, curvature_maps=True)
+    track = open_result(two)
+    steps = np.arange(0, 100, 10)
+    track.track = {"attrs": {"lr": 1.0, "top_k": 1}, "step": steps, "done": np.ones(len(steps), np.uint8),
+                   "lambda_max": 2.0 - np.exp(-steps / 30.0), "train_loss": np.exp(-steps / 50.0)}
     return {"two": open_result(two), "one": open_result(write_ours(str(d / "one.h5"), ndim=1, curvature_maps=True)),
-            "vol": open_result(write_ours(str(d / "vol.h5"), ndim=3))}
+            "vol": open_result(write_ours(str(d / "vol.h5"), ndim=3)), "track": track}
 
 
 def _result_for(files, kind):
-    return files["vol"] if kind == "volume" else files["two"]
+    return files["vol"] if kind == "volume" else files["track"] if kind == "track" else files["two"]
 
 
 def _main_ax(fig, kind):

@@ -59,32 +59,32 @@ def run(args) -> int:
     fast = args.fast
     grid2d = "-1:1:15" if fast else "-1:1:41"
 
-    _step("1/6 training an MLP on digits (init.pt, final.pt and checkpoints along the way)")
+    _step("1/7 training an MLP on digits (init.pt, final.pt and checkpoints along the way)")
     _call("train", *model, *data, "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
           "--epochs", "8" if fast else "30", "--batch-size", "64", "--save-every", "10" if fast else "25",
           "--seed", args.seed, "--out-dir", out)
     final = os.path.join(out, "final.pt")
     init = os.path.join(out, "init.pt")
 
-    _step("2/6 1D filter-normalized surface around final.pt")
+    _step("2/7 1D filter-normalized surface around final.pt")
     one = os.path.join(out, "surface_1d.h5")
     _call("surface", *model, *data, "--checkpoint", final, "--x=-1:1:51", "--seed", args.seed, "--out", one,
           "--overwrite", *quiet)
     _call("plot", one)
 
-    _step(f"3/6 2D filter-normalized surface ({grid2d.split(':')[-1]}×{grid2d.split(':')[-1]})")
+    _step(f"3/7 2D filter-normalized surface ({grid2d.split(':')[-1]}×{grid2d.split(':')[-1]})")
     two = os.path.join(out, "surface_2d.h5")
     _call("surface", *model, *data, "--checkpoint", final, f"--x={grid2d}", f"--y={grid2d}", "--seed", args.seed,
           "--out", two, "--overwrite", *quiet)
     _call("plot", two)
 
-    _step("4/6 linear interpolation init → final")
+    _step("4/7 linear interpolation init → final")
     mli = os.path.join(out, "interpolation.h5")
     _call("interpolate", *model, *data, "--from", init, "--to", final, "--alpha=-0.5:1.5:41" if fast else
           "--alpha=-0.5:1.5:81", "--out", mli, "--overwrite", *quiet)
     _call("plot", mli, "--kind", "path")
 
-    _step("5/6 the training trajectory over the PCA plane of its checkpoints")
+    _step("5/7 the training trajectory over the PCA plane of its checkpoints")
     ckpts = sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))
     if len(ckpts) >= 2:
         pca = os.path.join(out, "trajectory.h5")
@@ -95,11 +95,23 @@ def run(args) -> int:
               "--y=-5:5:11" if fast else "--y=-5:5:21", "--out", pca, "--overwrite", *quiet)
         _call("plot", pca, "--kind", "trajectory")
 
-    _step("6/6 curvature and sharpness at final.pt, and the report")
+    _step("6/7 curvature and sharpness at final.pt, and the report")
     _call("hessian", *model, *data, "--checkpoint", final, "--top-k", "3", "--trace", "--density", "--out", two)
     _call("sharpness", *model, *data, "--checkpoint", final, "--metrics", "all", "--lr", "0.1", "--out", two)
     _call("report", two)
     _view_page(two, out)
+
+    _step("7/7 edge of stability: full-batch gradient descent at η = 1, tracked checkpoint by checkpoint")
+    eos = os.path.join(out, "eos")
+    tanh = ["--model", "zoo:mlp", "--model-args", "width=32,depth=2,act=tanh", "--loss", "mse", "--samples", "512"]
+    # at η = 1 the sharpness λ_max rises to 2/η = 2 within ~150 steps and then hovers there (Cohen et al. 2021)
+    _call("train", *tanh, *data, "--optimizer", "sgd", "--momentum", "0", "--lr", "1.0", "--batch-size", "512",
+          "--steps", "240" if fast else "400", "--save-every", "20", "--seed", args.seed, "--out-dir", eos, "--quiet")
+    track = os.path.join(out, "eos_track.h5")
+    _call("track", *tanh, *data, "--batch-size", "512", "--checkpoints", os.path.join(eos, "ckpt_*.pt"), "--lr",
+          "1.0", "--metrics", "eigen", "--top-k", "1", "--max-iter", "20", "--seed", args.seed, "--out", track,
+          "--overwrite", *(["--no-progress"] if quiet else []))
+    _call("plot", track, "--kind", "track")
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s; pictures and HDF5 files are in {out}/")
     return 0
 

@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_problem_args(p)
     g = p.add_argument_group("what to compute")
+    g.add_argument("--operator", default="hessian", choices=("hessian", "ggn", "fisher"),
+                   help="the Hessian (stored in /curvature), the generalized Gauss-Newton matrix (= the true Fisher "
+                        "for cross-entropy and MSE; /curvature/ggn) or the empirical Fisher (1/N)Σ∇ℓᵢ∇ℓᵢᵀ "
+                        "(/curvature/fisher); a file can hold all three, and the density plot overlays them")
     g.add_argument("--top-k", type=positive_int("--top-k"), default=5, help="number of largest eigenvalues")
     g.add_argument("--smallest", action="store_true", help="also the smallest (most negative) eigenvalue")
     g.add_argument("--method", default="lanczos", choices=("lanczos", "power"),
@@ -62,7 +66,8 @@ def run(args) -> int:
         if w.is_root:
             check_output_path(args.out)
         problem = problem_from_args(args, w, shard_batches=True)  # device as for surface; at least a batch per rank
-        op = curvature.HessianOperator(problem, world=w)  # batch i on rank i % size, products summed over ranks
+        # batch i on rank i % size, products summed over ranks
+        op = curvature.make_operator(problem, getattr(args, "operator", "hessian"), world=w)
         if args.top_k > op.dim:
             raise LandscapeError(f"--top-k {args.top_k} is more than the {op.dim} trainable parameters of the "
                                  f"model (a Hessian has one eigenvalue per parameter): the maximum is {op.dim}")
@@ -117,7 +122,8 @@ def _compute_and_write(args, w, problem, op) -> int:
     attrs = base_attrs(command_line(), {"model": args.model, "data": args.data, "samples": args.samples},
                        fingerprint(select(problem.model, "states")), problem.info["data_fingerprint"], kind="hessian")
     with update_file(args.out, "hessian", attrs) as f:
-        root = f.require_group("curvature")
+        root = _operator_group(f, getattr(args, "operator", "hessian"))
+        where = root.name
         for name in ("eigenvalues", "smallest", "eigenvectors", "trace"):
             if name in root:
                 del root[name]
@@ -140,5 +146,15 @@ def _compute_and_write(args, w, problem, op) -> int:
     width = max(len(r[0]) for r in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    print(f"→ {args.out} (/curvature)")
+    print(f"→ {args.out} ({where})")
     return 0
+
+
+def _operator_group(f, operator: str):
+    """/curvature for the Hessian (as always); /curvature/ggn or /curvature/fisher beside it for the others."""
+    root = f.require_group("curvature")
+    if operator == "hessian":
+        return root
+    g = root.require_group(operator)
+    g.attrs["operator"] = operator
+    return g

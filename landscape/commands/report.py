@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--html", action="store_true",
                    help="also write the interactive page of 'landscape view' (FILE_report.html beside the PNG)")
     add_plot_options(p)
+    p.add_argument("--track", metavar="TRACK.h5",
+                   help="a 'landscape track' file to show beside FILE's surfaces (a /track inside FILE is shown too)")
     p.set_defaults(func=run)
 
 
@@ -48,6 +50,17 @@ def run(args) -> int:
     check_output_path(args.out, file_name=False)  # --out is a name stem: .png and .pdf are added
     opts = plot_options(args)
     result = open_result(args.file)
+    if getattr(args, "track", None):
+        from ..errors import LandscapeError
+
+        try:
+            other = open_result(args.track)
+        except LandscapeError as e:
+            raise LandscapeError(f"--track: {e}") from None
+        if not other.track:
+            raise LandscapeError(f"--track: {args.track} holds no /track; make it with 'landscape track ... --out "
+                                 f"{args.track}'")
+        result.track = other.track
     with print_warnings("report"):
         paths = make_report(result, args.out, opts)
         if args.html:

@@ -10,6 +10,8 @@ One module per concept (science.md §2):
 :mod:`.trace`               :func:`hutchinson`, :func:`hutchpp`, :func:`hessian_trace`
 :mod:`.density`             :func:`spectral_density` (stochastic Lanczos quadrature),
                             :func:`fraction_near_zero`
+:mod:`.fisher`              :class:`EmpiricalFisherOperator`, :func:`make_operator`
+                            (``hessian`` | ``ggn`` | ``fisher`` by name)
 ==========================  ==================================================================
 
 Every function takes a :class:`~landscape.problem.Problem` (its loss Hessian), any symmetric
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 from ._base import MatrixOperator, as_operator
 from .density import DensityResult, fraction_near_zero, gaussian_density, slq_nodes, spectral_density
+from .fisher import OPERATORS, EmpiricalFisherOperator, make_operator
 from .hvp import GGNOperator, HessianOperator, check_deterministic, check_deterministic_loss, hvp
 from .lanczos import EigenResult, hessian_eigenpairs, lanczos, power_iteration, smallest_eigenvalue, tridiagonal
 from .trace import TraceResult, hessian_trace, hutchinson, hutchpp
@@ -40,4 +43,5 @@ __all__ = [
     "hessian_eigenpairs",
     "hessian_trace", "hutchinson", "hutchpp", "hvp", "lanczos", "power_iteration", "slq_nodes",
     "smallest_eigenvalue", "spectral_density", "tridiagonal",
+    "OPERATORS", "EmpiricalFisherOperator", "make_operator",
 ]

@@ -111,7 +111,11 @@ def as_operator(obj: Any, curvature: str = "hessian") -> _LinearOperator:
             return HessianOperator(obj)
         if curvature == "ggn":
             return GGNOperator(obj)
-        raise LandscapeError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
+        if curvature == "fisher":
+            from .fisher import EmpiricalFisherOperator
+
+            return EmpiricalFisherOperator(obj)
+        raise LandscapeError(f"curvature must be 'hessian', 'ggn' or 'fisher', got {curvature!r}")
     raise TypeError(f"expected a Problem, an operator (with matvec_flat and dim) or a matrix, got {type(obj).__name__}")
 
 

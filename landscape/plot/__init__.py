@@ -1,8 +1,8 @@
 """Pictures and exports of result files (no model needed).
 
 ``surface`` (1D/2D/3D surfaces, curvature maps), ``spectrum`` (Hessian density), ``path``
-(interpolation, PCA trajectory), ``report`` (one summary figure), ``vtk`` (VTK, npz, csv). This
-module knows which kinds of picture a file can give and draws them by name::
+(interpolation, PCA trajectory), ``track`` (EoS, spectrum evolution, overlaps), ``report`` (one summary
+figure), ``vtk`` (VTK, npz, csv). This module knows which kinds of picture a file can give and draws them by name::
 
     from landscape.results import open_result
     from landscape.plot import available_kinds, plot_kind
@@ -21,7 +21,7 @@ from .common import FORMATS, output_path
 from .surface import KINDS_2D, Options
 
 KINDS = ("contour", "contourf", "heatmap", "surface3d", "line", "volume", "path", "density", "trajectory",
-         "curvature")
+         "curvature", "track")
 
 __all__ = ["KINDS", "FORMATS", "Options", "available_kinds", "figure", "plot_kind", "plot_all", "check_options"]
 
@@ -48,6 +48,10 @@ def available_kinds(result: Result) -> list[str]:
         kinds.append("trajectory")
     if result.ndim in (1, 2) and curvature_surfaces(result):
         kinds.append("curvature")
+    from .track import has_track
+
+    if has_track(result):
+        kinds.append("track")
     return [k for k in KINDS if k in kinds]
 
 
@@ -124,6 +128,10 @@ def figure(result: Result | str, kind: str, surface: str | None = None, path: st
             return density_figure(result, o)
         if kind == "trajectory":
             return trajectory_figure(result, surface, o)
+        if kind == "track":  # the first of its figures (EoS when tracked); plot_kind writes them all
+            from .track import track_figures
+
+            return next(iter(track_figures(result, o).values()))
         return surface_figure(result, kind, None if kind == "curvature" else surface, o)
 
 
@@ -158,6 +166,11 @@ def plot_kind(result: Result, kind: str, out_dir: str, fmt: str = "png", surface
     surf = surface or result.default_surface() or ""
     o = vars(opts).copy()
     o.pop("dpi")
+    if kind == "track":  # several figures: EoS, spectrum evolution, overlaps
+        from .track import plot_track
+
+        check_options([kind], opts)
+        return plot_track(result, out_dir, fmt, opts.dpi, opts)
     if kind == "path":
         names = [name for name, p in result.paths.items() if "alpha" in p]
         targets = [(output_path(out_dir, stem, "path", name, fmt=fmt), dict(path=name)) for name in names]

@@ -73,6 +73,9 @@ def _panels(r: Result, opts: Options) -> list[Panel]:
         panels.append(("Hessian spectral density", "", lambda ax: draw_density(ax, r)))
     if _layer_quantities(r):
         panels.append(("per-layer conditioning (K-FAC)", "", lambda ax: draw_layerwise(ax, r)))
+    from .track import track_panels
+
+    panels += track_panels(r)  # type: ignore[arg-type]
     return panels
 
 
@@ -216,7 +219,7 @@ def report_figure(result: Result, opts: Options | None = None):
     panels = _panels(result, opts)
     rows = metric_rows(result, width=110)
     if not panels and not rows:
-        raise LandscapeError(f"{result.path} holds nothing to report (no surface, path, curvature, metrics or "
+        raise LandscapeError(f"{result.path} holds nothing to report (no surface, path, curvature, metrics, track or "
                              f"layer-wise data); see 'landscape info {result.path}'")
     n = len(panels)
     ncols = 1 if n <= 1 else 2 if n in (2, 4) else 3

@@ -17,9 +17,37 @@ from .common import new_figure, outside_legend, save, style, suptitle
 FLOOR = 1e-12
 
 
+#: /curvature/<operator> groups of ``landscape hessian --operator ggn|fisher`` (overlaid on the Hessian's density)
+OTHER_OPERATORS = {"ggn": ("Gauss–Newton (GGN)", "#ff7f0e"), "fisher": ("empirical Fisher", "#9467bd")}
+
+
+def other_spectra(result: Result) -> dict[str, dict]:
+    """The GGN / empirical-Fisher results stored beside the Hessian's (``/curvature/ggn``, ``/curvature/fisher``)."""
+    c = result.curvature or {}
+    return {k: c[k] for k in OTHER_OPERATORS if isinstance(c.get(k), dict)
+            and ("density" in c[k] or "eigenvalues" in c[k])}
+
+
 def has_spectrum(result: Result) -> bool:
     c = result.curvature or {}
-    return "density" in c or "eigenvalues" in c
+    return "density" in c or "eigenvalues" in c or bool(other_spectra(result))
+
+
+def _draw_other(ax, result: Result) -> None:
+    """Each GGN / Fisher density (and top eigenvalue) over the Hessian's, in its own colour."""
+    for op, g in other_spectra(result).items():
+        label, color = OTHER_OPERATORS[op]
+        d = g.get("density")
+        if isinstance(d, dict) and "grid" in d and "values" in d:
+            t = np.asarray(d["grid"], dtype=float).reshape(-1)
+            phi = np.asarray(d["values"], dtype=float).reshape(-1)
+            ok = np.isfinite(t) & np.isfinite(phi)
+            ax.semilogy(t[ok], np.maximum(phi[ok], FLOOR), "-", color=color, lw=1.2, alpha=0.85,
+                        label=f"{label} density (SLQ)")
+        eig = np.asarray(g.get("eigenvalues", []), dtype=float).reshape(-1)
+        eig = eig[np.isfinite(eig)]
+        if eig.size:
+            ax.axvline(float(eig.max()), color=color, ls="--", lw=1.0, label=f"{label} λ1={float(eig.max()):.3g}")
 
 
 def draw_density(ax, result: Result, top: int = 5) -> None:
@@ -31,6 +59,9 @@ def draw_density(ax, result: Result, top: int = 5) -> None:
                              "'landscape hessian ... --density --out FILE'")
     eig = np.asarray(c.get("eigenvalues", []), dtype=float).reshape(-1)
     eig = eig[np.isfinite(eig)]
+    others = other_spectra(result)
+    if others:
+        _draw_other(ax, result)
     if "density" in c and "grid" in c["density"] and "values" in c["density"]:
         t = np.asarray(c["density"]["grid"], dtype=float).reshape(-1)
         phi = np.asarray(c["density"]["values"], dtype=float).reshape(-1)
@@ -44,6 +75,8 @@ def draw_density(ax, result: Result, top: int = 5) -> None:
         ax.set_ylabel("density φ(λ) (log scale)")
         ymax = max(float(np.nanmax(phi[ok])) if ok.any() else 1.0, FLOOR * 10)
         ax.set_ylim(max(FLOOR, ymax * 1e-10), ymax * 3)
+    elif others:
+        ax.set_ylabel("density φ(λ) (log scale)")
     else:
         ax.set_yscale("log")
         ax.set_ylabel("(no density stored)")
@@ -62,7 +95,8 @@ def draw_density(ax, result: Result, top: int = 5) -> None:
         text = f"tr(H) = {float(c['trace']):.4g}" + (f" ± {float(se):.2g}" if se is not None else "")
         ax.plot([], [], " ", label=text)
     ax.axvline(0.0, color="0.6", lw=0.8, ls=":")
-    ax.set_xlabel("Hessian eigenvalue λ")
+    ax.set_xlabel("Hessian eigenvalue λ" if not others else "eigenvalue λ (Hessian" + "".join(
+        f", {OTHER_OPERATORS[k][0]}" for k in others) + ")")
     ax.grid(True, which="major", alpha=0.3)
     # under the axes: inside, it sat over the eigenvalue lines (the outliers are what the plot is for)
     outside_legend(ax, ax.get_legend_handles_labels()[0], ncols=1, fontsize=7)
