@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -76,6 +76,8 @@ class SurfaceResult:
     done: int
     computed: int
     seconds: float
+    #: seconds per phase: ``setup`` (directions, file), ``probe`` (choosing the evaluator), ``points``, ``write``
+    phases: dict = field(default_factory=dict)
 
 
 def build_directions(problem: Problem, spec: SurfaceSpec, ndim: int, out: str | None) -> Directions:
@@ -206,7 +208,9 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     dirs = Directions(center, vectors, spec.dir_type, meta)
     P.assign_(P.select(problem.model, spec.dir_type), center)
 
+    t_setup = time.perf_counter()
     compute = _make_compute_agreed(w, problem, dirs, grid, spec)
+    t_probe = time.perf_counter()
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
     k = getattr(compute, "points_per_batch", 1)
@@ -217,6 +221,7 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
                                         total=grid.size, initial=grid.size - n_todo, label=os.path.basename(out),
                                         progress=progress, multiple=k)
     finally:
+        t_points = time.perf_counter()
         if w.is_root:
             store.close()
     if interrupted:
@@ -226,7 +231,10 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
             w.abort(130)  # take the other ranks down with us
         raise KeyboardInterrupt
     done = store.n_done if w.is_root else grid.size
-    return SurfaceResult(out, grid.shape, done, n_todo, time.perf_counter() - t0)
+    t_end = time.perf_counter()
+    phases = {"setup": t_setup - t0, "probe": t_probe - t_setup, "points": t_points - t_probe,
+              "write": t_end - t_points}
+    return SurfaceResult(out, grid.shape, done, n_todo, t_end - t0, phases)
 
 
 def check_lock_free(path: str) -> None:
