@@ -139,6 +139,35 @@ class _MaybeCompiled:
             return self.fn(*args)
 
 
+_LIBC: object | None = None
+
+
+def release_heap(device: torch.device) -> None:
+    """Give the C heap's free pages back to the system after a per-point call (glibc ``malloc_trim``; a no-op
+    elsewhere and on a GPU).
+
+    Per point, the forward pass allocates and frees its activations; with OpenMP threads some of them come
+    from the threads' own malloc arenas, whose freed chunks glibc keeps (and, once large chunks have been
+    freed, it raises its mmap threshold so that later large tensors land in the arenas too). The per-point
+    path's resident memory then crept up with the points evaluated and varied from run to run, while the
+    batched path, whose buffers are reused, stayed flat. Trimming once per call (a chunk of points, not per
+    point) returns those pages; the next call faults them in again, once per chunk.
+    """
+    global _LIBC
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        return
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - glibc only (musl has none)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -546,6 +575,7 @@ class PointEvaluator:
                         counts.append(n)
         finally:
             self.restore()
+            release_heap(self.problem.device)
         shape = (len(coords), len(self.splits))
         return _results(self.splits, torch.stack(losses).view(shape), torch.stack(corrects).view(shape), counts,
                         self.problem.classification)
