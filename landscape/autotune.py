@@ -31,6 +31,8 @@ from torch import Tensor, nn
 
 #: activations of one evaluation batch (all module outputs) may take this many bytes, per device type
 AUTO_BATCH_BYTES = {"cpu": 128 << 20, "cuda": 1 << 30}
+#: the batch when the model cannot be run to measure its activations (the error is reported after)
+FALLBACK_BATCH = 512
 #: the probe is skipped when a batched group could save at most this share of a point's time
 PROBE_MIN_GAIN = 0.02
 #: ... and it may spend at most this share of the run's estimated time
@@ -44,7 +46,10 @@ def auto_batch_size(model: nn.Module, x: Tensor, n: int, device: torch.device, s
     activations fit in ``AUTO_BATCH_BYTES``, else equal batches that fit; at least ``shards`` batches."""
     from .evaluate import module_output_bytes
 
-    per_sample = max(1, module_output_bytes(model, x[:2].to(device)))
+    try:
+        per_sample = max(1, module_output_bytes(model, x[:2].to(device)))
+    except Exception:  # noqa: BLE001 - a model that cannot run this input: Problem.check_output says why
+        return max(1, min(n, FALLBACK_BATCH))
     budget = AUTO_BATCH_BYTES.get(device.type, AUTO_BATCH_BYTES["cpu"])
     batches = max(1, math.ceil(n * per_sample / budget), min(max(1, shards), n))
     return max(1, math.ceil(n / batches))
