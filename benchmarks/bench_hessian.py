@@ -100,10 +100,10 @@ def eigen_counts(problem, ref_steps: int, power_cap: int, do_power5: bool) -> di
     out = dict(P=op.dim, lam=lam, ref_res=float(np.max(ref.residuals / np.abs(lam))), ref_steps=ref.iterations,
                lz1=first_within(1), lz5=first_within(5), stop5=residual_ok[0] if residual_ok else None,
                t_hvp=t_ref / max(ref.matvecs, 1))
-    p1 = power_iteration(op, k=1, tol=RTOL, max_iter=power_cap, seed=0, return_vectors=False)
+    p1 = power_iteration(op, k=1, tol=RTOL, max_iter=power_cap, seed=0, return_vectors=False, rule="change")
     out.update(pw1=p1.matvecs, pw1_err=abs(p1.eigenvalues[0] - lam[0]) / abs(lam[0]), pw1_conv=p1.converged)
     if do_power5:
-        p5 = power_iteration(op, k=5, tol=RTOL, max_iter=power_cap, seed=0, return_vectors=False)
+        p5 = power_iteration(op, k=5, tol=RTOL, max_iter=power_cap, seed=0, return_vectors=False, rule="change")
         errs = np.abs(np.sort(p5.eigenvalues)[::-1] - lam) / np.abs(lam)
         out.update(pw5=p5.matvecs, pw5_err=float(errs.max()), pw5_conv=p5.converged)
     return out

@@ -8,8 +8,10 @@ The public API (imported on first use, so ``import landscape`` stays cheap)::
     r = landscape.open("outputs/mlp.h5")               # the result object (open_result)
     fig = landscape.plot.figure(r, "contour", cmap="magma")  # a matplotlib Figure, for a notebook
 
-Modules: ``problem`` (models, data, loss), ``params`` (named tensor arithmetic), ``directions``,
-``grid``, ``evaluate`` (with ``linear_chain``, its batched MLP path), ``parallel`` (MPI),
+Modules: ``problem`` (models, data, loss), ``batches`` (batches and outputs of any structure), ``losses``
+(the loss registry), ``params`` (named tensor arithmetic), ``directions``,
+``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (with ``linear_chain``, its batched MLP
+path), ``parallel`` (MPI),
 ``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``track``, ``curvature``,
 ``sharpness``, ``layerwise``, ``plot``.
 """
@@ -22,20 +24,23 @@ __version__ = "0.1.0"
 
 _API = {
     "Problem": "problem", "make_problem": "problem", "load_model": "problem", "load_checkpoint": "problem",
-    "load_data": "problem",
+    "load_data": "problem", "HostBatches": "problem",
+    "Loss": "losses", "get_loss": "losses", "Inputs": "batches",
     "Directions": "directions", "make_random_directions": "directions", "normalize_direction": "directions",
     "orthogonalize": "directions", "target_direction": "directions",
     "Grid": "grid", "parse_range": "grid",
     "PointEvaluator": "evaluate", "BatchedEvaluator": "evaluate", "make_evaluator": "evaluate", "InputFold": "evaluate",
-    "evaluate_batches": "evaluate", "LinearChain": "linear_chain",
+    "evaluate_batches": "evaluate", "as_float64": "evaluate", "LinearChain": "linear_chain",
+    "cross_entropy_sum": "kernels", "correct_count": "kernels",
     "world": "parallel", "run_points": "parallel",
     "SurfaceSpec": "surface", "run_surface": "surface",
     "TrackSpec": "track", "TrackResult": "track", "run_track": "track", "checkpoint_series": "track",
     "open_result": "results", "open": "results",
     "LandscapeError": "errors",
 }
-_MODULES = ("problem", "params", "directions", "grid", "evaluate", "linear_chain", "parallel", "store", "schema",
-            "results", "surface", "interpolation", "trajectory", "train", "track", "curvature", "sharpness",
+_MODULES = ("problem", "batches", "losses", "params", "directions", "grid", "kernels", "evaluate", "linear_chain",
+            "parallel", "store", "schema", "results", "surface", "interpolation", "trajectory", "train", "track",
+            "curvature", "sharpness",
             "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]

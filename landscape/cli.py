@@ -5,6 +5,7 @@ exposes ``add_parser(subparsers)`` (which sets ``func``); this module only dispa
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -19,8 +20,22 @@ COMMANDS = ("surface", "interpolate", "hessian", "sharpness", "track", "train", 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line (exit 2), like every other error here."""
 
+    argv: list[str] = []  # the command line being parsed (for hints)
+
     def error(self, message: str):  # noqa: D401
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        hint = _negative_value_hint(message, _Parser.argv)
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see '{self.prog} --help')\n")
+
+
+def _negative_value_hint(message: str, argv: list[str]) -> str:
+    """``--x -1:1:5``: argparse takes ``-1:1:5`` for a flag and says 'expected one argument'; show the fix."""
+    if "expected one argument" not in message:
+        return ""
+    flag = message.split("argument ", 1)[-1].split(":", 1)[0].split("/")[0].strip()
+    for i, a in enumerate(argv[:-1]):
+        if a == flag and argv[i + 1].startswith("-"):
+            return f"; a value that starts with '-' must be attached with '=': {flag}={argv[i + 1]}"
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,12 +53,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    return parser
+
+
+def _one_line_warnings(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line of ours, without the source line Python adds."""
+    return f"landscape: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import warnings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _Parser.argv = argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if not getattr(args, "func", None):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         parser.print_help()
         return 2
+    if extra:  # reported by the subcommand, so the hint points at its --help
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
+    warnings.formatwarning = _one_line_warnings
+    if hasattr(signal, "SIGXFSZ"):
+        try:  # over `ulimit -f`, a write fails with EFBIG (one line below) instead of killing the process
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
     from . import parallel
 
     # a rank that fails inside the MPI scheduler reports and aborts there, not here: same one line for out of memory
@@ -59,9 +101,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"landscape {args.command}: error: {prefix}{e}", file=sys.stderr, flush=True)
         w.fail(e.exit_code)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"landscape {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(args, e)
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"landscape {args.command}: error: cannot write{where} ({e.strerror or e}); free some space, raise "
+              "the file size limit (ulimit -f) or choose another output path", file=sys.stderr, flush=True)
+        return 2
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):
             raise
@@ -69,6 +117,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         os._exit(0)
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _interrupted(args, e: KeyboardInterrupt) -> int:
+    """Ctrl-C: one line from rank 0 (what is saved, if anything), exit 130 on every rank. Under MPI the other
+    ranks say nothing: the terminal sent the signal to all of them, and rank 0 ends the job."""
+    from .parallel import world
+
+    w = world()
+    if w.is_root:
+        print(f"landscape {args.command}: {str(e) or 'interrupted'}", file=sys.stderr, flush=True)
+        if w.size > 1:
+            w.abort(130)
+        return 130
+    import time
+
+    time.sleep(10)  # rank 0 aborts the job meanwhile; leave quietly if it does not
+    os._exit(130)
 
 
 def _out_of_memory(e: BaseException) -> bool:
@@ -83,6 +151,8 @@ def _oom_message(args, e: BaseException, aborted: bool = False) -> str:
              if hasattr(args, d)]
     saved = "points saved by the last flush are kept" if aborted else "points already computed are saved"
     resume = f" ({saved}: run the command again to resume)" if hasattr(args, "flush_every") else ""
+    if resume and not os.path.exists(getattr(args, "out", "") or ""):
+        resume = " (nothing was saved yet)"  # it failed before the output file was made
     return (f"out of memory ({type(e).__name__}: {first[:160]}); try a smaller {' or '.join(flags) or 'problem'}"
             f"{resume}")
 

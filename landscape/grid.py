@@ -20,6 +20,9 @@ import numpy as np
 from .errors import LandscapeError
 from .schema import AXES
 
+#: the most points a grid may have: a 1e9-point grid would need 8 GB per metric before any point is computed
+MAX_POINTS = 50_000_000
+
 
 @dataclass(frozen=True)
 class Range:
@@ -49,6 +52,9 @@ def parse_range(text: str, flag: str = "--x") -> Range:
         raise LandscapeError(f"{flag}={text!r}: min and max must be finite")
     if num < 1:
         raise LandscapeError(f"{flag}={text!r}: num must be at least 1")
+    if num > 1 and lo == hi:
+        raise LandscapeError(f"{flag}={text!r}: {num} points need min < max (example: "
+                             f"{flag}={lo - 1:g}:{lo + 1:g}:{num}; one point is {flag}={lo:g}:{lo:g}:1)")
     if num > 1 and not lo < hi:
         raise LandscapeError(f"{flag}={text!r}: min must be smaller than max "
                              f"(did you mean {flag}={hi:g}:{lo:g}:{num}?)")
@@ -72,6 +78,13 @@ class Grid:
             axes.append(parse_range(y, "--y"))
         if z is not None:
             axes.append(parse_range(z, "--z"))
+        size = 1
+        for a in axes:
+            size *= a.num
+        if size > MAX_POINTS:
+            flags = " × ".join(f"--{ax} {a.num}" for ax, a in zip(AXES, axes))
+            raise LandscapeError(f"a grid of {size:,} points ({flags}) is too large: at most {MAX_POINTS:,} points "
+                                 "(each metric's values are held in memory and on disk); use fewer points per axis")
         return cls(tuple(a.values() for a in axes))
 
     @property

@@ -75,9 +75,12 @@ from .problem import Problem, read_state_dict
 from .store import (
     H5_KW,
     GridStore,
+    WriterLock,
     _json,
     atomic_create,
     base_attrs,
+    check_readable,
+    close_h5,
     compare_identity,
     existing_attrs,
     set_attrs,
@@ -132,13 +135,15 @@ def reestimate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.
 
 
 # ---------------------------------------------------------------------------- endpoints
-def endpoint_states(model: nn.Module, state: str | Named, what: str = "checkpoint", unsafe_load: bool = False) -> Named:
+def endpoint_states(model: nn.Module, state: str | Named, what: str = "checkpoint", unsafe_load: bool = False,
+                    strip_prefix: str | None = None) -> Named:
     """The floating state (parameters and buffers) of a checkpoint, checked against ``model``.
 
     ``state`` is a checkpoint path or a ``state_dict``-like dict; the result has the keys, device
     and dtypes of ``params.states(model)``.
     """
-    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith("--") else None)
+    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith("--") else None,
+                          strip_prefix=strip_prefix)
           if isinstance(state, str | os.PathLike) else state)
     target = P.states(model)
     missing = [k for k in target if k not in sd]
@@ -390,6 +395,7 @@ def _config(problem: Problem, **kw) -> dict:
                test_data=info.get("test_data"), loss=problem.loss, samples=info.get("samples"),
                batch_size=info.get("batch_size"), sample_seed=info.get("seed"), n_samples=info.get("train_samples"),
                device=str(problem.device))
+    cfg.update({k: info[k] for k in ("target_key", "output_key", "shift_labels") if k in info})
     return cfg
 
 
@@ -400,12 +406,12 @@ def _identity(config: dict, alphas: np.ndarray, fp0: str, fp1: str, data_fp: str
         "alpha values": hashlib.sha256(np.ascontiguousarray(alphas).tobytes()).hexdigest(),
         "--bn-reestimate": config["bn_reestimate"], "--name": name,
         **{f"--{k.replace('_', '-')}": config.get(k) for k in ("model", "model_args", "loss", "samples", "data",
-                                                               "test_data")},
+                                                               "test_data", "precision")},
     }
 
 
 def _create_path_file(out: str, attrs: dict, identity: dict, name: str, alphas: np.ndarray, metrics: list[str],
-                      info: dict):
+                      info: dict, replacing: WriterLock | None = None) -> WriterLock:
     def build(f: h5py.File) -> None:
         for k, v in attrs.items():
             f.attrs[k] = v
@@ -417,7 +423,7 @@ def _create_path_file(out: str, attrs: dict, identity: dict, name: str, alphas: 
             g.create_dataset(m, data=np.full(len(alphas), np.nan), track_times=False)
         g.create_dataset("done", data=np.zeros(len(alphas), np.uint8), track_times=False)
 
-    atomic_create(out, build)
+    return atomic_create(out, build, replacing=replacing, keep_lock=True)
 
 
 def _open_existing(out: str, name: str) -> dict | None:
@@ -445,15 +451,18 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
                 name: str = "interpolation", bn_reestimate: bool | None = None,
                 tolerance: float = DEFAULT_TOLERANCE, overwrite: bool = False, command: str = "",
                 progress: bool = True, w: World | None = None, flush_every: float = 10.0,
-                chunk_size: int | None = None, unsafe_load: bool = False) -> PathResult:
+                chunk_size: int | None = None, unsafe_load: bool = False, precision: str = "fp32") -> PathResult:
     """Compute (or finish) loss/accuracy along θ_α = (1−α)θ₀ + αθ₁ into ``/paths/<name>`` of ``out``.
 
     Every rank calls it with the same arguments (one process is fine). ``theta0``/``theta1`` are
     checkpoint paths or state dicts; ``alphas`` a ``"min:max:num"`` range or an array. The α points go
     through the same resumable store and MPI scheduler as surfaces; at the end rank 0 writes the
     verdict (bumps, Δ, monotonic, distances, barrier, ``bn_reestimated``) as attributes in one
-    metadata write. ``bn_reestimate=None``: on exactly when the model has BatchNorm.
+    metadata write. ``bn_reestimate=None``: on exactly when the model has BatchNorm. ``precision``:
+    ``fp32`` (the model's own dtype) or ``fp64`` (every α evaluated on a float64 copy of the model and data).
     """
+    if precision not in ("fp32", "fp64"):
+        raise LandscapeError(f"--precision: {precision!r} is not fp32 or fp64")
     w = w or world()
     t_start = time.perf_counter()
     alphas = _alphas(alphas)
@@ -461,8 +470,9 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
     like = P.states(model)
 
     def load_root():
-        return (endpoint_states(model, theta0, "--from", unsafe_load),
-                endpoint_states(model, theta1, "--to", unsafe_load))
+        strip = problem.info.get("strip_prefix")  # (--strip-prefix applies to --from and --to)
+        return (endpoint_states(model, theta0, "--from", unsafe_load, strip),
+                endpoint_states(model, theta1, "--to", unsafe_load, strip))
 
     t0, t1 = w.collective(load_root if w.is_root else (lambda: (None, None)))
     t0 = w.bcast_named(t0, like=like)
@@ -474,31 +484,47 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
     config = _config(problem, **{"from": theta0 if isinstance(theta0, str) else "<weights>",
                                  "to": theta1 if isinstance(theta1, str) else "<weights>",
                                  "alpha": [float(alphas[0]), float(alphas[-1]), len(alphas)],
-                                 "bn_reestimate": bn, "tolerance": float(tolerance), "name": name})
+                                 "bn_reestimate": bn, "tolerance": float(tolerance), "name": name,
+                                 "precision": precision})
     fp0, fp1 = P.fingerprint(t0), P.fingerprint(t1)
     data_fp = problem.info.get("data_fingerprint", "")
     identity = _identity(config, alphas, fp0, fp1, data_fp, name)
     group = f"paths/{name}"
 
     def setup_root() -> GridStore:
-        if os.path.exists(out) and overwrite:
-            from .surface import check_lock_free
+        lock = None
+        try:
+            if os.path.exists(out):
+                if overwrite:
+                    from .surface import refuse_foreign
 
-            check_lock_free(out)
-            stored = None
-        else:
-            stored = _open_existing(out, name)
-        if stored is not None:
-            compare_identity(out, stored, identity)
-        else:
-            attrs = base_attrs(command, config, fp1, data_fp, kind="interpolation")
-            attrs["from_fingerprint"], attrs["to_fingerprint"] = fp0, fp1
-            attrs["title"] = f"{config.get('model')} — linear path θ₀→θ₁ ({len(alphas)} points)"
-            _create_path_file(out, attrs, identity, name, alphas, metrics, problem.info)
-        return GridStore(out, [f"{group}/{m}" for m in metrics], f"{group}/done", (len(alphas),), flush_every)
+                    refuse_foreign(out)
+                else:
+                    check_readable(out)
+                lock = WriterLock(out)  # refused while another process writes it; held until the run ends
+            stored = None if overwrite else _open_existing(out, name)
+            if stored is not None:
+                compare_identity(out, stored, identity)
+            else:
+                attrs = base_attrs(command, config, fp1, data_fp, kind="interpolation")
+                attrs["from_fingerprint"], attrs["to_fingerprint"] = fp0, fp1
+                attrs["title"] = f"{config.get('model')} — linear path θ₀→θ₁ ({len(alphas)} points)"
+                new = _create_path_file(out, attrs, identity, name, alphas, metrics, problem.info, replacing=lock)
+                if lock is not None:
+                    lock.release()
+                lock = new
+            return GridStore(out, [f"{group}/{m}" for m in metrics], f"{group}/done", (len(alphas),), flush_every,
+                             lock=lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
 
     store = w.collective(setup_root if w.is_root else (lambda: None))
-    compute = w.collective(lambda: PathEvaluator(problem, t0, t1, alphas, bn, splits))
+    from .evaluate import as_float64
+
+    evaluated = as_float64(problem) if precision == "fp64" else problem  # (a copy: the caller's model stays)
+    compute = w.collective(lambda: PathEvaluator(evaluated, t0, t1, alphas, bn, splits))
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
     chunk = chunk_size or auto_chunk_size(n_todo, w.size, maximum=8)
@@ -514,24 +540,22 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
             try:
                 store.flush()
                 if not interrupted:
-                    values, summary = _finish(out, group, metrics, alphas, tolerance, model, t0, t1, bn, has_bn)
+                    values, summary = _finish(store, group, metrics, alphas, tolerance, model, t0, t1, bn, has_bn)
             finally:
                 store.close()
-    if interrupted:
-        print(f"landscape: interrupted; {store.n_done}/{len(alphas)} α values are saved in {out}; "
-              "run the same command again to compute the rest", file=sys.stderr, flush=True)
-        if w.size > 1:
-            w.abort(130)
-        raise KeyboardInterrupt
+    if interrupted:  # the CLI prints this one line on rank 0 and takes the other ranks down (exit 130)
+        raise KeyboardInterrupt(f"interrupted; {store.n_done if w.is_root else '?'}/{len(alphas)} α values are saved "
+                                f"in {out}; run the same command again to compute the rest")
     values, summary = w.bcast((values, summary) if w.is_root else None)
     return PathResult(out, name, alphas, values, summary, n_todo, time.perf_counter() - t_start)
 
 
-def _finish(out: str, group: str, metrics: list[str], alphas: np.ndarray, tolerance: float, model: nn.Module,
+def _finish(store: GridStore, group: str, metrics: list[str], alphas: np.ndarray, tolerance: float, model: nn.Module,
             t0: Named, t1: Named, bn: bool, has_bn: bool) -> tuple[dict, dict]:
     """Read the finished path, compute the verdict and write it as attributes (one open/close)."""
     dist, rel = param_distance(model, t0, t1)
-    with h5py.File(out, "r+", **H5_KW) as f:
+    f = store.h5()  # the file this run locked, not whatever the path names now
+    try:
         g = f[group]
         done = np.asarray(g["done"][()], dtype=bool)
         values = {m: np.where(done, np.asarray(g[m][()], dtype=np.float64), np.nan) for m in metrics}
@@ -543,6 +567,8 @@ def _finish(out: str, group: str, metrics: list[str], alphas: np.ndarray, tolera
             ts = path_summary(alphas, values["test_loss"], tolerance)
             summary.update(test_max_bump=ts["max_bump"], test_monotonic=ts["monotonic"], test_barrier=ts["barrier"])
         set_attrs(g, summary)
+    finally:
+        close_h5(f)
     return values, summary
 
 

@@ -118,7 +118,8 @@ def kfac_factors(problem: Problem, *, fisher: str = "empirical", seed: int = 0,
                 out = problem.model(x)
                 if fisher == "true":
                     probs = torch.softmax(out.detach().double(), -1).cpu()
-                    y = torch.multinomial(probs, 1, generator=g).reshape(-1).to(out.device)
+                    y = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=g) \
+                        .reshape(out.shape[:-1]).to(out.device)  # (sequences: one label per token)
                 loss = problem.loss_sum(out, y)
                 outs = [o for _, _, o in calls]
                 if any(not o.requires_grad for o in outs):

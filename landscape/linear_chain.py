@@ -21,8 +21,13 @@ products themselves. Here the K points run in a feature-major layout, ``(K, feat
   prediction is the first index of the maximum (``argmax``'s rule), found without ``argmax``;
 * **no allocation per layer**: two activation buffers used in turn, kept from call to call.
 
-Same numbers as the per-point path to float rounding (about 1e-7 relative; each call holds K
-points, so a point's value does not depend on which other points share its call).
+The loss is :mod:`landscape.kernels`' stable form, (m − z_t)·ln 2 + log1p(off-maximum mass) per
+sample (in base 2 here), summed in float64, so it is exact relative to each sample's loss also at a
+trained minimum; the off-maximum terms are masked with ``sign(z − m)`` (a float mask: a bool mask and
+``masked_fill`` cost 3× the whole log-sum-exp on a CPU). The chain runs in the fold's dtype (float32,
+or float64 for float64 models and ``precision="fp64"``). Same numbers as the per-point path to float
+rounding (about 1e-7 relative; each call holds K points, so a point's value does not depend on which
+other points share its call).
 
 Example:
     >>> import torch
@@ -46,6 +51,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from .kernels import exp_floor
 
 #: parameter-free modules that act on each entry alone (so the feature-major layout does not matter)
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
@@ -75,7 +82,7 @@ class _BatchNorm:
 
 #: a chunk of the evaluation data: the first layer's stack (1 + ndim, features (+ ones), rows), the
 #: targets' positions in the flattened (classes, rows) logits (int64), classes - target (rows,), and 0
-#: for the classes before the target, -inf from it on (classes, rows) (float32)
+#: for the classes before the target, -inf from it on (classes, rows) (the chain's dtype)
 Chunk = tuple[Tensor, Tensor, Tensor, Tensor]
 LOG2E = math.log2(math.e)
 LN2 = math.log(2.0)
@@ -89,15 +96,16 @@ class LinearChain:
     :meth:`run` returns the K points' summed loss and correct counts.
     """
 
-    def __init__(self, steps: list, ones_row: bool, classes: int):
+    def __init__(self, steps: list, ones_row: bool, classes: int, dtype: torch.dtype = torch.float32):
         self.steps = steps
+        self.dtype = dtype
         self.ones_row = ones_row  # the activations carry a ones row (some Linear follows the fold)
         self.classes = classes
         # logits in base 2 (the last Linear's weights times log2 e) when nothing follows that Linear
         self.base2 = bool(steps) and isinstance(steps[-1], _Linear)
         if self.base2:
             steps[-1] = _Linear(steps[-1].stack * LOG2E)
-        self._floor = -80.0 * (LOG2E if self.base2 else 1.0)  # exp(-80): no denormals, nothing lost
+        self._floor = exp_floor(dtype) * (LOG2E if self.base2 else 1.0)  # no denormals, nothing lost
         self._layouts: dict[tuple[int, int], tuple[object, list[Chunk]]] = {}
         self._buffers: dict[str, Tensor] = {}  # activations and loss temporaries, reused by every call
 
@@ -108,10 +116,12 @@ class LinearChain:
 
         Supported: a first layer that is an ``nn.Linear`` on flat inputs, then ``Linear`` (plain
         ``forward``), :data:`ELEMENTWISE` activations, :data:`PASS_THROUGH` modules and
-        ``BatchNorm1d`` with running statistics, all in eval mode, float32.
+        ``BatchNorm1d`` with running statistics, all in eval mode, float32 or float64 (the fold's dtype).
         """
-        if fold is None or classes < 1 or type(fold.layer) is not nn.Linear or fold.dtype != torch.float32:
+        if fold is None or classes < 1 or type(fold.layer) is not nn.Linear or \
+                fold.dtype not in (torch.float32, torch.float64):
             return None
+        dtype = fold.dtype
         modules = list(fold.body.children())
         if any(m.training for m in modules):
             return None  # (Dropout and BatchNorm are identities / fixed affine maps only in eval mode)
@@ -140,7 +150,7 @@ class LinearChain:
                 remaining_linear -= 1
                 keep = remaining_linear > 0  # every Linear but the last passes the ones row on
                 ws, bs = tensors(name, m, "weight"), tensors(name, m, "bias")
-                stack = torch.zeros((len(ws), m.out_features + keep, m.in_features + 1), dtype=torch.float32,
+                stack = torch.zeros((len(ws), m.out_features + keep, m.in_features + 1), dtype=dtype,
                                     device=ws[0].device)
                 for j, (w, b) in enumerate(zip(ws, bs)):
                     stack[j, :m.out_features, :-1] = w
@@ -152,13 +162,13 @@ class LinearChain:
                 has_ones, features = keep, m.out_features
             elif type(m) in ELEMENTWISE:
                 with torch.no_grad():
-                    keeps_one = bool(m(torch.ones(1, dtype=torch.float32)) == 1.0)
+                    keeps_one = bool(m(torch.ones(1, dtype=dtype)) == 1.0)
                 steps.append(_Elementwise(m, type(m) is nn.ReLU, has_ones and not keeps_one))
             elif type(m) in PASS_THROUGH:
                 continue
             elif type(m) is nn.BatchNorm1d and m.running_mean is not None and m.num_features == features:
                 parts = [tensors(name, m, w) for w in ("weight", "bias", "running_mean", "running_var")]
-                stack = torch.zeros((1 + len(vectors), 4, features), dtype=torch.float32,
+                stack = torch.zeros((1 + len(vectors), 4, features), dtype=dtype,
                                     device=parts[2][0].device)
                 stack[0, 0] = 1.0  # without affine parameters: weight 1, bias 0
                 for i, part in enumerate(parts):
@@ -172,7 +182,7 @@ class LinearChain:
             return None
         if any(bool(torch.any(v[key] != 0)) for key in center if key not in used for v in vectors):
             return None  # a direction moves a tensor the chain does not read
-        return cls(steps, ones_row, classes)
+        return cls(steps, ones_row, classes, dtype)
 
     # ----------------------------------------------------------------- data layout
     def layout(self, groups: list, rows: int) -> list[Chunk]:
@@ -202,8 +212,8 @@ class LinearChain:
                     block = part.contiguous()
                 yc = y[lo:hi].long()
                 flat = yc * (hi - lo) + torch.arange(hi - lo, device=y.device)  # of (classes, rows) flattened
-                yw = (self.classes - yc).to(torch.float32)
-                before = torch.where(classes < yc.view(1, -1), 0.0, float("-inf")).to(torch.float32)
+                yw = (self.classes - yc).to(self.dtype)
+                before = torch.where(classes < yc.view(1, -1), 0.0, float("-inf")).to(self.dtype)
                 chunks.append((block, flat, yw, before))
         self._layouts[key] = (groups, chunks)
         return chunks
@@ -240,21 +250,21 @@ class LinearChain:
         return total, correct
 
     def _buffer(self, name: str, numel: int, device: torch.device) -> Tensor:
-        """A float32 buffer of at least ``numel`` entries, kept from call to call (no fresh pages per call)."""
+        """A buffer of at least ``numel`` entries in the chain's dtype, kept from call to call (no fresh pages)."""
         buf = self._buffers.get(name)
         if buf is None or buf.numel() < numel or buf.device != device:
-            buf = self._buffers[name] = torch.empty(numel, dtype=torch.float32, device=device)
+            buf = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=device)
         return buf
 
     def _run(self, coeffs: Tensor, chunks: list[Chunk], nan_aware: bool) -> tuple[Tensor, Tensor]:
         k = len(coeffs)
         dev = coeffs.device
-        cf = torch.cat([torch.ones((k, 1), dtype=torch.float64, device=dev), coeffs], 1).to(torch.float32)
+        cf = torch.cat([torch.ones((k, 1), dtype=torch.float64, device=dev), coeffs], 1).to(self.dtype)
         weights = self._weights(cf)
         total = torch.zeros(k, dtype=torch.float64, device=dev)
         correct = torch.zeros(k, dtype=torch.int64, device=dev)
         if nan_aware:  # (classes - index) per class, for the first index of the maximum
-            rank = torch.arange(self.classes, 0, -1, dtype=torch.float32, device=dev).view(1, -1, 1)
+            rank = torch.arange(self.classes, 0, -1, dtype=self.dtype, device=dev).view(1, -1, 1)
         if not chunks:
             return total, correct
         # Two activation buffers used in turn and one for the loss's temporaries, reused by every chunk:
@@ -264,6 +274,7 @@ class LinearChain:
                                                if isinstance(s, _Linear)])
         buffers = [self._buffer(f"activations{i}", k * width * rows, dev) for i in range(2)]
         scratch = self._buffer("scratch", k * self.classes * rows, dev)
+        sign_buf = self._buffer("sign", k * self.classes * rows, dev)
 
         def view(flat: Tensor, features: int, r: int) -> Tensor:
             return flat[:k * features * r].view(k, features, r)
@@ -301,9 +312,16 @@ class LinearChain:
             else:  # finite logits: correct if the target is a maximum and no earlier class reaches it
                 earlier = torch.add(a, before, out=tmp).amax(1)
                 correct += ((picked == m) & (earlier < m)).sum(1)
-            # log-sum-exp; in base 2 when the logits come scaled by log2(e) (exp2 is about twice as fast as exp)
-            shifted = torch.sub(a, m.unsqueeze(1), out=tmp).clamp_(min=self._floor)
-            lse = (shifted.exp2_() if self.base2 else shifted.exp_()).sum(1)
-            lse = lse.log2_() if self.base2 else lse.log_()
-            total += lse.add_(m).sub_(picked).sum(1)
-        return total * LN2 if self.base2 else total, correct
+            # landscape.kernels' stable cross-entropy, (m − z_t) + log1p(off-maximum mass), in the layout's
+            # order; in base 2 when the logits come scaled by log2(e) (exp2 is about twice as fast as exp)
+            shifted = torch.sub(a, m.unsqueeze(1), out=tmp)
+            sign = torch.sign(shifted, out=view(sign_buf, self.classes, r))  # -1 below the maximum, 0 at it
+            shifted.clamp_(min=self._floor)
+            (shifted.exp2_() if self.base2 else shifted.exp_()).mul_(sign)
+            # the off-maximum mass; ties beyond the first count 1 each (Σ sign + C − 1 = ties − 1, exactly)
+            mass = sign.sum(1).add_(self.classes - 1).sub_(shifted.sum(1))
+            gap = torch.sub(m, picked)
+            if self.base2:
+                gap.mul_(LN2)
+            total += gap.add_(mass.log1p_()).sum(1, dtype=torch.float64)
+        return total, correct

@@ -493,12 +493,16 @@ def run_with_progress(w: World, todo: np.ndarray | None, compute: Compute, sink:
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
-    old = None
-    if w.is_root:
-        try:
+    old = old_int = None
+    try:
+        if w.is_root:
             old = signal.signal(signal.SIGTERM, on_sigterm)
-        except ValueError:  # not the main thread: leave signals alone
-            old = None
+        elif w.size > 1:
+            # Ctrl-C reaches every rank; rank 0 alone stops the run (it flushes, then ends the job with exit 130),
+            # so the workers go on quietly until then instead of each printing a traceback
+            old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        old = old_int = None
     try:
         run_points(w, todo, compute, sink, chunk_size=chunk_size, progress=bar.update if bar is not None else None,
                    multiple=multiple)
@@ -510,3 +514,5 @@ def run_with_progress(w: World, todo: np.ndarray | None, compute: Compute, sink:
             bar.close()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)

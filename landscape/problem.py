@@ -7,10 +7,16 @@ A :class:`Problem` is built once per process from three specs:
 * checkpoint: a ``state_dict`` (or a dict holding one under ``state_dict``/``model``/``net``),
   ``.pt``/``.pth`` loaded with ``torch.load(weights_only=True)``, or ``.safetensors``;
 * data: ``zoo:NAME[:SPLIT]``, ``torchvision:CLASS:ROOT`` or ``package.module:callable``
-  returning a Dataset, a DataLoader or an ``(X, y)`` pair.
+  returning a Dataset, a DataLoader, an ``(X, y)`` pair, or whole-data tensors/tuples/dicts; batches
+  of any structure (see :mod:`landscape.batches`), input dtypes kept.
 
-``package.module:callable`` specs are the one place where user code runs; checkpoints never
+``package.module:callable`` specs (also ``path/to/file.py:callable``; the current folder is on the
+import path, as with ``python -m``) are the one place where user code runs; checkpoints never
 unpickle code unless ``unsafe_load=True``.
+
+The loss (:mod:`landscape.losses`) is checked on the first batch before any long work. Batches
+stay on the device unless ``data_on_device`` says to stream them from the host
+(:class:`HostBatches`: moved per batch, in a fixed order, so the numbers do not change).
 
 Example:
     >>> p = make_problem("zoo:mlp", data="zoo:synthetic", samples=64, batch_size=32, device="cpu")
@@ -22,20 +28,27 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import pickle
-import warnings
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import batches as B
+from . import losses as L
 from .errors import LandscapeError
 
-Batch = tuple[Tensor, Tensor]
-LOSSES = ("cross_entropy", "mse")
+#: ``(inputs, target)``: inputs a tensor or a :class:`~landscape.batches.Inputs` (several/keyword inputs)
+Batch = tuple["Tensor | B.Inputs", Tensor]
+LOSSES = L.BUILTIN
+DATA_ON_DEVICE = ("auto", "always", "never")
+#: ``--data-on-device auto`` keeps the data on the device while it takes at most this share of the free memory
+DATA_MEMORY_SHARE = 0.5
 
 
 # --------------------------------------------------------------------------- specs
@@ -70,15 +83,50 @@ def _literal(v: str):
     return v
 
 
-def import_callable(spec: str, what: str) -> Callable:
-    """Resolve ``package.module:callable`` (runs user code: the import itself)."""
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise LandscapeError(f"{what}: {spec!r} is not 'zoo:NAME' or 'package.module:callable'")
+def _import_file(path: str, what: str):
+    """Import ``path/to/file.py`` as a module named after the file (its folder joins the import path)."""
+    if not os.path.isfile(path):
+        raise LandscapeError(f"{what}: file {path!r} does not exist")
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so that the file's own sibling imports work
+    name = os.path.splitext(os.path.basename(path))[0]
+    key = f"_landscape_user_{name}_{hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:8]}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    if spec is None or spec.loader is None:
+        raise LandscapeError(f"{what}: cannot import {path!r} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
     try:
-        module = importlib.import_module(mod_name)
+        spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
-        raise LandscapeError(f"{what}: cannot import module {mod_name!r} ({type(e).__name__}: {e})") from e
+        del sys.modules[key]
+        raise LandscapeError(f"{what}: importing {path!r} failed ({type(e).__name__}: {e})") from e
+    return module
+
+
+def import_callable(spec: str, what: str) -> Callable:
+    """Resolve ``package.module:callable`` or ``path/to/file.py:callable`` (runs user code: the import itself).
+
+    The current folder is on the import path (as with ``python -m``), so ``mymods:Net`` works in the
+    folder that holds ``mymods.py``.
+    """
+    mod_name, _, attr = spec.rpartition(":")
+    if not mod_name or not attr:
+        raise LandscapeError(f"{what}: {spec!r} is not 'zoo:NAME', 'package.module:callable' or "
+                             "'path/to/file.py:callable'")
+    if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
+        module = _import_file(mod_name, what)
+    else:
+        cwd = os.getcwd()
+        if cwd not in sys.path and "" not in sys.path:
+            sys.path.insert(0, cwd)
+        try:
+            module = importlib.import_module(mod_name)
+        except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
+            raise LandscapeError(f"{what}: cannot import module {mod_name!r} ({type(e).__name__}: {e})") from e
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -111,6 +159,12 @@ def load_model(spec: str, model_args: dict | str | None = None, seed: int = 0) -
             model = factory(**kwargs)
     except (TypeError, ValueError) as e:
         raise LandscapeError(f"--model-args: {spec} does not accept {kwargs} ({e})") from e
+    except LandscapeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's constructor failed: say so in one line
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise LandscapeError(f"--model: building {spec} failed ({type(e).__name__}: {first[:200]}); fix the model "
+                             "code or its --model-args") from e
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"--model: {spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -124,22 +178,35 @@ def _checkpoint_label(flag: str | None) -> str:
     return f"{flag}: checkpoint" if flag else "checkpoint"
 
 
-def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = None) -> dict[str, Tensor]:
+def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = None,
+                    strip_prefix: str | None = None) -> dict[str, Tensor]:
     """Read a checkpoint file into a plain ``{name: tensor}`` dict.
 
     ``.pt``/``.pth``/anything else goes through ``torch.load(weights_only=True)``; a file that
     would need to unpickle code (a whole pickled model) is refused unless ``unsafe_load``.
     ``flag`` (``--checkpoint``, ``--init``, ...) is the option the path came from; errors name it.
+    ``strip_prefix`` (``--strip-prefix model.``, Lightning's): keep the keys that start with it, without it.
     """
     what = _checkpoint_label(flag)
     if not os.path.isfile(path):
         raise LandscapeError(f"{what} {path!r} does not exist")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == b"\x89HDF\r\n\x1a\n":
+        raise LandscapeError(f"{what} {path!r} is an HDF5 file (a landscape result?), not a checkpoint; give the "
+                             "model's weights: a state_dict saved with torch.save (.pt) or a .safetensors file")
     if path.endswith(".safetensors"):
         try:
             from safetensors.torch import load_file
         except ImportError as e:
             raise LandscapeError(f"{what} {path!r}: reading .safetensors needs 'pip install safetensors'") from e
-        return dict(load_file(path))
+        try:
+            return dict(load_file(path))
+        except Exception as e:  # noqa: BLE001 - truncated or garbage: safetensors raises its own errors
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise LandscapeError(f"{what} {path!r} is not a readable .safetensors file ({type(e).__name__}: "
+                                 f"{first[:160]}); it may be truncated or corrupted: save the weights again") from e
+    check_torch_floor(unsafe_load, what, path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as e:
@@ -151,7 +218,10 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
         first = str(e).splitlines()[0] if str(e) else ""
         raise LandscapeError(f"{what} {path!r} could not be read ({type(e).__name__}: {first})") from e
     if unsafe_load:
-        warnings.warn(f"--unsafe-load: {path} was unpickled with full code execution", stacklevel=2)
+        import sys
+
+        print(f"landscape: warning: --unsafe-load: {path} was unpickled with full code execution (only for files "
+              "you trust)", file=sys.stderr, flush=True)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -170,12 +240,46 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix):]: v for k, v in obj.items()}
+    if strip_prefix:
+        return _strip(obj, strip_prefix, f"{what} {path!r}")
     return obj
 
 
-def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False, flag: str | None = None) -> None:
+#: the oldest torch whose ``torch.load(weights_only=True)`` runs no code from a crafted file
+#: (CVE-2025-32434 was fixed in 2.6, a later weights_only advisory in 2.10)
+SAFE_TORCH = (2, 10)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split("+")[0].split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_torch_floor(unsafe_load: bool, what: str, path: str) -> None:
+    """Refuse to unpickle checkpoints on a torch whose weights_only loader is known to run code."""
+    if unsafe_load or _version_tuple(torch.__version__) >= SAFE_TORCH:
+        return
+    need = ".".join(map(str, SAFE_TORCH))
+    raise LandscapeError(f"{what} {path!r}: torch {torch.__version__} is older than {need}, whose weights_only loading "
+                         f"can run code from a crafted file (CVE-2025-32434 and later); upgrade torch (pip install "
+                         f"'torch>={need}'), use a .safetensors file, or pass --unsafe-load if you trust the file")
+
+
+def _strip(sd: dict[str, Tensor], prefix: str, what: str) -> dict[str, Tensor]:
+    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not out:
+        raise LandscapeError(f"--strip-prefix {prefix!r}: no key of {what} starts with it (keys look like "
+                             f"{', '.join(list(sd)[:3])}); give the prefix its keys have")
+    return out
+
+
+def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False, flag: str | None = None,
+                    strip_prefix: str | None = None) -> None:
     """Load a checkpoint into ``model``, naming the first mismatches if keys or shapes differ (and ``flag``)."""
-    sd = read_state_dict(path, unsafe_load=unsafe_load, flag=flag)
+    sd = read_state_dict(path, unsafe_load=unsafe_load, flag=flag, strip_prefix=strip_prefix)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -188,60 +292,77 @@ def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False, flag
         problems.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
     if shapes:
         problems.append(f"shape {'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''}")
+    # quantized (int8, ...) weights would be cast to float silently by load_state_dict: not the model's weights
+    dtypes = [f"{k} is {str(sd[k].dtype).replace('torch.', '')}" for k in own if k in sd
+              and own[k].is_floating_point() and not (sd[k].is_floating_point() or sd[k].is_complex())]
+    if dtypes:
+        raise LandscapeError(f"{_checkpoint_label(flag)} {path!r} holds integer tensors where the model has floating "
+                             f"point weights ({'; '.join(dtypes[:3])}{' ...' if len(dtypes) > 3 else ''}): a "
+                             "quantized checkpoint? Give the float weights (dequantize before saving)")
     if problems:
+        hint = "" if strip_prefix or not unexpected or "." not in unexpected[0] else \
+            f", or --strip-prefix {unexpected[0].split('.')[0]}. if the keys carry a wrapper's prefix"
         raise LandscapeError(f"{_checkpoint_label(flag)} {path!r} does not match the model: {'; '.join(problems)} "
-                             "(check --model and --model-args)")
+                             f"(check --model and --model-args{hint})")
     model.load_state_dict(sd)
 
 
 # --------------------------------------------------------------------------- data
-def _as_tensors(obj, spec: str) -> Batch:
-    """Turn what a data callable returned into ``(X, y)`` tensors on the CPU."""
+def _as_tensors(obj, spec: str, target_key: str = B.TARGET_KEY) -> Batch:
+    """Turn what a data callable returned into ``(inputs, target)`` on the CPU (dtypes kept).
+
+    A Dataset or DataLoader is iterated in order (a Dataset in batches of 512) and its batches of
+    any structure (:func:`landscape.batches.split_batch`) concatenated; anything else (a tensor,
+    an ``(inputs..., target)`` tuple, a dict) is taken as one batch holding all the data.
+    """
+    from collections.abc import Mapping
+
     from torch.utils.data import DataLoader, Dataset
 
-    if isinstance(obj, tuple | list) and len(obj) == 2 and not isinstance(obj, Dataset):
-        X, y = obj
-        X = torch.as_tensor(X)
-        y = torch.as_tensor(y)
-    elif isinstance(obj, DataLoader | Dataset):
+    if isinstance(obj, DataLoader | Dataset):
         loader = obj if isinstance(obj, DataLoader) else DataLoader(obj, batch_size=512, shuffle=False)
         xs, ys = [], []
         try:
             for item in loader:
-                if not isinstance(item, tuple | list) or len(item) < 2:
-                    raise LandscapeError(f"--data: {spec} yields {type(item).__name__}, expected (input, target) pairs")
-                xs.append(torch.as_tensor(item[0]))
-                ys.append(torch.as_tensor(item[1]))
+                x, y = B.split_batch(item, target_key)
+                B.check_lengths(x, y, spec)
+                if xs and type(x) is not type(xs[0]):
+                    raise LandscapeError(f"--data: {spec} yields batches of different structures")
+                xs.append(x)
+                ys.append(y)
         except LandscapeError:
             raise
         except Exception as e:  # noqa: BLE001
             raise LandscapeError(f"--data: iterating {spec} failed ({type(e).__name__}: {e})") from e
         if not xs:
             raise LandscapeError(f"--data: {spec} is empty")
-        X, y = torch.cat(xs), torch.cat(ys)
+        try:
+            X, y = B.cat(xs), torch.cat(ys)
+        except Exception as e:  # noqa: BLE001 - ragged batches (sequences of different lengths)
+            raise LandscapeError(f"--data: the batches of {spec} cannot be joined ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}); pad them to one shape") from e
+    elif isinstance(obj, Tensor | tuple | list | Mapping):
+        X, y = B.split_batch(obj, target_key)
     else:
         raise LandscapeError(
-            f"--data: {spec} returned {type(obj).__name__}; expected a Dataset, a DataLoader or an (X, y) pair"
+            f"--data: {spec} returned {type(obj).__name__}; expected a Dataset, a DataLoader, an (X, y) pair "
+            "or a dict of tensors"
         )
-    if X.ndim == 0 or y.ndim == 0 or len(X) != len(y) or len(X) == 0:
-        raise LandscapeError(f"--data: {spec} gave inputs of shape {tuple(X.shape)} and targets of shape "
-                             f"{tuple(y.shape)}; they need the same non-zero length")
-    if not X.is_floating_point():
-        X = X.float()
+    B.check_lengths(X, y, spec)
     return X, y
 
 
-def load_data(spec: str, flag: str = "--data") -> Batch:
-    """All samples of a data spec as CPU tensors ``(X, y)`` (``flag`` names the option in errors)."""
+def load_data(spec: str, flag: str = "--data", target_key: str = B.TARGET_KEY) -> Batch:
+    """All samples of a data spec as CPU ``(inputs, target)`` (``flag`` names the option in errors)."""
     try:
-        return _load_data(spec, flag)
+        return _load_data(spec, flag, target_key)
     except LandscapeError as e:
         if flag != "--data" and str(e).startswith("--data"):
             raise LandscapeError(flag + str(e)[len("--data"):]) from e
         raise
 
 
-def _load_data(spec: str, flag: str) -> Batch:
+def _load_data(spec: str, flag: str, target_key: str) -> Batch:
     from . import zoo
 
     if spec.startswith("zoo:"):
@@ -263,10 +384,28 @@ def _load_data(spec: str, flag: str) -> Batch:
             raise
         except Exception as e:  # noqa: BLE001
             raise LandscapeError(f"--data: calling {spec} failed ({type(e).__name__}: {e})") from e
-    return _as_tensors(obj, spec)
+    return _as_tensors(obj, spec, target_key)
 
 
-def subsample(X: Tensor, y: Tensor, samples: int | None, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def inputs_for(model: nn.Module, X, device: torch.device | str = "cpu"):
+    """``X`` as the model (on ``device``) takes it: integer/bool inputs are kept unless the model fails on them
+    and runs on their float cast (images or features stored as integers, which older versions always cast)."""
+    if not isinstance(X, Tensor) or X.is_floating_point():
+        return X
+    try:
+        with torch.inference_mode():
+            model(X[:2].to(device))
+        return X
+    except Exception:  # noqa: BLE001 - try the float cast
+        try:
+            with torch.inference_mode():
+                model(X[:2].to(device).float())
+        except Exception:  # noqa: BLE001 - neither: keep the dtype; check_output names the error
+            return X
+        return X.float()
+
+
+def subsample(X, y: Tensor, samples: int | None, seed: int = 0) -> tuple:
     """A fixed, seeded subset of ``samples`` examples (sorted indices; all if None)."""
     n = len(X)
     if samples is None or samples >= n:
@@ -279,9 +418,11 @@ def subsample(X: Tensor, y: Tensor, samples: int | None, seed: int = 0) -> tuple
     return X[idx], y[idx], idx
 
 
-def fingerprint_data(X: Tensor, y: Tensor) -> str:
+def fingerprint_data(X, y: Tensor) -> str:
     h = hashlib.sha256()
-    for t in (X, y):
+    if isinstance(X, B.Inputs):
+        h.update(repr((len(X.args), sorted(X.kwargs))).encode())
+    for t in (*B.tensors_of(X), y):
         t = t.detach().cpu().contiguous()
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
         h.update(t.numpy().tobytes())
@@ -315,13 +456,26 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
 
 
 # --------------------------------------------------------------------------- the problem
-def loss_sum(loss: str, output: Tensor, target: Tensor) -> Tensor:
+def loss_sum(loss: str | L.Loss, output: Tensor, target: Tensor) -> Tensor:
     """Summed per-example loss of a batch (so batches are weighted by their size).
 
+    ``cross_entropy`` on class-index targets without autograd (loss values): the stable kernel of
+    :mod:`landscape.kernels` (float64 sum); with autograd, ``F.cross_entropy`` (its gradient
+    softmax − one-hot is accurate as it is, and it is the fused kernel).
     ``mse``: per example the mean over output entries of (f - t)², with integer class targets
-    one-hot encoded; the mean over examples equals ``nn.MSELoss()``.
+    one-hot encoded; the mean over examples equals ``nn.MSELoss()``. Other losses: see
+    :mod:`landscape.losses` (``loss`` a name or a :class:`~landscape.losses.Loss`).
     """
-    if loss == "cross_entropy":
+    if isinstance(loss, L.Loss):
+        if not (loss.name == "cross_entropy" and not loss.shift and output.ndim == 2 and target.ndim == 1
+                and not target.is_floating_point()):
+            return loss.sum(output, target)
+        loss = "cross_entropy"  # the classic path below
+    if loss == "cross_entropy" and output.ndim == 2 and target.ndim == 1 and not target.is_floating_point():
+        if not torch.is_grad_enabled():
+            from .kernels import cross_entropy_sum  # values: stable where the loss is small, float64 sum
+
+            return cross_entropy_sum(output, target)
         return F.cross_entropy(output, target, reduction="sum")
     if loss == "mse":
         if not target.is_floating_point():
@@ -329,19 +483,57 @@ def loss_sum(loss: str, output: Tensor, target: Tensor) -> Tensor:
         target = target.reshape(output.shape)
         per = (output - target).pow(2).reshape(output.shape[0], -1).mean(dim=1)
         return per.sum()
-    raise LandscapeError(f"--loss: {loss!r} is not one of {', '.join(LOSSES)}")
+    return L.get_loss(loss).sum(output, target)
 
 
-def correct_count(output: Tensor, target: Tensor) -> Tensor:
-    """Number of correctly classified examples (0-d tensor; argmax over the last dim)."""
+def correct_count(output: Tensor, target: Tensor, loss: L.Loss | None = None) -> Tensor:
+    """Number of correctly classified examples (0-d tensor; argmax over the last dim), or with ``loss``
+    its summed per-example accuracy (token shares for sequences)."""
+    if loss is not None and not (output.ndim == 2 and target.ndim == 1 and loss.name in ("cross_entropy", "mse")):
+        return loss.correct(output, target)
     if target.is_floating_point() and target.shape == output.shape and output.ndim == 2:
         target = target.argmax(-1)
     return (output.argmax(-1) == target.reshape(output.shape[:-1])).sum()
 
 
+class HostBatches(Sequence):
+    """Batches kept on the host (pinned on CUDA) and moved to ``device`` as each one is read.
+
+    Indexing and iterating give device batches, in the stored (fixed) order, so every consumer
+    that loops over ``problem.batches`` streams them unchanged; ``host`` holds the originals.
+    """
+
+    def __init__(self, host: list[Batch], device: torch.device):
+        self.host = host
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.host)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return HostBatches(self.host[i], self.device)
+        return to_device(self.host[i], self.device)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    x, y = batch
+    if y.device == device:
+        return x, y
+    nb = device.type == "cuda"
+    return x.to(device, non_blocking=nb), y.to(device, non_blocking=nb)
+
+
+class _ModelError(Exception):
+    """The model's own error in the set-up forward pass (wrapped to tell it from a LandscapeError)."""
+
+
 @dataclass
 class Problem:
-    """A model (eval mode, on ``device``), a loss and preloaded evaluation batches per split."""
+    """A model (eval mode, on ``device``), a loss and preloaded evaluation batches per split.
+
+    ``splits[s]`` is a list of device batches, or :class:`HostBatches` when the data is streamed.
+    """
 
     model: nn.Module
     loss: str
@@ -349,6 +541,17 @@ class Problem:
     device: torch.device
     classification: bool = True
     info: dict = field(default_factory=dict)
+    #: the loss as an object (from :func:`landscape.losses.get_loss`); None: built from ``loss``
+    loss_fn: L.Loss | None = None
+
+    def __post_init__(self):
+        if self.loss_fn is None and self.loss in L.BUILTIN:
+            self.loss_fn = L.get_loss(self.loss)
+
+    @property
+    def streamed(self) -> bool:
+        """True when the batches live on the host and move to the device one at a time."""
+        return any(isinstance(b, HostBatches) for b in self.splits.values())
 
     @property
     def batches(self) -> list[Batch]:
@@ -357,32 +560,88 @@ class Problem:
 
     @property
     def n_samples(self) -> int:
-        return sum(len(x) for x, _ in self.batches)
+        b = self.batches
+        return sum(len(x) for x, _ in (b.host if isinstance(b, HostBatches) else b))
 
     def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
-        return loss_sum(self.loss, output, target)
+        return loss_sum(self.loss_fn if self.loss_fn is not None else self.loss, output, target)
 
     def correct(self, output: Tensor, target: Tensor) -> Tensor:
-        return correct_count(output, target)
+        return correct_count(output, target, self.loss_fn)
 
     def check_output(self) -> None:
-        """Run one batch to catch a model/loss/target mismatch before any long work."""
+        """Run the first batch to catch a model/loss/target mismatch, or a loss that cannot mean anything,
+        before any long work."""
         x, y = self.batches[0]
         try:
             with torch.inference_mode():
-                out = self.model(x[:2])
+                try:
+                    full = self.model(x[:256])  # (one forward pass, as before: models that count their calls)
+                except LandscapeError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - reported below with the shapes
+                    raise _ModelError(e) from e
+                out = full[:2] if isinstance(full, Tensor) else full
                 self.loss_sum(out, y[:2])
+        except LandscapeError as e:
+            if not str(e).startswith("--loss") and not str(e).startswith("class targets"):
+                raise  # (--output-key and friends: already one line naming the fix)
+            msg = str(e)
+            raise LandscapeError(
+                f"the model's output does not fit --loss {self.loss} and the data's targets "
+                f"(input {B.describe(x)}, target {tuple(y.shape[1:])}): {msg}"
+            ) from e
         except Exception as e:  # noqa: BLE001
+            e = e.args[0] if isinstance(e, _ModelError) else e
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise LandscapeError(
                 f"the model's output does not fit --loss {self.loss} and the data's targets "
-                f"(input {tuple(x.shape[1:])}, target {tuple(y.shape[1:])}): {msg}"
+                f"(input {B.describe(x)}, target {tuple(y.shape[1:])}): {msg}"
             ) from e
         if not isinstance(out, Tensor):
             raise LandscapeError(f"the model returned {type(out).__name__}; it must return a tensor of outputs")
+        if self.loss_fn is not None:
+            L.check_setup(self.loss_fn, full, y[:256])
 
 
-def make_batches(X: Tensor, y: Tensor, batch_size: int, device: torch.device) -> list[Batch]:
+def check_labels(y: Tensor, n_classes: int, flag: str = "--data", ignore_index: int | None = None) -> None:
+    """Every integer class label in ``y`` must lie in ``0 .. n_classes-1`` (a full scan, not a sample): one line
+    naming the first bad label and its index otherwise (cross-entropy would fail mid-run, or one-hot would).
+    ``ignore_index``: a label the loss skips (cross-entropy's -100)."""
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.numel() == 0:
+        return
+    flat = y.reshape(len(y), -1) if y.ndim > 1 else y.reshape(-1, 1)
+    wrong = (flat < 0) | (flat >= n_classes)
+    if ignore_index is not None:
+        wrong &= flat != ignore_index
+    bad = wrong.any(dim=1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        label = int(flat[i][wrong[i]][0])
+        raise LandscapeError(f"{flag}: label {label} of example {i} is outside the model's {n_classes} classes "
+                             f"(0..{n_classes - 1}); fix the labels or the model's number of outputs")
+
+
+def check_finite_inputs(problem: Problem) -> None:
+    """Every input of every split is finite: one line naming the first example with NaN or inf."""
+    for split, batches in problem.splits.items():
+        start = 0
+        for x, _ in batches:
+            for part in B.tensors_of(x):
+                if not part.is_floating_point():
+                    continue
+                bad = ~torch.isfinite(part.reshape(len(part), -1)).all(dim=1)
+                if bool(bad.any()):
+                    i = start + int(torch.nonzero(bad)[0, 0])
+                    flag = "--data" if split == "train" else "--test-data"
+                    raise LandscapeError(f"{flag}: the input of example {i} holds NaN or inf; losses and curvature "
+                                         "need finite inputs (clean the data set or choose other --samples)")
+            start += len(x)
+
+
+def make_batches(X, y: Tensor, batch_size: int, device: torch.device, on_device: bool = True) -> list[Batch]:
+    """Batches of ``batch_size`` in order; on ``device`` (pinned and non-blocking from the host), or kept on
+    the host (pinned on CUDA) when not ``on_device``."""
     if batch_size <= 0:
         raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
     pin = device.type == "cuda"
@@ -391,8 +650,12 @@ def make_batches(X: Tensor, y: Tensor, batch_size: int, device: torch.device) ->
         xb, yb = X[i : i + batch_size], y[i : i + batch_size]
         if pin:
             xb, yb = xb.pin_memory(), yb.pin_memory()
-        out.append((xb.to(device, non_blocking=pin), yb.to(device, non_blocking=pin)))
+        out.append((xb.to(device, non_blocking=pin), yb.to(device, non_blocking=pin)) if on_device else (xb, yb))
     return out
+
+
+def _data_bytes(parts) -> int:
+    return sum(t.numel() * t.element_size() for X, y in parts for t in (*B.tensors_of(X), y))
 
 
 def make_problem(
@@ -409,45 +672,102 @@ def make_problem(
     test_data: str | Batch | None = None,
     unsafe_load: bool = False,
     local_rank: int = 0,
+    target_key: str = B.TARGET_KEY,
+    output_key: str | None = None,
+    shift_labels: bool = False,
+    data_on_device: str = "auto",
+    strip_prefix: str | None = None,
     shards: int = 1,
 ) -> Problem:
-    """Load everything and put the evaluation batches on the device once.
+    """Load everything, check the loss on the first batch and put the evaluation batches on the device once.
 
+    ``data_on_device``: ``always``, ``never`` (stream batches from the host, in a fixed order) or
+    ``auto`` (on the device while the data takes at most :data:`DATA_MEMORY_SHARE` of its free memory).
     ``batch_size`` None: chosen from the activations' memory (:func:`landscape.autotune.auto_batch_size`;
     all of a small data set in one batch), with at least ``shards`` batches (ranks that share them).
     """
-    if loss not in LOSSES:
-        raise LandscapeError(f"--loss: {loss!r} is not one of {', '.join(LOSSES)}")
+    loss_obj = L.get_loss(loss, shift=shift_labels)
+    if data_on_device not in DATA_ON_DEVICE:
+        raise LandscapeError(f"--data-on-device: {data_on_device!r} is not one of {', '.join(DATA_ON_DEVICE)}")
     dev = resolve_device(device, local_rank)
     net = load_model(model, model_args, seed=seed) if isinstance(model, str) else model
     if checkpoint:
-        load_checkpoint(net, checkpoint, unsafe_load=unsafe_load, flag="--checkpoint")
+        load_checkpoint(net, checkpoint, unsafe_load=unsafe_load, flag="--checkpoint", strip_prefix=strip_prefix)
     net = net.to(dev).eval()
     info: dict = {"model": model if isinstance(model, str) else type(model).__name__,
                   "model_args": parse_kwargs(model_args) if isinstance(model_args, str) else (model_args or {}),
                   "checkpoint": checkpoint, "loss": loss, "samples": samples, "seed": seed,
                   "batch_size": batch_size}
-    splits: dict[str, list[Batch]] = {}
-    fps = []
+    for key, value, default in (("target_key", target_key, B.TARGET_KEY), ("output_key", output_key, None),
+                                ("shift_labels", shift_labels, False), ("strip_prefix", strip_prefix, None)):
+        if value != default:
+            info[key] = value
+    loaded = {}
     for split, spec in (("train", data), ("test", test_data)):
         if spec is None:
             continue
         flag = "--data" if split == "train" else "--test-data"
-        X, y = load_data(spec, flag) if isinstance(spec, str) else _as_tensors(spec, "data")
+        X, y = load_data(spec, flag, target_key) if isinstance(spec, str) else _as_tensors(spec, "data", target_key)
+        loaded[split] = (spec, X, y)
+    B.adapt_model(net, None, output_key)  # (hooks: Inputs → model(*args, **kwargs); any output → its tensor)
+    splits: dict[str, list[Batch]] = {}
+    fps = []
+    subsets = {}
+    for split, (spec, X, y) in loaded.items():
         info[f"{split}_total"] = len(X)
-        X, y, idx = subsample(X, y, samples, seed)
-        if batch_size is None:
+        X, y, idx = subsample(inputs_for(net, X, dev), y, samples, seed)
+        subsets[split] = (spec, X, y, idx)
+    if data_on_device == "auto":
+        on_device = dev.type == "cpu" or \
+            _data_bytes([(X, y) for _, X, y, _ in subsets.values()]) <= DATA_MEMORY_SHARE * _free(dev)
+    else:
+        on_device = data_on_device == "always"
+    info["data_on_device"] = bool(on_device)
+    for split, (spec, X, y, idx) in subsets.items():
+        # a float64 model gets float64 inputs (zoo and most data sets are float32); the fingerprint stays the data's
+        cast = isinstance(X, Tensor) and X.is_floating_point() and X.dtype != torch.float64 \
+            and any(p.dtype == torch.float64 for p in net.parameters())
+        if batch_size is None:  # from the first split, for all (see landscape.autotune)
             from .autotune import auto_batch_size
 
-            batch_size = auto_batch_size(net, X, len(X), dev, shards)
+            batch_size = auto_batch_size(net, X.double() if cast else X, len(X), dev, shards)
             info["batch_size"] = batch_size
-        splits[split] = make_batches(X, y, batch_size, dev)
+        built = make_batches(X.double() if cast else X, y, batch_size, dev, on_device)
+        splits[split] = built if on_device else HostBatches(built, dev)
         info[f"{split}_data"] = spec if isinstance(spec, str) else "<tensors>"
         info[f"{split}_samples"] = len(X)
         info[f"{split}_indices"] = idx
         fps.append(fingerprint_data(X, y))
     info["data_fingerprint"] = hashlib.sha256("".join(fps).encode()).hexdigest()
-    classification = loss == "cross_entropy" or not splits["train"][0][1].is_floating_point()
-    prob = Problem(model=net, loss=loss, splits=splits, device=dev, classification=classification, info=info)
+    y0 = subsets["train"][2]
+    classification = loss_obj.has_accuracy(y0)
+    prob = Problem(model=net, loss=loss, splits=splits, device=dev, classification=classification, info=info,
+                   loss_fn=loss_obj)
     prob.check_output()
+    _check_all_labels(prob)
     return prob
+
+
+def _check_all_labels(prob: Problem) -> None:
+    """:func:`check_labels` on every split, with the class count of the model's output (classification only)."""
+    x, y = prob.batches[0]
+    if y.is_floating_point() or prob.loss not in ("cross_entropy", "nll", "mse", "huber"):
+        return  # no class labels (custom losses decide for themselves what their targets mean)
+    with torch.inference_mode():
+        out = prob.model(x[:1].to(prob.device))
+    if not isinstance(out, Tensor) or out.ndim < 2:
+        return
+    ce = prob.loss == "cross_entropy"
+    # the class dimension: last for (B, C) and token outputs (B, L, V) against (B, L); else 1 for cross-entropy
+    # on (B, C, ...) maps against (B, ...) targets
+    last = out.shape[:-1] == y[:1].shape or not ce
+    n_classes = int(out.shape[-1] if last else out.shape[1])
+    for split, batches in prob.splits.items():
+        check_labels(torch.cat([t.cpu() for _, t in batches]), n_classes,
+                     "--data" if split == "train" else "--test-data", ignore_index=-100 if ce else None)
+
+
+def _free(dev: torch.device) -> int:
+    from .evaluate import free_memory
+
+    return free_memory(dev)

@@ -249,11 +249,15 @@ def _read_ours(path: str, f) -> Result:
         raise LandscapeError(f"{path} has format_version {version}, newer than this landscape reads "
                              f"({FORMAT_VERSION}); upgrade landscape")
     config: dict[str, Any] = {}
-    if isinstance(attrs.get("config"), str):
-        try:
-            config = json.loads(attrs["config"])
-        except ValueError:
-            config = {}
+    for key in ("config", "identity"):  # JSON written by every run: text that does not parse is damage
+        if isinstance(attrs.get(key), str):
+            try:
+                value = json.loads(attrs[key])
+            except ValueError:
+                raise LandscapeError(f"{path} is damaged (its {key} attribute is not the JSON landscape wrote): "
+                                     f"{_hint(path)}") from None
+            if key == "config":
+                config = value
     res = Result(path=path, format=FORMAT, format_version=version, kind=str(attrs.get("kind", "")), ndim=0,
                  attrs=attrs, config=config if isinstance(config, dict) else {}, groups=sorted(f.keys()))
 
@@ -537,7 +541,13 @@ def describe(result: Result) -> str:
                 if n_fin and name.endswith("_loss"):
                     ci = r.center_index()
                     cv = z[ci]
-                    text += f", at the centre {_fmt(float(cv))}" if np.isfinite(cv) else ""
+                    if np.isfinite(cv):
+                        at = tuple(float(r.coords[a][i]) for a, i in zip(AXES, ci))
+                        if all(c == 0.0 for c in at):
+                            text += f", at the centre {_fmt(float(cv))}"
+                        else:  # 0 is not on the grid: say which point it is
+                            where = ", ".join(f"{c:g}" for c in at)
+                            text += f", at the nearest grid point to the centre ({where}) {_fmt(float(cv))}"
             if n_nan or n_inf:
                 text += f"  [{n_nan} NaN, {n_inf} inf among computed points]"
             if not n_fin and r.done is not None and r.done.all():
@@ -622,17 +632,20 @@ def describe(result: Result) -> str:
     other = [g for g in r.groups if g not in known] if r.format != LI_FORMAT else []
     if other:
         lines.append("  other groups: " + ", ".join(other))
-    missing = []
-    if not r.ndim:
-        missing.append("surfaces (landscape surface)")
-    if not r.paths:
-        missing.append("interpolation path (landscape interpolate)")
+    # what other commands can add to this file (--out FILE), and what only comes in files of its own
+    addable, own = [], []
     if r.curvature is None:
-        missing.append("curvature (landscape hessian --out FILE)")
+        addable.append("curvature (landscape hessian --out FILE)")
     if not r.metrics:
-        missing.append("metrics (landscape sharpness --out FILE)")
+        addable.append("metrics (landscape sharpness --out FILE)")
     if not r.layerwise:
-        missing.append("layer-wise conditioning (landscape sharpness --metrics layerwise --out FILE)")
-    if missing:
-        lines.append("  not in this file: " + "; ".join(missing))
+        addable.append("layer-wise conditioning (landscape sharpness --metrics layerwise --out FILE)")
+    if not r.ndim:
+        own.append("surfaces (landscape surface, a file of its own)")
+    if not r.paths:
+        own.append("interpolation path (landscape interpolate, a file of its own)")
+    if addable:
+        lines.append("  can be added (same model, data, loss and samples): " + "; ".join(addable))
+    if own:
+        lines.append("  not in this file: " + "; ".join(own))
     return "\n".join(lines)

@@ -2,26 +2,39 @@
 
 Why a file is valid at every moment, even under ``kill -9``:
 
-* it is created complete -- every dataset allocated, contiguous, NaN-filled -- in a temporary file
-  that is renamed into place, so the path never holds a half-made file;
+* it is built complete -- every dataset allocated, contiguous, NaN-filled -- in memory, written to a
+  temporary file ``FILE.tmp-PID`` and hard-linked to its path, an atomic "create if absent": the path
+  never holds a half-made file, and of two runs racing on the same new path exactly one gets it (the
+  other is refused, it never writes into the winner's file);
 * afterwards a run only overwrites raw bytes of those pre-allocated datasets, which never touches
   HDF5 metadata; a flush writes the values first and the ``done`` mask last, so a point is marked
   done only once its values are on disk;
-* the file is opened, written and closed at each flush (every ``flush_every`` seconds), so
-  between flushes nothing is open for writing at all.
+* every flush writes through the descriptor the run locked (the file it created or resumed), never
+  through the path: a file put there by someone else meanwhile is never written to.
 
 HDF5's own file locking is switched off (readers such as ``landscape plot`` can open the file
 while a run writes, the deadlock Li et al.'s users hit); instead the writer holds an exclusive
-``flock`` on the file for the whole run, and a second writer is refused with a clear message.
+``flock`` on the file for the whole run, and a second writer is refused with a clear message. Locks
+are taken lazily (``fcntl`` on POSIX, ``msvcrt`` on Windows), so readers work everywhere; a file
+system without locks is told apart from a file locked by another process (a warning, not a refusal).
+
+Space: before a file is created, and before each flush, the free space of its folder (and the
+``ulimit -f`` file size limit) is checked with a margin (:data:`FREE_MARGIN`), so a full disk ends in
+one line with the last flushed state intact, not in an HDF5 crash. Temporary files of dead processes
+(``FILE.tmp-PID``, left by a kill during creation) are removed by the next run on that path.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
+import errno
+import glob
+import io
 import json
 import os
+import shutil
 import time
+import warnings
 
 import h5py
 import numpy as np
@@ -55,28 +68,220 @@ def base_attrs(command: str, config: dict, model_fingerprint: str, data_fingerpr
     }
 
 
-class WriterLock:
-    """An exclusive, non-blocking ``flock`` on the output file, released on close or process death."""
+#: bytes that must stay free beyond what a write needs (HDF5 metadata, the file system's own blocks)
+FREE_MARGIN = 1 << 20
 
-    def __init__(self, path: str):
-        self.path = path
-        self.fd = os.open(path, os.O_RDONLY)
+
+class Locked(LandscapeError):
+    """The file is locked by another process."""
+
+
+def _lock_fd(fd: int, path: str) -> bool:
+    """An exclusive, non-blocking lock on ``fd``: True when taken, False when the file system has no locks.
+
+    Raises :class:`Locked` when another process holds it.
+    """
+    busy = Locked(f"{path} is being written by another landscape process; wait for it to finish "
+                  "or choose another --out (reading it with 'landscape info' is fine)")
+    try:
+        import fcntl  # POSIX; imported here so that readers (plot, info) work on Windows
+    except ImportError:
+        fcntl = None
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:  # pragma: no cover - Windows: one byte far past the end, so readers are never blocked
+            import msvcrt
+
+            pos = os.lseek(fd, 0, os.SEEK_CUR)
+            os.lseek(fd, 1 << 62, os.SEEK_SET)
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            finally:
+                os.lseek(fd, pos, os.SEEK_SET)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+            raise busy from None
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF):
+            warnings.warn(f"the file system of {path} has no file locks ({e.strerror}); landscape cannot stop "
+                          "another run from writing the same file at the same time", stacklevel=3)
+            return False
+        raise LandscapeError(f"cannot lock {path} ({e.strerror or e})") from None
+
+
+def _unlock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        os.lseek(fd, 1 << 62, os.SEEK_SET)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         except OSError:
-            os.close(self.fd)
-            raise LandscapeError(f"{path} is being written by another landscape process; wait for it to finish "
-                                 "or choose another --out (reading it with 'landscape info' is fine)") from None
+            pass
+        return
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+class WriterLock:
+    """A file opened for writing and exclusively locked (released on close or process death).
+
+    Writes go through this descriptor (:meth:`h5`), never through the path: the file locked is the file
+    written, even if the path is replaced meanwhile. Pass ``fd`` to adopt a descriptor already open.
+    """
+
+    def __init__(self, path: str, fd: int | None = None):
+        self.path = path
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+            except OSError as e:
+                raise LandscapeError(f"cannot open {path} for writing ({e.strerror or e}); check its permissions "
+                                     "or choose another --out") from None
+        self.fd = fd
+        try:
+            self.locked = _lock_fd(fd, path)
+        except BaseException:
+            os.close(fd)
+            self.fd = None
+            raise
+
+    def h5(self, mode: str = "r+") -> h5py.File:
+        """The locked file opened with h5py through (a duplicate of) its descriptor."""
+        fo = os.fdopen(os.dup(self.fd), "r+b", buffering=0)
+        try:
+            f = h5py.File(fo, mode, **H5_KW)
+        except BaseException:
+            fo.close()
+            raise
+        f._landscape_fileobj = fo  # closed with the file (see close_h5)
+        return f
 
     def release(self) -> None:
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+            try:
+                if self.locked:
+                    _unlock_fd(self.fd)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+
+def close_h5(f: h5py.File) -> None:
+    """Close a file opened by :meth:`WriterLock.h5` and its file object."""
+    fo = getattr(f, "_landscape_fileobj", None)
+    try:
+        f.close()
+    finally:
+        if fo is not None:
+            fo.close()
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def file_size_limit() -> float:
+    """The ``ulimit -f`` limit of this process in bytes (inf without one or where there is none)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return float("inf")
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return float("inf") if soft == resource.RLIM_INFINITY else float(soft)
+
+
+def ensure_space(path: str, need: int = 0, size_after: int | None = None, what: str = "--out") -> None:
+    """Refuse to write ``need`` more bytes to ``path`` (a file ``size_after`` bytes long afterwards) unless its
+    folder has that much free space plus :data:`FREE_MARGIN`, and the file size limit allows it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # no folder yet, or a file system that cannot say: the write itself will tell
+    if free < need + FREE_MARGIN:
+        raise LandscapeError(f"{what}: not enough free space for {path} ({_human(free)} free in {folder}, "
+                             f"{_human(need + FREE_MARGIN)} needed including a {_human(FREE_MARGIN)} margin); "
+                             "free some space or choose another --out (files already there are left as they are)")
+    limit = file_size_limit()
+    size = need if size_after is None else size_after
+    if size > limit:
+        raise LandscapeError(f"{what}: {path} would be {_human(size)}, over this shell's file size limit "
+                             f"(ulimit -f: {_human(limit)}); raise the limit or choose a smaller run")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str) -> list[str]:
+    """Remove ``path.tmp-PID`` files of processes that are gone (a kill during creation left them)."""
+    removed = []
+    for tmp in glob.glob(glob.escape(path) + ".tmp-*"):
+        pid = tmp.rsplit(".tmp-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        try:  # a writer on another machine of a shared file system holds a lock on its temporary file
+            lock = WriterLock(tmp)
+        except LandscapeError:
+            continue
+        try:
+            os.remove(tmp)
+            removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            lock.release()
+    return removed
+
+
+def foreign_kind(path: str) -> str | None:
+    """What ``path`` is when it is recognisably not a landscape result file (None if it may be one of ours,
+    damaged ones included): the name of the format, for a message that says what would be lost."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (a PyTorch checkpoint saved by torch.save?)"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] in range(2, 6):
+        return "a pickle (a PyTorch checkpoint?)"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 30):
+        return "a safetensors checkpoint"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        try:
+            with h5py.File(path, "r", **H5_KW) as f:
+                fmt = f.attrs.get("format")
+                if fmt is not None and fmt != FORMAT:
+                    return f"an HDF5 file of another tool (format {fmt!r})"
+                if fmt is None and len(f.keys()) and "surfaces" not in f and "coords" not in f:
+                    if "xcoordinates" in f or "train_loss" in f:
+                        return None  # Li et al.'s surface files: ours to read (and replace)
+                    return "an HDF5 file of another tool (no landscape format attribute)"
+        except Exception:  # noqa: BLE001 - damaged: may be one of ours
+            return None
+    return None
 
 
 def check_readable(path: str) -> None:
     """A one-line error for a file that is not a readable HDF5 file of ours."""
+    kind = foreign_kind(path)
+    if kind:
+        raise LandscapeError(f"{path} exists and is {kind}, not a landscape result file; landscape does not write "
+                             "over it: choose another --out")
     try:
         with h5py.File(path, "r", **H5_KW) as f:
             fmt = f.attrs.get("format")
@@ -107,17 +312,72 @@ def read_named(group: h5py.Group, device=None) -> Named:
     return {k: torch.from_numpy(np.asarray(group[k][()])).to(device) for k in group.keys()}
 
 
-def atomic_create(path: str, build) -> None:
-    """Run ``build(h5file)`` on a temporary file, then rename it to ``path`` (never half-made)."""
+def atomic_create(path: str, build, *, replacing: WriterLock | None = None,
+                  keep_lock: bool = False) -> WriterLock | None:
+    """Build the file with ``build(h5file)`` in memory, then put it at ``path`` complete; with ``keep_lock``
+    return the lock of the new file (the caller writes through it and releases it).
+
+    The bytes are written to ``path.tmp-PID`` (after a free-space check) and hard-linked to ``path``: the
+    link fails if the path exists, so of two runs racing on a new path one is refused, never mixed.
+    ``replacing``: the lock held on the file at ``path`` (``--overwrite``), replaced by a rename.
+    """
+    remove_stale_temporaries(path)
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", track_order=True, **H5_KW) as f:
+        build(f)
+    data = buf.getbuffer()
+    ensure_space(path, len(data))
     tmp = f"{path}.tmp-{os.getpid()}"
+    lock = None
     try:
-        with h5py.File(tmp, "w", track_order=True, **H5_KW) as f:
-            build(f)
-        os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+            lock = WriterLock(tmp, fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as e:
+            raise LandscapeError(f"writing {path} failed ({e.strerror or _first_line(e)}); nothing was written to it: "
+                                 "free some space or choose another --out") from None
+        if replacing is not None:
+            os.replace(tmp, path)  # the lock follows the inode; the old file's lock is the caller's to release
+        else:
+            _claim(tmp, path)
+        lock.path = path
+        if not keep_lock:
+            lock.release()
+            return None
+        return lock
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if lock is not None:
+            lock.release()
         raise
+    finally:
+        if os.path.lexists(tmp):
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+
+
+def _claim(tmp: str, path: str) -> None:
+    """Give ``path`` the complete file ``tmp`` unless ``path`` exists (atomically)."""
+    raced = LandscapeError(f"{path} was created by another landscape process while this run was starting (two "
+                           "runs on the same --out); choose another --out, or let that run finish and run this "
+                           "command again to resume it")
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise raced from None
+    except OSError:
+        pass  # a file system without hard links: claim the name with O_EXCL, then rename over the claim
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        raise raced from None
+    os.replace(tmp, path)
 
 
 class GridStore:
@@ -128,15 +388,23 @@ class GridStore:
     Only rank 0 creates one.
     """
 
-    def __init__(self, path: str, names: list[str], done: str, shape: tuple[int, ...], flush_every: float = 10.0):
+    def __init__(self, path: str, names: list[str], done: str, shape: tuple[int, ...], flush_every: float = 10.0,
+                 lock: WriterLock | None = None):
         self.path, self.names, self.done_name, self.shape = path, names, done, shape
         self.flush_every = flush_every
         self._pending: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         self._last_flush = time.monotonic()
-        self._lock = WriterLock(path)
-        with h5py.File(path, "r", **H5_KW) as f:
+        self._lock = lock or WriterLock(path)  # every flush writes through this descriptor, never the path
+        f = self._lock.h5("r")
+        try:
             self.done = np.asarray(f[done][()], dtype=bool).reshape(-1)
+        finally:
+            close_h5(f)
         self.warned_nonfinite = False
+
+    def h5(self) -> h5py.File:
+        """The locked file, open for writing (close it with :func:`close_h5`)."""
+        return self._lock.h5("r+")
 
     # ------------------------------------------------------------------ reading
     def todo(self) -> np.ndarray:
@@ -169,7 +437,14 @@ class GridStore:
         done = self.done.copy()
         done[idx] = True
         try:
-            with h5py.File(self.path, "r+", **H5_KW) as f:
+            # the values rewrite pre-allocated bytes; the margin keeps HDF5 clear of a full disk
+            ensure_space(self.path, 0)
+        except LandscapeError as e:
+            raise LandscapeError(f"{e}; the {self.n_done} points saved before are intact: run the same command "
+                                 "again to resume once there is space") from None
+        try:
+            f = self._lock.h5("r+")
+            try:
                 for name in self.names:
                     key = name.rsplit("/", 1)[-1]
                     vals = np.concatenate([v[key] for _, v in self._pending])[order]
@@ -179,6 +454,8 @@ class GridStore:
                     ds[...] = flat.reshape(ds.shape)
                 f.flush()
                 f[self.done_name][...] = done.reshape(self.shape).astype(np.uint8)
+            finally:
+                close_h5(f)
         except OSError as e:
             # disk full, quota, I/O error: the mask on disk still describes the last good flush
             # (values land before the mask), so the file stays readable and resumable.
@@ -233,10 +510,25 @@ def _describe(key: str, v) -> str:
     return json.dumps(v)
 
 
-def compare_identity(path: str, stored: dict, wanted: dict) -> None:
+def compare_identity(path: str, stored: dict, wanted: dict, seeds: tuple | None = None) -> None:
+    """Refuse a file whose identity differs from this run's, naming the first entry that differs.
+
+    ``seeds``: (the file's --seed, this run's); when they differ, a differing data subset or set of directions
+    is reported as the seed's doing, which is what the user changed."""
     for key, want in wanted.items():
         have = stored.get(key, _IDENTITY_DEFAULTS.get(key))
         if json.loads(_json(have)) != json.loads(_json(want)):
+            if key == "grid dimensions":
+                raise ResumeMismatch(f"{path} holds a {have}-D surface and this run asks for a {want}-D grid "
+                                     "(--x, --y, --z); give the axes of the run that made it, pass --overwrite to "
+                                     "replace it, or choose another --out")
+            if seeds and seeds[0] is not None and seeds[0] != seeds[1] and key in (
+                    "model weights (model_fingerprint)", "data (data_fingerprint)", "directions"):
+                raise ResumeMismatch(f"{path} was made by another run (--seed: file has {seeds[0]}, this run has "
+                                     f"{seeds[1]}; the seed picks the --samples subset, random directions and the "
+                                     f"initial weights of a model without --checkpoint): pass "
+                                     f"--seed {seeds[0]} to resume it, --overwrite to replace it, or choose another "
+                                     "--out")
             raise ResumeMismatch(f"{path} was made by another run ({key}: file has {_describe(key, have)}, this run "
                                  f"has {_describe(key, want)}); pass --overwrite to replace it or choose another --out")
 
@@ -353,8 +645,10 @@ def write_samples(f: h5py.File, info: dict) -> None:
 
 
 def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple[np.ndarray, ...], directions,
-                        metrics: list[str], info: dict | None = None) -> None:
-    """Write a new, complete surface file (NaN values, empty done mask).
+                        metrics: list[str], info: dict | None = None,
+                        replacing: WriterLock | None = None) -> WriterLock:
+    """Write a new, complete surface file (NaN values, empty done mask); returns its lock (see
+    :func:`atomic_create`, also for ``replacing``).
 
     ``info``: the problem's ``info`` (its ``<split>_indices`` are written to ``/samples``).
     """
@@ -377,7 +671,7 @@ def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple
             f.create_dataset(f"surfaces/{m}", data=np.full(shape, np.nan), track_times=False)
         f.create_dataset("surfaces/done", data=np.zeros(shape, np.uint8), track_times=False)
 
-    atomic_create(path, build)
+    return atomic_create(path, build, replacing=replacing, keep_lock=True)
 
 
 def load_directions(path: str, model_tensors: Named, ndim: int | None = None):
@@ -420,32 +714,95 @@ def load_directions(path: str, model_tensors: Named, ndim: int | None = None):
     return Directions(center, vectors, dir_type, meta[: len(vectors)])
 
 
+def provenance(model_fingerprint: str, data_fingerprint: str, loss: str | None, samples: int | None,
+               seed: int | None) -> dict:
+    """What a result added to an existing file must share with it: the identity a resume checks."""
+    return {"model_fingerprint": model_fingerprint, "data_fingerprint": data_fingerprint, "loss": loss,
+            "samples": samples, "seed": seed}
+
+
+def check_provenance(path: str, wanted: dict, adding: str) -> None:
+    """Refuse to add ``adding`` (``/curvature``, ``/metrics``) to ``path`` if the file was made from another model
+    (weights), data, loss or ``--samples`` subset: one file must describe one model on one data set."""
+    attrs = read_attrs(path)
+    try:
+        config = json.loads(attrs.get("config", "{}"))
+    except (TypeError, ValueError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    stored_seed = config.get("sample_seed", config.get("seed"))
+
+    def refuse(what: str, have, want, hint: str) -> None:
+        raise ResumeMismatch(f"{path} was made with another {what} (file has {have}, this run has {want}); adding "
+                             f"{adding} would mix two runs in one file: {hint}")
+
+    other = "choose another --out"
+    if "loss" in config and config["loss"] is not None and config["loss"] != wanted["loss"]:
+        refuse("--loss", config["loss"], wanted["loss"], f"pass --loss {config['loss']} or {other}")
+    if "samples" in config and config["samples"] != wanted["samples"]:
+        refuse("--samples", config["samples"] or "all", wanted["samples"] or "all",
+               f"pass the same --samples or {other}")
+    fp = attrs.get("model_fingerprint")
+    seed_differs = stored_seed is not None and stored_seed != wanted["seed"]
+    if fp and wanted["model_fingerprint"] and fp != wanted["model_fingerprint"]:
+        if seed_differs and not config.get("checkpoint"):
+            refuse("--seed (it initialises a model given without --checkpoint)", stored_seed, wanted["seed"],
+                   f"pass --seed {stored_seed} or {other}")
+        refuse("model (weights fingerprint)", fp[:10] + "…", wanted["model_fingerprint"][:10] + "…",
+               f"pass the same --model, --model-args and --checkpoint as the run that made it, or {other}")
+    dfp = attrs.get("data_fingerprint")
+    if dfp and wanted["data_fingerprint"] and dfp != wanted["data_fingerprint"]:
+        if wanted["samples"] and seed_differs:
+            refuse("--seed (it picks the --samples subset)", stored_seed, wanted["seed"],
+                   f"pass --seed {stored_seed} or {other}")
+        data = config.get("data", config.get("train_data"))
+        refuse("--data (data fingerprint)", f"{data} {dfp[:10]}…" if data else dfp[:10] + "…",
+               wanted["data_fingerprint"][:10] + "…", f"pass the same --data and --samples or {other}")
+
+
 class update_file:  # noqa: N801 - used as a context manager, reads like a function
     """``with update_file(path, kind, attrs) as f:`` add groups to a result file.
 
     An existing landscape file (a surface, say) is opened in place under the writer lock, so
-    metrics and curvature can sit beside the surfaces they describe; otherwise a new file of
-    ``kind`` is created atomically with ``attrs`` as its root attributes.
+    metrics and curvature can sit beside the surfaces they describe -- if it was made from the same
+    model, data, loss and samples (``provenance``, checked with :func:`check_provenance`) and its folder
+    has room for ``need`` more bytes; otherwise a new file of ``kind`` is created atomically with
+    ``attrs`` as its root attributes. Writes go through the locked descriptor.
     """
 
-    def __init__(self, path: str, kind: str, attrs: dict):
+    def __init__(self, path: str, kind: str, attrs: dict, provenance: dict | None = None, adding: str = "",
+                 need: int = 0):
         self.path, self.kind, self.attrs = path, kind, attrs
+        self.provenance, self.adding, self.need = provenance, adding or "results", need
         self._lock: WriterLock | None = None
         self._file: h5py.File | None = None
+        self.created = False
 
     def __enter__(self) -> h5py.File:
         if not os.path.exists(self.path):
-            atomic_create(self.path, lambda f: f.attrs.update(self.attrs))
+            self._lock = atomic_create(self.path, lambda f: f.attrs.update(self.attrs), keep_lock=True)
+            self.created = True
         else:
             check_readable(self.path)
-        self._lock = WriterLock(self.path)
-        self._file = h5py.File(self.path, "r+", **H5_KW)
+            self._lock = WriterLock(self.path)
+        try:
+            if not self.created and self.provenance is not None:
+                check_provenance(self.path, self.provenance, self.adding)
+            ensure_space(self.path, self.need, os.path.getsize(self.path) + self.need)
+            self._file = self._lock.h5("r+")
+        except BaseException:
+            self._lock.release()
+            raise
         return self._file
 
     def __exit__(self, *exc) -> None:
         try:
             if self._file is not None:
-                self._file.close()
+                close_h5(self._file)
+        except OSError as e:
+            if exc[0] is None:
+                raise LandscapeError(f"writing {self.path} failed ({_first_line(e)}); free some space or choose "
+                                     "another --out") from None
         finally:
             if self._lock is not None:
                 self._lock.release()

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -29,13 +28,14 @@ from .evaluate import PointEvaluator, make_evaluator
 from .grid import Grid
 from .parallel import World, auto_chunk_size, run_with_progress, world
 from .problem import Problem
+from .schema import AXES
 from .store import (
     GridStore,
     WriterLock,
     base_attrs,
-    check_readable,
     compare_identity,
     create_surface_file,
+    foreign_kind,
     load_directions,
     peek_surface,
     surface_identity,
@@ -65,7 +65,7 @@ class SurfaceSpec:
     flush_every: float = 10.0
     chunk_size: int | None = None
     points_per_batch: str = "auto"
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    precision: str = "fp32"  # fp32 | fp64 (all in float64) | bf16 | fp16 (autocast)
     compile: bool = False
 
 
@@ -119,7 +119,9 @@ def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: Sur
     if spec.curvature_map:
         from .curvature.maps import CurvatureMapEvaluator
 
-        evaluator = CurvatureMapEvaluator(problem, directions, PointEvaluator(problem, directions), seed=spec.seed)
+        # (fp64: the Hessian too is taken on the evaluator's float64 copy of the model)
+        base = PointEvaluator(problem, directions, precision="fp64" if spec.precision == "fp64" else "fp32")
+        evaluator = CurvatureMapEvaluator(base.problem, directions, base, seed=spec.seed)
     else:
         extra = {"precision": spec.precision} if spec.precision != "fp32" else {}
         extra.update({"compile": True} if spec.compile else {})
@@ -154,6 +156,7 @@ def _config(problem: Problem, spec: SurfaceSpec) -> dict:
                data=info.get("train_data"), test_data=info.get("test_data"), loss=problem.loss,
                samples=info.get("samples"), batch_size=info.get("batch_size"),
                sample_seed=info.get("seed"), n_samples=info.get("train_samples"), device=str(problem.device))
+    cfg.update({k: info[k] for k in ("target_key", "output_key", "shift_labels", "strip_prefix") if k in info})
     return cfg
 
 
@@ -175,29 +178,41 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     data_fp = problem.info.get("data_fingerprint", "")
 
     def setup_root():
-        existing = None
-        if os.path.exists(out):
-            if overwrite:
-                check_lock_free(out)
+        existing, lock = None, None
+        try:
+            if os.path.exists(out):
+                if overwrite:
+                    refuse_foreign(out)
+                lock = WriterLock(out)  # refused while another process writes it; held until the run ends
+                if not overwrite:
+                    existing = peek_surface(out)
+                    # the grid first: a 1-D file resumed with a 2-D grid is about --y, not about the directions
+                    compare_identity(out, existing["identity"], _grid_identity(grid), seeds=_seeds(existing, spec))
+            # Reuse the file's directions on resume (Hessian eigenvectors are costly to recompute), except for
+            # path-based directions: they are centred on θ₀ / A / the final checkpoint, not on the model's
+            # weights, and rebuilding them is cheap and deterministic.
+            reusable = not spec.plane and spec.directions not in ("interp", "pca")
+            if existing is not None and reusable and _same_direction_request(existing["config"], spec):
+                dirs = load_directions(out, P.clone(P.select(problem.model, spec.dir_type)), grid.ndim)
             else:
-                existing = peek_surface(out)
-        # Reuse the file's directions on resume (Hessian eigenvectors are costly to recompute), except for
-        # path-based directions: they are centred on θ₀ / A / the final checkpoint, not on the model's
-        # weights, and rebuilding them is cheap and deterministic.
-        reusable = not spec.plane and spec.directions not in ("interp", "pca")
-        if existing is not None and reusable and _same_direction_request(existing["config"], spec):
-            dirs = load_directions(out, P.clone(P.select(problem.model, spec.dir_type)), grid.ndim)
-        else:
-            dirs = build_directions(problem, spec, grid.ndim, out)
-        identity = surface_identity(config, grid.coords, model_fp, data_fp, dirs.fingerprint())
-        if existing is not None:
-            compare_identity(out, existing["identity"], identity)
-        else:
-            attrs = base_attrs(command, config, model_fp, data_fp, kind="surface")
-            attrs["title"] = _title(config, grid, dirs)
-            create_surface_file(out, attrs=attrs, identity=identity, coords=grid.coords, directions=dirs,
-                                metrics=names, info=problem.info)
-        store = GridStore(out, [f"surfaces/{n}" for n in names], "surfaces/done", grid.shape, spec.flush_every)
+                dirs = build_directions(problem, spec, grid.ndim, out)
+            identity = surface_identity(config, grid.coords, model_fp, data_fp, dirs.fingerprint())
+            if existing is not None:
+                compare_identity(out, existing["identity"], identity, seeds=_seeds(existing, spec))
+            else:
+                attrs = base_attrs(command, config, model_fp, data_fp, kind="surface")
+                attrs["title"] = _title(config, grid, dirs)
+                new = create_surface_file(out, attrs=attrs, identity=identity, coords=grid.coords, directions=dirs,
+                                          metrics=names, info=problem.info, replacing=lock)
+                if lock is not None:
+                    lock.release()  # the replaced file's; the new one is locked since before it had the name
+                lock = new
+            store = GridStore(out, [f"surfaces/{n}" for n in names], "surfaces/done", grid.shape, spec.flush_every,
+                              lock=lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return dirs, store
 
     dirs, store = w.collective(setup_root if w.is_root else (lambda: (None, None)))
@@ -224,12 +239,9 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
         t_points = time.perf_counter()
         if w.is_root:
             store.close()
-    if interrupted:
-        print(f"landscape: interrupted; {store.n_done}/{grid.size} points are saved in {out}; "
-              "run the same command again to compute the rest", file=sys.stderr, flush=True)
-        if w.size > 1:
-            w.abort(130)  # take the other ranks down with us
-        raise KeyboardInterrupt
+    if interrupted:  # the CLI prints this one line on rank 0 and takes the other ranks down (exit 130)
+        raise KeyboardInterrupt(f"interrupted; {store.n_done if w.is_root else '?'}/{grid.size} points are saved in "
+                                f"{out}; run the same command again to compute the rest")
     done = store.n_done if w.is_root else grid.size
     t_end = time.perf_counter()
     phases = {"setup": t_setup - t0, "probe": t_probe - t_setup, "points": t_points - t_probe,
@@ -237,18 +249,23 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     return SurfaceResult(out, grid.shape, done, n_todo, t_end - t0, phases)
 
 
-def check_lock_free(path: str) -> None:
-    """Refuse to replace a file another process is writing."""
-    try:
-        WriterLock(path).release()
-    except LandscapeError:
-        raise
-    except OSError:
-        pass
-    try:
-        check_readable(path)
-    except LandscapeError:
-        pass
+def _grid_identity(grid: Grid) -> dict:
+    """The grid's part of :func:`surface_identity` (checked before the directions are loaded)."""
+    return {"grid dimensions": grid.ndim, **{f"--{a}": [float(c[0]), float(c[-1]), len(c)]
+                                            for a, c in zip(AXES, grid.coords)}}
+
+
+def _seeds(existing: dict, spec: SurfaceSpec) -> tuple:
+    """(the file's --seed, this run's): a mismatch in data or directions is then named as the seed's."""
+    return existing["config"].get("seed"), spec.seed
+
+
+def refuse_foreign(path: str) -> None:
+    """``--overwrite`` replaces landscape result files only: one line naming what else ``path`` is."""
+    kind = foreign_kind(path)
+    if kind:
+        raise LandscapeError(f"{path} is {kind}, not a landscape result file; --overwrite only replaces landscape "
+                             "result files: choose another --out (or delete the file yourself if you mean it)")
 
 
 def _title(config: dict, grid: Grid, dirs: Directions) -> str:

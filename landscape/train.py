@@ -38,9 +38,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from . import batches as B
+from . import losses as L
 from .errors import LandscapeError
 from .problem import (
     correct_count,
+    inputs_for,
     load_checkpoint,
     load_data,
     load_model,
@@ -84,17 +87,20 @@ def save_state(model: nn.Module, path: str) -> str:
     return path
 
 
-def _evaluate(model: nn.Module, X: Tensor, y: Tensor, loss: str, batch_size: int = 1024) -> tuple[float, float]:
+def _evaluate(model: nn.Module, X, y: Tensor, loss: str | L.Loss, batch_size: int = 1024) -> tuple[float, float]:
     was = model.training
     model.eval()
-    total, correct = 0.0, 0
+    total, correct = 0.0, 0.0
+    fn = loss if isinstance(loss, L.Loss) else None
     with torch.inference_mode():
         for i in range(0, len(X), batch_size):
             out = model(X[i : i + batch_size])
             total += float(loss_sum(loss, out, y[i : i + batch_size]))
-            correct += int(correct_count(out, y[i : i + batch_size]))
+            if fn is None or fn.has_accuracy(y):
+                correct += float(correct_count(out, y[i : i + batch_size], fn))
     model.train(was)
-    return total / len(X), correct / len(X)
+    acc = correct / len(X) if fn is None or fn.has_accuracy(y) else float("nan")
+    return total / len(X), acc
 
 
 def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor, Tensor] = "zoo:digits", *,
@@ -102,12 +108,15 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
           weight_decay: float = 0.0, epochs: int = 10, steps: int | None = None, batch_size: int = 64,
           seed: int = 0, out_dir: str = os.path.join("outputs", "train"), save_every: int = 0,
           loss: str = "cross_entropy", samples: int | None = None, device: str = "cpu", init: str | None = None,
-          log: Callable[[str], None] | None = print) -> TrainResult:
+          log: Callable[[str], None] | None = print, target_key: str = B.TARGET_KEY, output_key: str | None = None,
+          shift_labels: bool = False, strip_prefix: str | None = None) -> TrainResult:
     """Train with mini-batch SGD or Adam and save init/final/every-``save_every``-steps checkpoints.
 
     ``steps`` (optimizer steps) overrides ``epochs``; ``save_every=0`` saves no ``ckpt_*`` files.
-    ``init`` starts from a checkpoint instead of the seeded initialization.
+    ``init`` starts from a checkpoint instead of the seeded initialization. Data, outputs and losses of any
+    structure as in :func:`landscape.problem.make_problem` (``target_key``, ``output_key``, ``shift_labels``).
     """
+    loss_fn = L.get_loss(loss, shift=shift_labels)
     if optimizer not in OPTIMIZERS:
         raise LandscapeError(f"--optimizer: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if not (lr > 0 and math.isfinite(lr)):
@@ -122,12 +131,19 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
     make_output_folder(out_dir, "--out-dir", "the checkpoints")
     model = load_model(model_spec, model_args, seed=seed) if isinstance(model_spec, str) else model_spec
     if init:
-        load_checkpoint(model, init, flag="--init")
-    model = model.to(dev)
-    X, y = load_data(data_spec) if isinstance(data_spec, str) else data_spec
+        load_checkpoint(model, init, flag="--init", strip_prefix=strip_prefix)
+    model = model.to(dev).eval()  # (the probes below must not move BatchNorm statistics; train() comes later)
+    X, y = load_data(data_spec, target_key=target_key) if isinstance(data_spec, str) else data_spec
     X, y, _ = subsample(X, y, samples, seed)
-    X = X.float() if not X.is_floating_point() else X
+    X = inputs_for(model, X, dev)
+    if isinstance(X, torch.Tensor) and X.is_floating_point() \
+            and any(p.dtype == torch.float64 for p in model.parameters()):
+        X = X.double()  # a float64 model trains on float64 inputs
+    B.adapt_model(model, X[:2].to(dev), output_key)
     X, y = X.to(dev), y.to(dev)
+    with torch.inference_mode():
+        probe = model(X[:256])
+    L.check_setup(loss_fn, probe, y[:256])
     n = len(X)
     per_epoch = max(1, n // batch_size + (1 if n % batch_size > 1 else 0))  # a last batch of 1 is dropped (BN)
     total_steps = steps if steps is not None else epochs * per_epoch
@@ -141,7 +157,7 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
             saved.append(save_state(model, os.path.join(out_dir, f"ckpt_{step:05d}.pt")))
 
     history: list[dict] = []
-    l0, a0 = _evaluate(model, X, y, loss)
+    l0, a0 = _evaluate(model, X, y, loss_fn)
     history.append({"epoch": 0, "step": 0, "loss": l0, "acc": a0})
     if log:
         log(f"train: {type(model).__name__} on {n} samples, {optimizer} lr={lr:g}"
@@ -162,7 +178,7 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
                     continue
                 opt.zero_grad(set_to_none=True)
                 out = model(X[idx])
-                batch_loss = loss_sum(loss, out, y[idx]) / len(idx)
+                batch_loss = loss_sum(loss_fn, out, y[idx]) / len(idx)
                 batch_loss.backward()
                 opt.step()
                 step += 1
@@ -173,14 +189,14 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
                     break
             if not math.isfinite(running):
                 raise LandscapeError(f"training diverged (loss {running}) at step {step}; lower --lr")
-            le, ae = _evaluate(model, X, y, loss)
+            le, ae = _evaluate(model, X, y, loss_fn)
             history.append({"epoch": epoch, "step": step, "batch_loss": running / max(seen, 1), "loss": le,
                             "acc": ae})
             if log and (epoch == 1 or step >= total_steps or epoch % max(1, (total_steps // per_epoch) // 5) == 0):
                 log(f"  epoch {epoch:3d}  step {step:5d}  loss {le:.4f}  accuracy {ae:.3f}")
     model.eval()
     final_path = save_state(model, os.path.join(out_dir, "final.pt"))
-    lf, af = _evaluate(model, X, y, loss)
+    lf, af = _evaluate(model, X, y, loss_fn)
     res = TrainResult(out_dir, init_path, final_path, saved, step, lf, af, time.perf_counter() - t0, history)
     config = dict(model=model_spec if isinstance(model_spec, str) else type(model_spec).__name__,
                   model_args=parse_kwargs(model_args) if isinstance(model_args, str) or model_args is None

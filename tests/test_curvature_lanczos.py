@@ -105,8 +105,8 @@ def test_lanczos_finds_repeated_eigenvalues():
 def test_power_iteration_baseline():
     eigs = _spectrum()
     A = random_basis(eigs)
-    res = power_iteration(A, k=2, tol=1e-3, max_iter=500)
-    assert res.method == "power" and res.converged
+    res = power_iteration(A, k=2, tol=1e-3, max_iter=500, rule="change")
+    assert res.method == "power" and res.converged and res.rule == "change"
     np.testing.assert_allclose(res.eigenvalues, [30.0, 21.0], rtol=2e-3)  # PyHessian's rule: ≈ 1e-3 accuracy
     lz = lanczos(A, k=2, tol=1e-3, max_iter=500)
     np.testing.assert_allclose(lz.eigenvalues, [30.0, 21.0], rtol=1e-6)
@@ -115,6 +115,25 @@ def test_power_iteration_baseline():
     both = hessian_eigenpairs(A, k=1, which="both", method="power", tol=1e-6, max_iter=3000)
     assert both.smallest == pytest.approx(-3.0, rel=1e-2)
     assert both.eigenvalues[0] == pytest.approx(30.0, rel=1e-3)
+
+
+def test_power_iteration_converged_flag_checks_the_residual():
+    """The default rule is Lanczos's: converged exactly when every pair has ‖Av − λv‖ ≤ tol·|λ|, whatever the cap."""
+    A = random_basis(_spectrum())
+    for max_iter in (5, 30, 3000):
+        res = power_iteration(A, k=2, tol=1e-4, max_iter=max_iter)
+        meets = bool(np.all(res.residuals <= 1e-4 * np.abs(res.eigenvalues)))
+        assert res.converged == meets and res.rule == "residual" and res.to_attrs()["stop_rule"] == "residual"
+        if max_iter == 5:
+            assert not res.converged
+    # (deflated pairs inherit the error of the vectors found before them: with k=2 the second stalls at the
+    # first's residual, and the flag says so); one pair runs to the tolerance
+    one = power_iteration(A, k=1, tol=1e-6, max_iter=3000)
+    assert one.converged and one.residuals[0] <= 1e-6 * 30
+    assert one.eigenvalues[0] == pytest.approx(30.0, rel=1e-9)
+    # PyHessian's change rule stops early: its flag says so, and its residuals show it
+    old = power_iteration(A, k=1, tol=1e-3, max_iter=3000, rule="change")
+    assert old.converged and old.residuals[0] > 1e-3 * abs(old.eigenvalues[0])
 
 
 # ------------------------------------------------------------------ a network's Hessian

@@ -9,6 +9,7 @@ def test_demo_fast(run_cli, tmp_path):
     code, stdout, err = run_cli("demo", "--fast", "--out", out)
     assert code == 0, err
     assert "demo done" in stdout
+    assert "one grid point at a time" not in err and "cannot batch" not in err  # a trained MLP gets batched
     for name in ("init.pt", "final.pt", "surface_1d.h5", "surface_2d.h5", "interpolation.h5", "trajectory.h5",
                  "surface_2d_report.png", "surface_2d_report.pdf", "surface_1d_line.png",
                  "surface_2d_train_loss_contour.png", "interpolation_path_interpolation.png",

@@ -389,7 +389,7 @@ def test_command_new_file_and_direction(tmp_path, capsys):
     torch.save({k: v + 0.01 for k, v in net.state_dict().items()}, b)
     out = str(tmp_path / "m.h5")
     rc = main(["sharpness", *args, "--checkpoint", str(a), "--metrics", "directional,eps,curvature,layerwise",
-               "--lr", "0.2", "--direction-from", str(a), "--direction-to", str(b), "--out", out, "--quiet",
+               "--lr", "0.2", "--direction-from", str(a), "--direction-to", str(b), "--out", out,
                "--plot-layers", str(tmp_path / "l.png")])
     assert rc == 0
     text = capsys.readouterr().out
@@ -413,7 +413,8 @@ def test_command_curvature_group_without_lr_leaves_eos_out(tmp_path, capsys):
     assert main([*base, "--metrics", "curvature,eps", "--out", out]) == 0
     with h5py.File(out, "r", **H5_KW) as f:
         assert {"lambda_max", "trace", "eps_sharpness"} <= set(f["metrics"]) and "eos_ratio" not in f["metrics"]
-    capsys.readouterr()
+    printed = capsys.readouterr()
+    assert "lambda_max" not in printed.out and "→" in printed.out and printed.err.count("[") == 0  # --quiet
     assert main([*base, "--metrics", "eps,eos_ratio", "--out", str(tmp_path / "n.h5")]) == 2
     assert "eos_ratio needs --lr" in capsys.readouterr().err
     assert not (tmp_path / "n.h5").exists()
@@ -427,3 +428,36 @@ def test_command_errors(tmp_path, capsys):
     assert main([*base, "--direction-from", "a.pt"]) == 2
     assert "go together" in capsys.readouterr().err
     assert main([*base, "--etas", "1:0:3"]) == 2
+
+
+# ------------------------------------------------------------------ λ_min to tolerance; ε-sharpness a lower bound
+@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "bn_input", "cnn", "cnn_bn"])
+def test_curvature_metrics_lambda_min_matches_eigvalsh(kind):
+    """λ_min and λ_max run to the residual tolerance (default cap): exact to 1e-6 relative, residuals stored."""
+    from tests.curvature_models import dense_hessian
+    from tests.test_curvature_hvp import _problem as curvature_problem
+
+    prob = curvature_problem(kind)
+    w = np.linalg.eigvalsh(dense_hessian(prob).numpy())
+    res = S.curvature_metrics(prob, trace_matvecs=4, seed=0)  # (the defaults: tol 1e-4, cap 100)
+    lmin, lmax = res["lambda_min"], res["lambda_max"]
+    assert lmin.value == pytest.approx(w[0], rel=1e-6) and lmax.value == pytest.approx(w[-1], rel=1e-6)
+    for m in (lmin, lmax):
+        assert m.params["converged"] is True and m.params["matvecs"] > 0
+        assert m.params["residual"] <= 1e-4 * abs(m.value)
+    with pytest.warns(RuntimeWarning, match="cap of 3 steps before"):  # the cap: a warning and converged=False
+        capped = S.curvature_metrics(prob, lanczos_steps=3, trace_matvecs=4, seed=0)
+    assert capped["lambda_min"].params["converged"] is False
+    assert "NOT converged" in S.format_table(capped)
+
+
+def test_eps_sharpness_is_labelled_a_lower_bound_and_starts_help():
+    prob = make_problem("zoo:mlp", data="zoo:synthetic", samples=64, device="cpu", model_args="width=8")
+    one = S.eps_sharpness(prob, eps=5e-3, steps=5, starts=1, seed=0)
+    three = S.eps_sharpness(prob, eps=5e-3, steps=5, starts=3, seed=0)
+    assert three.value >= one.value >= 0  # the same first start, then more: the best can only rise
+    assert three.params["lower_bound"] is True and three.params["starts"] == 3
+    line = [r for r in S.format_table({"eps_sharpness": three}).splitlines() if r.startswith("eps_sharpness")][0]
+    assert "lower bound" in line and "starts=3" in line
+    # the reported maximum is the loss at a point of the box, recomputed
+    assert three.params["max_loss"] >= three.params["base_loss"]

@@ -38,7 +38,7 @@ def _convs3x3(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------- models
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"tinylm"}))  # (image classifiers; tinylm: test_models_data)
 def test_every_model_builds_for_digits_and_cifar(name):
     x = torch.rand(4, 1, 8, 8)
     assert _build(name)(x).shape == (4, 10)
@@ -189,7 +189,7 @@ def _rows(X: torch.Tensor, y: torch.Tensor) -> Counter:
     return Counter((xi.numpy().tobytes(), int(yi)) for xi, yi in zip(X, y))
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", sorted(set(DATASETS) - {"chars"}))  # (image data; chars: test_models_data)
 def test_dataset_shapes_and_splits(name):
     if name == "digits":
         pytest.importorskip("sklearn")

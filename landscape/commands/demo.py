@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train a small MLP on digits and draw its landscape (a few minutes on a laptop)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--fast", action="store_true", help="smaller grids and a shorter training run (under a minute)")
+    p.add_argument("--lm", action="store_true",
+                   help="a transformer instead: the zoo's tiny causal LM (zoo:tinylm) on characters of the standard "
+                        "library's docstrings (zoo:chars); no scikit-learn, no download")
     p.add_argument("--out", default=os.path.join("outputs", "demo"), metavar="DIR", help="folder for everything")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -49,6 +52,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     out = args.out
     make_output_folder(out, "--out", "the demo's files")
+    if args.lm:
+        return _run_lm(args, out, t0)
     try:
         import sklearn  # noqa: F401
     except ImportError:
@@ -136,3 +141,38 @@ def _view_page(result: str, out: str) -> None:
     except Exception as e:  # a screenshot is a nicety: the page itself is written
         print(f"(no screenshot of the page: {str(e).splitlines()[0] if str(e) else type(e).__name__})", flush=True)
     print(f"open it in a browser: file://{os.path.abspath(page)}", flush=True)
+
+
+def _run_lm(args, out: str, t0: float) -> int:
+    """``demo --lm``: train the tiny transformer on characters, then its surfaces, path, curvature and layers."""
+    model = ["--model", "zoo:tinylm"]
+    data = ["--data", "zoo:chars", "--samples", "128" if args.fast else "1024"]
+    quiet = ["--no-progress"] if not sys.stderr.isatty() else []
+    grid = "-1:1:7" if args.fast else "-1:1:25"
+
+    _step("1/5 training a tiny causal transformer on characters (Adam)")
+    _call("train", *model, *data, "--optimizer", "adam", "--lr", "0.003", "--epochs", "3" if args.fast else "20",
+          "--batch-size", "32", "--seed", args.seed, "--out-dir", out)
+    final = os.path.join(out, "final.pt")
+    init = os.path.join(out, "init.pt")
+
+    _step(f"2/5 2D filter-normalized surface of the token-level loss ({grid.split(':')[-1]}² points)")
+    two = os.path.join(out, "lm_surface_2d.h5")
+    _call("surface", *model, *data, "--checkpoint", final, f"--x={grid}", f"--y={grid}", "--seed", args.seed,
+          "--out", two, "--overwrite", *quiet)
+    _call("plot", two)
+
+    _step("3/5 linear interpolation init → final")
+    mli = os.path.join(out, "lm_interpolation.h5")
+    _call("interpolate", *model, *data, "--from", init, "--to", final, "--alpha=-0.5:1.5:21", "--out", mli,
+          "--overwrite", *quiet)
+    _call("plot", mli, "--kind", "path")
+
+    _step("4/5 top Hessian eigenvalues and layer-wise conditioning of the Linear layers inside the blocks")
+    _call("hessian", *model, *data, "--checkpoint", final, "--top-k", "3", "--out", two)
+    _call("sharpness", *model, *data, "--checkpoint", final, "--metrics", "layerwise", "--out", two)
+
+    _step("5/5 the report")
+    _call("report", two)
+    print(f"\ndemo --lm done in {time.perf_counter() - t0:.0f} s; pictures and HDF5 files are in {out}/")
+    return 0

@@ -32,6 +32,7 @@ def run(args) -> int:
     from ..plot import available_kinds, figure, plot_all, plot_kind
     from ..results import open_result
     from ..store import make_output_folder
+    from .common import check_writable_folder
 
     if not world().is_root:  # under mpirun only rank 0 draws
         return 0
@@ -40,6 +41,8 @@ def run(args) -> int:
     out_dir = args.out_dir or os.path.dirname(args.file)  # relative in, relative out: outputs/r20_..._contour.png
     if args.out_dir:
         make_output_folder(out_dir, "--out-dir", "the pictures")
+    where = "--out-dir" if args.out_dir else "the input file's folder (choose another with --out-dir)"
+    check_writable_folder(out_dir or ".", where)
     with print_warnings("plot"):
         if args.kind == "all":
             if not available_kinds(result):

@@ -34,10 +34,19 @@ def add_parser(sub) -> None:
                    help=f"groups ({', '.join(GROUPS)}) or names ({', '.join(ALL_METRICS)})")
     g.add_argument("--lr", type=positive_float("--lr"), metavar="ETA",
                    help="training step size η: adds the edge-of-stability ratio η·λmax/2")
-    g.add_argument("--lanczos-steps", type=positive_int("--lanczos-steps"), default=30)
+    g.add_argument("--lanczos-steps", type=positive_int("--lanczos-steps"), default=100,
+                   help="most Lanczos steps for λmax/λmin (a cap: Lanczos stops earlier at --tol; at the cap it "
+                        "warns and stores converged=False)")
+    g.add_argument("--tol", type=positive_float("--tol"), default=1e-4,
+                   help="relative residual tolerance of λmax/λmin: stop when both have ‖Hv − λv‖ ≤ tol·|λ| "
+                        "(stored with each: residual, matvecs, converged)")
     g.add_argument("--trace-matvecs", type=positive_int("--trace-matvecs"), default=30)
     g.add_argument("--eps", type=positive_float("--eps"), default=1e-3, help="ε-sharpness box size (Keskar et al.)")
-    g.add_argument("--eps-steps", type=positive_int("--eps-steps"), default=10, help="projected gradient ascent steps")
+    g.add_argument("--eps-steps", type=positive_int("--eps-steps"), default=10,
+                   help="projected sign-gradient ascent steps per start")
+    g.add_argument("--eps-starts", type=positive_int("--eps-starts"), default=3,
+                   help="ε-sharpness starts (the gradient corner, then random); the best is kept: a lower bound of "
+                        "the maximum over the box, which more starts or steps can only raise")
     g.add_argument("--rho", type=positive_float("--rho"),
                    help="radius of worst-/average-case sharpness (default per kind: adaptive ℓ2 0.5, ℓ∞ 1e-3; "
                         "standard ℓ2 0.05, ℓ∞ 5e-4; average adaptive 0.1, standard 0.01)")
@@ -63,7 +72,8 @@ def add_parser(sub) -> None:
     o.add_argument("--out", default="outputs/sharpness.h5", metavar="FILE.h5",
                    help="new file, or an existing landscape file (e.g. a surface) to add /metrics and /layerwise to")
     o.add_argument("--plot-layers", metavar="FILE.png", help="also save the per-layer plot across depth")
-    o.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    o.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr and no tables on stdout (only the line naming --out)")
     p.set_defaults(func=run)
 
 
@@ -124,7 +134,9 @@ def run(args) -> int:
 
     def setup():
         if w.is_root:  # only rank 0 writes
-            check_output_path(args.out)
+            inputs = {"--checkpoint": args.checkpoint, "--direction-from": args.direction_from,
+                      "--direction-to": args.direction_to}
+            check_output_path(args.out, inputs=inputs, create=args.out == "outputs/sharpness.h5")
             if args.plot_layers:
                 check_output_path(args.plot_layers, "--plot-layers", "layers.png")
         names = S.parse_metrics(args.metrics)
@@ -155,7 +167,6 @@ def run(args) -> int:
 
 def _compute_and_write(args, w, names, etas, percentiles, problem, direction, label) -> int:
     from .. import sharpness as S
-    from ..params import fingerprint, select
 
     t0 = time.perf_counter()
 
@@ -163,14 +174,33 @@ def _compute_and_write(args, w, names, etas, percentiles, problem, direction, la
         if not args.quiet and w.is_root:
             print(f"  [{time.perf_counter() - t0:6.1f} s] {what}", file=sys.stderr, flush=True)
 
-    metrics = S.compute_metrics(
-        problem, names, lr=args.lr, seed=args.seed, eps=args.eps, eps_steps=args.eps_steps, rho=args.rho, m=args.m,
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # (printed as one line each, after the progress lines)
+        warnings.simplefilter("always", RuntimeWarning)
+        metrics = _compute(S, args, names, etas, direction, label, problem, say, w)
+    for c in caught:
+        if w.is_root:
+            print(f"landscape: warning: {c.message}", file=sys.stderr, flush=True)
+    if not w.is_root:  # every rank computed the same metrics; rank 0 computes the layer-wise part, writes, prints
+        return 0
+    return _layerwise_and_write(args, w, names, percentiles, problem, metrics, say, t0)
+
+
+def _compute(S, args, names, etas, direction, label, problem, say, w):
+    return S.compute_metrics(
+        problem, names, lr=args.lr, seed=args.seed, eps=args.eps, eps_steps=args.eps_steps,
+        eps_starts=args.eps_starts, rho=args.rho, m=args.m,
         max_examples=args.max_examples, apgd_steps=args.apgd_steps, avg_samples=args.avg_samples,
         flat_target=args.flat_target, flat_threshold=args.flat_threshold, flat_samples=args.flat_samples,
         flat_iters=args.flat_iters, etas=etas, direction=direction, direction_label=label,
-        lanczos_steps=args.lanczos_steps, trace_matvecs=args.trace_matvecs, progress=say, world=w)
-    if not w.is_root:  # every rank computed the same metrics; rank 0 computes the layer-wise part, writes, prints
-        return 0
+        lanczos_steps=args.lanczos_steps, trace_matvecs=args.trace_matvecs, tol=args.tol, progress=say, world=w)
+
+
+def _layerwise_and_write(args, w, names, percentiles, problem, metrics, say, t0) -> int:
+    from .. import sharpness as S
+    from ..params import fingerprint, select
+
     layer = None
     if "layerwise" in names:
         # K-FAC conditioning stays on rank 0 alone: it uses no collectives, so the other ranks need not wait for it
@@ -181,12 +211,15 @@ def _compute_and_write(args, w, names, etas, percentiles, problem, direction, la
         if args.plot_layers:
             plot_layerwise(layer, args.plot_layers, title=f"{args.model} on {args.data}")
     config = {k: v for k, v in vars(args).items() if k != "func" and isinstance(v, str | int | float | bool | None)}
+    from ..store import provenance
+
+    model_fp, data_fp = fingerprint(select(problem.model, "states")), problem.info.get("data_fingerprint", "")
     how = S.save_results(args.out, metrics, layer, command=command_line(), config=config,
-                         model_fingerprint=fingerprint(select(problem.model, "states")),
-                         data_fingerprint=problem.info.get("data_fingerprint", ""))
-    if metrics:
+                         model_fingerprint=model_fp, data_fingerprint=data_fp,
+                         provenance=provenance(model_fp, data_fp, args.loss, args.samples, args.seed))
+    if metrics and not args.quiet:
         print(S.format_table(metrics))
-    if layer is not None:
+    if layer is not None and not args.quiet:
         print()
         print(layer.table())
     parts = (["/metrics"] if metrics else []) + (["/layerwise"] if layer is not None else [])

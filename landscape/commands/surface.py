@@ -10,6 +10,8 @@ import sys
 from ..errors import LandscapeError
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
 
+DEFAULT_OUT = "outputs/surface.h5"
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("surface", help="loss/accuracy on a 1D, 2D or 3D grid of directions around the weights",
@@ -35,7 +37,8 @@ def add_parser(sub) -> None:
     g.add_argument("--plane", nargs=3, metavar="PT", help="the plane through three models A, B, C (centre A)")
     g.add_argument("--trajectory", metavar="GLOB", help="--directions pca: checkpoints of the training run")
     o = p.add_argument_group("output and execution")
-    o.add_argument("--out", default="outputs/surface.h5", metavar="FILE.h5")
+    o.add_argument("--out", default=DEFAULT_OUT, metavar="FILE.h5",
+                   help="result file (the folder of the default is created)")
     o.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
     o.add_argument("--flush-every", type=positive_float("--flush-every"), default=10.0, metavar="SECONDS",
                    help="rank 0 writes finished points to disk at least this often")
@@ -46,9 +49,11 @@ def add_parser(sub) -> None:
                    help="grid points evaluated together: batched matrix products for sequential MLPs, vmap for "
                         "other models (1 = per-point path; auto: rank 0 times a few K and every rank uses its "
                         "choice; with a given K the surface is bitwise the same for any number of ranks)")
-    o.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="autocast the forward pass (losses still summed in float64; on a CPU bf16/fp16 work but "
-                        "are usually slower than fp32)")
+    o.add_argument("--precision", default="fp32", choices=("fp32", "fp64", "bf16", "fp16"),
+                   help="fp32: the model's own dtype; fp64: the whole evaluation in float64 (a float64 copy of "
+                        "the model and data: losses exact to ~1e-12 near a minimum, about 2-4x slower on a CPU); "
+                        "bf16/fp16: autocast the forward pass (on a CPU usually slower than fp32). Losses are "
+                        "always computed stably per example and summed in float64")
     o.add_argument("--compile", action="store_true",
                    help="torch.compile the forward pass, per point or under vmap (eager if it fails; batched "
                         "sequential MLPs then take the vmap path instead of their batched matrix products)")
@@ -90,7 +95,9 @@ def run(args) -> int:
         spec = spec_from_args(args)
         Grid.from_ranges(spec.x, spec.y, spec.z)  # validate before loading anything
         if w.is_root:
-            check_output_path(args.out)
+            inputs = {"--checkpoint": args.checkpoint, "--from": args.from_ckpt, "--to": args.to_ckpt,
+                      "--plane": args.plane, "--directions": args.directions}
+            check_output_path(args.out, inputs=inputs, create=args.out == DEFAULT_OUT)
         return spec, problem_from_args(args, w)
 
     spec, problem = w.collective(setup)

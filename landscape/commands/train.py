@@ -9,20 +9,23 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import number, positive_float, positive_int
+from .common import add_checkpoint_prefix_arg, add_loss_args, number, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (SGD/Adam) and save init.pt, final.pt and ckpt_*.pt",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="zoo:mlp", metavar="SPEC", help="zoo:NAME or package.module:callable")
+    g.add_argument("--model", default="zoo:mlp", metavar="SPEC",
+                   help="zoo:NAME, package.module:callable or path/to/file.py:callable")
     g.add_argument("--model-args", default="", metavar="K=V,...", help="e.g. width=32,depth=2,bn=true")
     g.add_argument("--data", default="zoo:digits", metavar="SPEC",
-                   help="zoo:digits[:train|test], zoo:synthetic, torchvision:CLASS:ROOT or package.module:callable")
-    g.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse"))
+                   help="zoo:digits[:train|test], zoo:synthetic, zoo:chars, torchvision:CLASS:ROOT or "
+                        "package.module:callable; batches may be tensors, (inputs..., target) tuples or dicts")
+    add_loss_args(g)
     g.add_argument("--samples", type=positive_int("--samples"), metavar="N", help="train on a seeded subset")
     g.add_argument("--init", metavar="PT", help="start from these weights instead of the seeded initialization")
+    add_checkpoint_prefix_arg(g)
     o = p.add_argument_group("optimization")
     o.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
     o.add_argument("--lr", type=positive_float("--lr"), default=0.1)
@@ -56,6 +59,8 @@ def run(args) -> int:
                      momentum=args.momentum, weight_decay=args.weight_decay, epochs=args.epochs, steps=args.steps,
                      batch_size=args.batch_size, seed=args.seed, out_dir=args.out_dir, save_every=args.save_every,
                      loss=args.loss, samples=args.samples, device=args.device, init=args.init,
+                     target_key=args.target_key, output_key=args.output_key, shift_labels=args.shift_labels,
+                     strip_prefix=args.strip_prefix,
                      log=None if args.quiet else lambda m: print(m, flush=True))
 
     res = w.collective(go)

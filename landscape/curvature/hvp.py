@@ -228,7 +228,9 @@ class _ProblemOperator(_LinearOperator):
         self.dtype = dtype
         self.device = next(iter(source.values())).device
         self.buffers = dict(self.model.named_buffers())
-        all_batches = list(problem.batches if batches is None else batches)
+        all_batches = problem.batches if batches is None else batches
+        if type(all_batches).__name__ != "HostBatches":  # (streamed batches stay on the host, moved as read)
+            all_batches = list(all_batches)
         if not all_batches:
             raise LandscapeError("the problem has no evaluation batches")
         self.n_samples = sum(len(x) for x, _ in all_batches)  # N of the whole set, on every rank
@@ -547,7 +549,11 @@ class GGNOperator(_ProblemOperator):
     def _loss_hvp(self, out: Tensor, y: Tensor, u: Tensor) -> Tensor:
         """H_ℓ u for the summed batch loss / N: closed forms for the built-in losses, else double backward."""
         loss_name = getattr(self.problem, "loss", None)
-        if loss_name == "cross_entropy" and out.ndim >= 2 and not y.is_floating_point():
+        fn = getattr(self.problem, "loss_fn", None)
+        if fn is not None and fn.shift:
+            loss_name = None  # (the closed forms are for unshifted outputs)
+        # (B, C) with class indices only: sequence outputs average each example's tokens, see landscape.losses
+        if loss_name == "cross_entropy" and out.ndim == 2 and y.ndim == 1 and not y.is_floating_point():
             p = torch.softmax(out.detach(), dim=1)  # per sample: (diag(p) − ppᵀ) u
             return (p * u - p * (p * u).sum(dim=1, keepdim=True)) / self.n_samples
         if loss_name == "mse" and out.ndim >= 1 and out.shape[0]:

@@ -18,8 +18,10 @@ orthogonal to the basis, so repeated eigenvalues are found too (convergence is j
 least one step of the new block).
 
 **Power iteration with deflation** (PyHessian, Yao et al. 2020): v ← Hv/‖Hv‖ after projecting out
-the eigenvectors already found, until the Rayleigh quotient changes by less than ``tol`` relative
-(1e-3 in PyHessian). It converges like (λ₂/λ₁)^t and finds the eigenvalue of largest magnitude:
+the eigenvectors already found, until the residual ‖Hv − λv‖ ≤ ``tol``·|λ| (the rule Lanczos uses,
+and what ``converged`` reports), or with ``rule="change"`` until the Rayleigh quotient changes by less
+than ``tol`` relative (PyHessian's rule, 1e-3 there: it stops with residuals ~1e-2·|λ|). It converges
+like (λ₂/λ₁)^t and finds the eigenvalue of largest magnitude:
 the baseline Lanczos is measured against.
 
 Example:
@@ -59,7 +61,10 @@ class EigenResult:
         residuals: ‖A y − λ y‖ for each pair (Lanczos: the Ritz estimate |β_m u[m]|; power: computed).
         smallest, smallest_vector, smallest_residual: the smallest eigenpair (``SA``/``both``).
         matvecs: operator products spent; iterations: Lanczos steps (power: total steps).
-        converged: every wanted pair met the stopping rule.
+        converged: every wanted pair met the stopping rule ``rule``.
+        rule: ``"residual"``: ‖Ay − λy‖ ≤ max(tol·|λ|, atol) for every wanted pair (Lanczos, and power
+            iteration by default); ``"change"``: PyHessian's relative change of the Rayleigh quotient
+            (``power_iteration(rule="change")``, a baseline: it stops long before the residual is small).
         ritz_values: all Ritz values of the last T_m (Lanczos), ascending.
     """
 
@@ -78,12 +83,14 @@ class EigenResult:
     smallest_vector: Any | None = None
     smallest_residual: float | None = None
     ritz_values: np.ndarray | None = field(default=None, repr=False)
+    rule: str = "residual"
 
     def to_attrs(self) -> dict:
         """JSON-able description of how the result was computed (for the HDF5 attributes)."""
         out: dict = dict(method=self.method, which=self.which, tol=float(self.tol), max_iter=int(self.max_iter),
                          iterations=int(self.iterations), matvecs=int(self.matvecs), converged=bool(self.converged),
-                         k=len(self.eigenvalues), residuals=[float(r) for r in self.residuals])
+                         k=len(self.eigenvalues), residuals=[float(r) for r in self.residuals],
+                         stop_rule=self.rule)
         if self.seed is not None:
             out["seed"] = int(self.seed)
         if self.smallest is not None:
@@ -299,13 +306,16 @@ def tridiagonal(op, steps: int, v0: Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def power_iteration(op, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int | torch.Generator | None = 0,
-                    return_vectors: bool = True, shift: float = 0.0) -> EigenResult:
+                    return_vectors: bool = True, shift: float = 0.0, rule: str = "residual") -> EigenResult:
     """PyHessian's power iteration with deflation: the k eigenvalues of largest magnitude of A − shift·I.
 
     For each i ≤ k: a Gaussian unit start; repeat v ← (A − shift)v/‖(A − shift)v‖ after projecting
-    out the eigenvectors already found, until the Rayleigh quotient μ changes by less than
-    ``tol``·(|μ| + 1e-6) (PyHessian's rule) or ``max_iter`` steps. Reported eigenvalues are μ + shift
-    (descending); residuals ‖Av − λv‖ are exact for the vector whose Rayleigh quotient is reported.
+    out the eigenvectors already found, until the stopping rule holds or ``max_iter`` steps (per
+    eigenpair). ``rule="residual"`` (default, the rule ``converged`` reports): ‖Av − λv‖ ≤ ``tol``·|λ|,
+    as Lanczos; ``rule="change"``: the Rayleigh quotient μ changes by less than ``tol``·(|μ| + 1e-6)
+    (PyHessian's rule, kept as a baseline: it stops with residuals far above ``tol``·|λ|). Reported
+    eigenvalues are μ + shift (descending); residuals ‖Av − λv‖ are exact for the vector whose
+    Rayleigh quotient is reported.
 
     Example:
         >>> import torch
@@ -314,6 +324,8 @@ def power_iteration(op, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed
         >>> round(float(r.eigenvalues[0]), 6)
         4.0
     """
+    if rule not in ("residual", "change"):
+        raise LandscapeError(f"rule must be 'residual' or 'change', got {rule!r}")
     op = as_operator(op)
     n = int(op.dim)
     if k < 1 or k > n:
@@ -339,17 +351,20 @@ def power_iteration(op, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed
             iterations += 1
             mu = float(hv @ v)
             resid = float((hv - mu * v).norm())
-            if mu_prev is not None and abs(mu - mu_prev) / (abs(mu_prev) + 1e-6) < tol:
+            if rule == "residual" and resid <= tol * abs(mu + shift):
+                ok = True
+                break
+            if rule == "change" and mu_prev is not None and abs(mu - mu_prev) / (abs(mu_prev) + 1e-6) < tol:
                 ok = True
                 break
             mu_prev = mu
             nrm = hv.norm()
-            if float(nrm) == 0.0:  # v is in the null space: eigenvalue `shift`
+            if float(nrm) == 0.0:  # v is in the null space: eigenvalue `shift` (residual 0)
                 ok = True
                 break
             v_next = hv / nrm
-            if float((v_next - v).norm()) == 0.0:
-                ok = True
+            if float((v_next - v).norm()) == 0.0:  # a fixed point: an exact eigenvector up to rounding
+                ok = rule == "change" or resid <= max(tol * abs(mu + shift), 1e-12 * float(nrm))
                 break
             v = v_next
         converged &= ok
@@ -362,7 +377,7 @@ def power_iteration(op, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed
         eigenvectors=[_shape(op, found[i]) for i in order] if return_vectors else None,
         residuals=np.asarray([resids[i] for i in order], dtype=np.float64), matvecs=op.matvecs - start_matvecs,
         iterations=iterations, converged=bool(converged), method="power", which="LA", tol=float(tol),
-        max_iter=int(max_iter), seed=seed_value(seed))
+        max_iter=int(max_iter), seed=seed_value(seed), rule=rule)
 
 
 def _power_eigenpairs(op, k: int, which: str, tol: float, max_iter: int, seed, return_vectors: bool) -> EigenResult:
@@ -381,7 +396,7 @@ def _power_eigenpairs(op, k: int, which: str, tol: float, max_iter: int, seed, r
     out = EigenResult(eigenvalues=base.eigenvalues, eigenvectors=base.eigenvectors if return_vectors else None,
                       residuals=base.residuals, matvecs=op.matvecs - start, iterations=top.iterations + low.iterations,
                       converged=top.converged and low.converged, method="power", which=which, tol=float(tol),
-                      max_iter=int(max_iter), seed=seed_value(seed))
+                      max_iter=int(max_iter), seed=seed_value(seed), rule=top.rule)
     out.smallest = float(low.eigenvalues[-1])
     out.smallest_residual = float(low.residuals[-1])
     if return_vectors and low.eigenvectors:
@@ -395,7 +410,8 @@ def hessian_eigenpairs(problem, k: int = 1, which: str = "LA", tol: float = 1e-6
     """Extreme eigenpairs of the loss Hessian of a Problem (or of any symmetric operator/matrix).
 
     ``method='lanczos'`` (default; see :func:`lanczos`) or ``'power'`` (PyHessian's baseline, see
-    :func:`power_iteration`; ``tol`` is then its relative-change tolerance). ``curvature='ggn'``
+    :func:`power_iteration`, with the same relative-residual rule: ``converged`` means ‖Hv − λv‖ ≤
+    ``tol``·|λ| for every wanted pair, for either method). ``curvature='ggn'``
     uses the Gauss–Newton matrix of a Problem instead of its Hessian. Eigenvectors of a Problem's
     operator are parameter-shaped named dicts of unit norm.
 

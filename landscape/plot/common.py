@@ -31,8 +31,25 @@ def style() -> Iterator[None]:
     """The project's rcParams for the duration of one figure (the user's own settings are left alone)."""
     import matplotlib
 
-    with matplotlib.rc_context(STYLE):
+    extra = {}
+    if matplotlib.rcParams.get("text.usetex") and not _have_latex():
+        # a matplotlibrc asking for LaTeX where none is installed: draw with mathtext instead of failing
+        key = ("usetex", "")
+        if key not in _warned:
+            _warned.add(key)
+            import warnings
+
+            warnings.warn("the matplotlibrc sets text.usetex: True but latex/dvipng are not installed; drawing "
+                          "with matplotlib's own text instead", stacklevel=3)
+        extra["text.usetex"] = False
+    with matplotlib.rc_context({**STYLE, **extra}):
         yield
+
+
+def _have_latex() -> bool:
+    import shutil
+
+    return all(shutil.which(tool) for tool in ("latex", "dvipng"))
 
 
 def new_figure(width: float, height: float, layout: str | None = "constrained"):

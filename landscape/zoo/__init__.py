@@ -13,6 +13,11 @@ Models (all default to digits: ``in_channels=1``, 8×8 inputs, ``num_classes=10`
 * ``resnet20``, ``resnet56``, ``resnet110``: num_classes, in_channels, width=1, shortcut=True, bn=True
 * ``resnet20_noshort``, ``resnet56_noshort``, ``resnet110_noshort``: the same without shortcut
 * ``vgg9``: num_classes, in_channels, width=1, bn=True, image_size=8 (32 for CIFAR-10)
+* ``tinylm``: a tiny causal transformer for ``zoo:chars``: vocab=96, d_model=32, n_layers=2, n_heads=2,
+  context=64, mlp_ratio=2 (token ids (B, L) → logits (B, L, vocab))
+
+Data: ``digits`` (scikit-learn), ``synthetic`` (Gaussian blobs), ``chars`` (character-level language
+modelling on the standard library's documentation strings: int64 ids (N, 32) and next ids (N, 32)).
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet56_noshort": models.resnet56_noshort,
     "resnet110_noshort": models.resnet110_noshort,
     "vgg9": models.vgg9,
+    "tinylm": models.TinyLM,
 }
 
 DATASETS: dict[str, Callable[[str], tuple]] = {
     "digits": data.digits,
     "synthetic": data.synthetic,
+    "chars": data.chars,
 }
 
 __all__ = ["MODELS", "DATASETS", "torchvision_dataset", "data", "models"]

@@ -119,3 +119,51 @@ def torchvision_dataset(spec: str):
     from torch.utils.data import ConcatDataset
 
     return ConcatDataset(parts)
+
+
+# --------------------------------------------------------------------------- characters
+#: modules whose documentation strings make the ``zoo:chars`` corpus (all in the standard library)
+CORPUS_MODULES = ("textwrap", "string", "functools", "itertools", "collections", "json", "heapq", "bisect",
+                  "fractions", "statistics", "shlex", "difflib", "calendar", "base64", "random")
+#: the character vocabulary: newline, then printable ASCII (space .. ~); other characters are dropped
+VOCAB = "\n" + "".join(chr(c) for c in range(32, 127))
+
+
+def corpus_text() -> str:
+    """The documentation strings of :data:`CORPUS_MODULES` and of their public members, in a fixed order.
+
+    Ships with Python (no download); the text, and so the data, differ between Python versions.
+    """
+    import importlib
+    import inspect
+
+    parts: list[str] = []
+    for name in CORPUS_MODULES:
+        mod = importlib.import_module(name)
+        parts.append(inspect.getdoc(mod) or "")
+        for attr in sorted(getattr(mod, "__all__", None) or [a for a in dir(mod) if not a.startswith("_")]):
+            obj = getattr(mod, attr, None)
+            if callable(obj) and getattr(obj, "__module__", None) == name:
+                parts.append(inspect.getdoc(obj) or "")
+    keep = set(VOCAB)
+    return "\n\n".join(p for p in parts if p).translate({ord(c): None for c in set("".join(parts)) - keep})
+
+
+def encode(text: str) -> torch.Tensor:
+    index = {c: i for i, c in enumerate(VOCAB)}
+    return torch.tensor([index[c] for c in text if c in index], dtype=torch.int64)
+
+
+def chars(split: str = "all", length: int = 32, n: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Character-level language modelling on :func:`corpus_text`: ``(ids, next ids)``, both ``(N, length)`` int64.
+
+    Consecutive, non-overlapping windows of ``length + 1`` characters (at most ``n`` of them), input
+    the first ``length``, target the last ``length`` (the next character at every position);
+    ``len(VOCAB)`` = 96 symbols. For ``zoo:tinylm``.
+    """
+    ids = encode(corpus_text())
+    windows = min(n, (len(ids) - 1) // length)
+    seq = ids[: windows * length + 1]
+    X = seq[:-1].reshape(windows, length)
+    y = seq[1:].reshape(windows, length)
+    return _split(X, y, split)

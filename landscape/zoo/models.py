@@ -259,3 +259,74 @@ def vgg9(num_classes: int = 10, in_channels: int = 1, width: float = 1, bn: bool
          image_size: int = 8) -> VGG:
     """VGG-9 of Li et al. (``in_channels=3,image_size=32`` for their CIFAR-10 checkpoints)."""
     return VGG(num_classes, in_channels, width, bn, image_size)
+
+
+# --------------------------------------------------------------------------- tiny causal transformer
+class _Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + MLP(LN(x)); causal self-attention."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, mlp_ratio * d_model)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(mlp_ratio * d_model, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        import torch
+
+        b, t, d = x.shape
+        h = self.n_heads
+        q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        # written out (not scaled_dot_product_attention) so that vmap and double backward work everywhere
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // h)
+        future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        att = scores.masked_fill(future, float("-inf")).softmax(-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+class TinyLM(nn.Module):
+    """A tiny GPT-style causal language model: token + position embeddings, pre-LN blocks, a linear head.
+
+    ``forward(ids)`` maps token ids ``(B, L)`` (``L <= context``) to next-token logits ``(B, L, vocab)``;
+    the target at position t is token t + 1 (``zoo:chars`` gives such pairs). Defaults (vocab 96 =
+    ``zoo:chars``, d_model 32, 2 layers, 2 heads) hold about 25k parameters.
+    """
+
+    def __init__(self, vocab: int = 96, d_model: int = 32, n_layers: int = 2, n_heads: int = 2,
+                 context: int = 64, mlp_ratio: int = 2):
+        for name, v in (("vocab", vocab), ("d_model", d_model), ("n_heads", n_heads), ("context", context),
+                        ("mlp_ratio", mlp_ratio)):
+            _positive_int(name, v)
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 0:
+            raise ValueError(f"n_layers must be a non-negative integer, got {n_layers!r}")
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
+        super().__init__()
+        self.context = context
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(context, d_model)
+        self.blocks = nn.ModuleList(_Block(d_model, n_heads, mlp_ratio) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab)
+        for m in self.modules():  # GPT-2's initialization scale
+            if isinstance(m, nn.Linear | nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        import torch
+
+        t = ids.shape[-1]
+        if t > self.context:
+            raise ValueError(f"sequences of {t} tokens are longer than the model's context of {self.context}")
+        x = self.tok(ids) + self.pos(torch.arange(t, device=ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x))

@@ -8,6 +8,8 @@ Environment knobs (read when the model is built, so a parent test can set them p
 * ``LANDSCAPE_FAULT_LOG``: a file that gets one line ``pid batch`` per finished forward pass;
 * ``LANDSCAPE_FAULT_OOM_AFTER``: :func:`oom_mlp` raises "CUDA out of memory" from that call on;
 * ``LANDSCAPE_FAULT_OOM_RANK``: ... on that MPI rank only.
+
+Issue 17 adds data with a bad label or a NaN input far into the set, and a model constructor that raises.
 """
 
 from __future__ import annotations
@@ -143,3 +145,25 @@ def forward_calls(log: str, batch: int) -> int:
         return 0
     with open(log) as f:
         return sum(1 for line in f if line.split()[-1:] == [str(batch)])
+
+
+# ----------------------------------------------------------------------------- issue 17: bad data and models
+def late_bad_label_data():
+    """:func:`synthetic16` with label 10 (of 10 classes: 0..9) at example 50, far past the first batch rows."""
+    x, y = synthetic16()
+    y = y.clone()
+    y[50] = 10
+    return x, y
+
+
+def nan_input_data():
+    """:func:`synthetic16` with a NaN in the input of example 40."""
+    x, y = synthetic16()
+    x = x.clone()
+    x[40, 3] = float("nan")
+    return x, y
+
+
+def raising_model() -> nn.Module:
+    """A model constructor that fails (a bug in the user's code)."""
+    raise RuntimeError("boom: the constructor of this model is broken")

@@ -265,10 +265,13 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
 def test_unsafe_load_runs_it_with_a_warning(tmp_path):
     ckpt, marker = _evil_checkpoint(tmp_path)
     out = str(tmp_path / "s.h5")
-    with pytest.warns(UserWarning, match="unsafe-load"):
-        code, _, err = cli("surface", *BASE, "--x=-1:1:3", "--checkpoint", ckpt, "--unsafe-load", "--out", out)
+    code, _, err = cli("surface", *BASE, "--x=-1:1:3", "--checkpoint", ckpt, "--unsafe-load", "--out", out)
     assert code == 0, err
     assert os.path.exists(marker)  # what --unsafe-load means: the file's code ran
+    # the warning is one line of ours (issue 17, item 10), not a raw UserWarning with a source line
+    warned = [ln for ln in err.splitlines() if "unsafe-load" in ln]
+    assert len(warned) == 1 and warned[0].startswith("landscape: warning: --unsafe-load"), err
+    assert "UserWarning" not in err and "warnings.warn" not in err, err
 
 
 def test_hdf5_is_read_as_data_only(fault_files, tmp_path):
