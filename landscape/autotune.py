@@ -18,7 +18,7 @@ on a compute-bound model (a conv net on a CPU) it then picks K = 1. A batched gr
 only save the per-point fixed cost: the forward passes' launch overhead (measured as the time of a
 forward over 2 rows, times the forwards per point) and the weight write (measured). When that is below
 ``PROBE_MIN_GAIN`` (2 %) of a point's time the probe is skipped; otherwise it may spend at most
-``PROBE_SHARE`` (2 %) of the run's estimated time (points × time per point) and ``PROBE_BUDGET_S``.
+``PROBE_SHARE`` (5 %) of the run's estimated time (points × time per point) and ``PROBE_BUDGET_S``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FALLBACK_BATCH = 512
 #: the probe is skipped when a batched group could save at most this share of a point's time
 PROBE_MIN_GAIN = 0.02
 #: ... and it may spend at most this share of the run's estimated time
-PROBE_SHARE = 0.02
+PROBE_SHARE = 0.05
 #: ... and never more than this many seconds
 PROBE_BUDGET_S = 3.0
 

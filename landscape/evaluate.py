@@ -910,10 +910,11 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
         try:
             per_point.move_to([0.0] * nd)
             return _time_per_point(lambda: _accumulate(problem, batch, per_point.forward, per_point.precision)[0]
-                                   .cpu(), 1, dev)
+                                   .cpu(), 1, dev, seconds=window)
         finally:
             per_point.restore()
 
+    window = min(0.1, budget_s / 10)  # repeats of one K stop after this long (the whole probe within budget_s)
     times[1] = time_per_point() if t1 is None else t1
     best = 1
     candidates = sorted({k for k in (4, 16, 64) if k < k_max} | ({k_max} if k_max > 1 else set()))
@@ -926,14 +927,16 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
                 break
             batched.k = k  # (the row chunks depend on K)
             coeffs = torch.zeros((k, nd), dtype=torch.float64, device=dev)
-            times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch_k)[0].cpu(), k, dev)
+            times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch_k)[0].cpu(), k, dev,
+                                       seconds=window)
             if times[k] < (0.9 if best == 1 else 0.95) * times[best]:
                 best, misses = k, 0
             else:
                 misses += 1
                 if misses == 2 or (k >= 16 and times[k] > 1.2 * times[best]):
                     break
-        if best > 1:  # K = 1 once more: load that came and went during the probe then hits both alike
+        if best > 1 and time.perf_counter() - t0 + 4 * times[1] <= budget_s:
+            # K = 1 once more: load that came and went during the probe then hits both alike
             times[1] = min(times[1], time_per_point())
             if not times[best] < 0.9 * times[1]:
                 best = 1
@@ -1028,7 +1031,8 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
     point). Models vmap cannot evaluate, or evaluates differently, fall back to per-point with a
     one-line notice. ``LANDSCAPE_POINTS_PER_BATCH`` in the environment overrides ``auto``. ``auto`` is
     bounded by what it can save (:func:`~landscape.autotune.probe_budget`): no probe when a point's fixed
-    cost is under 2 % of its time, and at most 2 % of the estimated run over ``n_points`` points.
+    cost is under 2 % of its time, and at most 5 % of the estimated run over ``n_points`` points (set-up,
+    check and timings together).
     """
     auto = str(points_per_batch).strip().lower() == "auto"
     if auto and os.environ.get("LANDSCAPE_POINTS_PER_BATCH"):
@@ -1045,6 +1049,7 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
         return per_point
     problem = per_point.problem  # (with precision="fp64": its float64 copy)
     budget = t1 = None
+    start = time.perf_counter()
     if auto:
         from .autotune import probe_budget
 
@@ -1061,7 +1066,8 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
         return per_point
     if auto:
         k_max = max_points_per_batch(problem, batched)
-        k, _ = choose_points_per_batch(problem, per_point, batched, k_max, budget, t1) if k_max > 1 else (1, {})
+        left = budget - (time.perf_counter() - start)  # the budget covers the set-up and check above too
+        k, _ = choose_points_per_batch(problem, per_point, batched, k_max, left, t1) if k_max > 1 else (1, {})
         if k == 1:
             return per_point
         batched.k = k
