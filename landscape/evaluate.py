@@ -1051,11 +1051,14 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
     budget = t1 = None
     start = time.perf_counter()
     if auto:
-        from .autotune import probe_budget
+        from .autotune import PROBE_BUDGET_S, probe_budget
 
-        probe = per_point.prepare(make_groups(problem, _probe_rows(per_point)))
-        budget, t1, _ = probe_budget(per_point, n_points, probe)
-        if 4 * 4 * t1 > budget:  # not even K = 4 could be timed within what the probe may cost
+        try:
+            probe = per_point.prepare(make_groups(problem, _probe_rows(per_point)))
+            budget, t1, _ = probe_budget(per_point, n_points, probe)
+        except Exception:  # noqa: BLE001 - inputs the probe cannot cut to 2 rows: time K as before
+            budget, t1 = PROBE_BUDGET_S, None
+        if t1 is not None and 4 * 4 * t1 > budget:  # not even K = 4 could be timed within what the probe may cost
             return per_point
     batched = BatchedEvaluator(problem, directions, 1 if auto else k, splits, precision=precision, compile=compile,
                                share=per_point)
