@@ -1051,8 +1051,10 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
     budget = t1 = None
     start = time.perf_counter()
     if auto:
-        from .autotune import PROBE_BUDGET_S, probe_budget
+        from .autotune import PROBE_BUDGET_S, PROBE_SHARE, probe_budget
 
+        if n_points is not None and PROBE_SHARE * n_points < 16:
+            return per_point  # timing K = 4 costs ~16 points: more than the run's share, whatever a point costs
         try:
             probe = per_point.prepare(make_groups(problem, _probe_rows(per_point)))
             budget, t1, _ = probe_budget(per_point, n_points, probe)

@@ -54,14 +54,13 @@ def test_probe_skipped_when_it_cannot_pay(monkeypatch):
         return out
 
     monkeypatch.setattr(autotune, "probe_budget", spy)
-    # a grid of 4 points: 2 % of its run cannot pay for timing K = 4, so no batched evaluator is even built
+    # a grid of 4 points: timing K = 4 (about 16 points) is more than 5 % of its run whatever a point costs, so
+    # nothing is measured and no batched evaluator is even built
     def refuse(self, *a, **k):
         raise AssertionError("no batched evaluator for a run the probe cannot pay for")
 
     monkeypatch.setattr(BatchedEvaluator, "__init__", refuse)
-    assert isinstance(make_evaluator(p, d, "auto", n_points=4), PointEvaluator)
-    budget, t1, share = calls[-1]
-    assert budget < 16 * t1 and t1 > 0 and 0 <= share <= 1
+    assert isinstance(make_evaluator(p, d, "auto", n_points=4), PointEvaluator) and not calls
     # overhead under PROBE_MIN_GAIN: budget 0 whatever the grid
     monkeypatch.setattr(autotune, "PROBE_MIN_GAIN", 1.01)
     assert isinstance(make_evaluator(p, d, "auto", n_points=10 ** 9), PointEvaluator)
