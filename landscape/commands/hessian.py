@@ -137,7 +137,8 @@ def _compute_and_write(args, w, problem, op) -> int:
     from .. import curvature
     from ..store import base_attrs, provenance, replace_group, set_attrs, update_file, write_named
 
-    progress = _Progress(w.is_root and not args.quiet, op)
+    # a line every 5 s at a terminal, every 30 s into a log (a long density run would fill it otherwise)
+    progress = _Progress(w.is_root and not args.quiet, op, every=5.0 if sys.stderr.isatty() else 30.0)
     progress.start("check", "checking that the loss is deterministic (two products of one vector)")
     try:
         curvature.check_deterministic(op)
