@@ -600,6 +600,7 @@ class Problem:
             ) from e
         if not isinstance(out, Tensor):
             raise LandscapeError(f"the model returned {type(out).__name__}; it must return a tensor of outputs")
+        _check_all_labels(self, full, y[:len(full)])  # before the loss sees a label out of range
         if self.loss_fn is not None:
             L.check_setup(self.loss_fn, full, y[:256])
 
@@ -744,26 +745,23 @@ def make_problem(
     prob = Problem(model=net, loss=loss, splits=splits, device=dev, classification=classification, info=info,
                    loss_fn=loss_obj)
     prob.check_output()
-    _check_all_labels(prob)
     return prob
 
 
-def _check_all_labels(prob: Problem) -> None:
-    """:func:`check_labels` on every split, with the class count of the model's output (classification only)."""
-    x, y = prob.batches[0]
+def _check_all_labels(prob: Problem, out: Tensor, y: Tensor) -> None:
+    """:func:`check_labels` on every split, with the class count of ``out`` (the model's output for the
+    targets ``y`` of the first batch); class losses only."""
     if y.is_floating_point() or prob.loss not in ("cross_entropy", "nll", "mse", "huber"):
         return  # no class labels (custom losses decide for themselves what their targets mean)
-    with torch.inference_mode():
-        out = prob.model(x[:1].to(prob.device))
     if not isinstance(out, Tensor) or out.ndim < 2:
         return
-    ce = prob.loss == "cross_entropy"
-    # the class dimension: last for (B, C) and token outputs (B, L, V) against (B, L); else 1 for cross-entropy
-    # on (B, C, ...) maps against (B, ...) targets
-    last = out.shape[:-1] == y[:1].shape or not ce
-    n_classes = int(out.shape[-1] if last else out.shape[1])
+    ce = prob.loss in ("cross_entropy", "nll")
+    # the class dimension: last for (B, C) and token outputs (B, L, V) against (B, L); else 1 for
+    # (B, C, ...) maps against (B, ...) targets
+    n_classes = int(out.shape[-1] if out.shape[:-1] == y.shape or not ce else out.shape[1])
     for split, batches in prob.splits.items():
-        check_labels(torch.cat([t.cpu() for _, t in batches]), n_classes,
+        host = batches.host if isinstance(batches, HostBatches) else batches
+        check_labels(torch.cat([t.cpu() for _, t in host]), n_classes,
                      "--data" if split == "train" else "--test-data", ignore_index=-100 if ce else None)
 
 

@@ -31,9 +31,11 @@ last checkpoint has NaN there.
 (its own copy of the model and the data; the curvature products are not shared), rank 0 writes them,
 and a unit computes the same numbers whichever rank does it, so the file is the same for any number of
 ranks. The output follows :mod:`landscape.store`: the file (or the ``/track`` group added to an
-existing result file) is created complete, every dataset pre-allocated with NaN, in a temporary copy
-renamed into place; afterwards a flush overwrites rows of those datasets and the ``done`` mask last,
-and the end of the run (density grid, subspace overlaps) writes into datasets also allocated up front.
+existing result file of the same model and data) is built complete in memory, every dataset pre-allocated
+with NaN, and put in place by :func:`~landscape.store.atomic_create` (of two runs racing on a new ``--out``
+one is refused); the writer lock is held from then to the end, and every flush writes rows of those datasets,
+the ``done`` mask last, through the locked descriptor; the end of the run (density grid, subspace overlaps)
+writes into datasets also allocated up front.
 A killed run is resumed by the same command; a different model, data, checkpoint series or setting is
 refused with a message naming the difference.
 
@@ -59,7 +61,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -75,10 +76,16 @@ from .problem import Problem, read_state_dict
 from .store import (
     H5_KW,
     WriterLock,
+    _first_line,
     _json,
+    atomic_create,
     base_attrs,
+    check_provenance,
     check_readable,
+    close_h5,
     compare_identity,
+    ensure_space,
+    provenance,
     read_attrs,
     write_samples,
 )
@@ -232,10 +239,11 @@ def checkpoint_series(checkpoints: str | list[str]) -> tuple[list[int], list[str
     return steps, paths
 
 
-def load_states(model: torch.nn.Module, path: str, index: int, total: int, unsafe_load: bool = False) -> P.Named:
+def load_states(model: torch.nn.Module, path: str, index: int, total: int, unsafe_load: bool = False,
+                strip_prefix: str | None = None) -> P.Named:
     """The floating state of checkpoint ``path`` for ``model``; a checkpoint of another architecture is a one-line
     error naming it and its place in the series."""
-    sd = read_state_dict(path, unsafe_load=unsafe_load, flag="--checkpoints")
+    sd = read_state_dict(path, unsafe_load=unsafe_load, flag="--checkpoints", strip_prefix=strip_prefix)
     target = P.states(model)
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target and sd[k].is_floating_point()]
@@ -294,16 +302,18 @@ class CheckpointEvaluator:
     """``compute(indices) -> {name: rows}``: every quantity of checkpoints ``indices`` on this rank alone."""
 
     def __init__(self, problem: Problem, spec: TrackSpec, paths: list[str], fingerprints: list[str],
-                 unsafe_load: bool = False):
+                 unsafe_load: bool = False, strip_prefix: str | None = None):
         self.problem, self.spec, self.paths, self.fingerprints = problem, spec, paths, fingerprints
         self.unsafe_load = unsafe_load
+        self.strip_prefix = strip_prefix
         self.groups = spec.groups()
         self.scalars = _scalar_names(problem, spec, len(paths))
         self.sharp = spec.sharpness_metrics()
         self.names = [n for n, p in problem.model.named_parameters() if p.requires_grad]
 
     def _load(self, i: int) -> P.Named:
-        st = load_states(self.problem.model, self.paths[i], i, len(self.paths), self.unsafe_load)
+        st = load_states(self.problem.model, self.paths[i], i, len(self.paths), self.unsafe_load,
+                         self.strip_prefix)
         if self.fingerprints and P.fingerprint(st) != self.fingerprints[i]:
             raise LandscapeError(f"--checkpoints: {self.paths[i]!r} changed on disk while the run went on; "
                                  "run the command again")
@@ -427,43 +437,57 @@ def _build_group(f: h5py.File, identity: dict, config: dict, steps: list[int], p
     g.create_dataset("done", data=np.zeros(len(steps), np.uint8), track_times=False)
 
 
-def _create(out: str, attrs: dict, info: dict, build_group) -> None:
-    """A new file with ``/track``, or ``/track`` added to an existing result file -- both made in a temporary
-    copy that is renamed into place, so ``out`` never holds a half-made group."""
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
-        if os.path.exists(out):
-            lock = WriterLock(out)  # nobody else writes it while we copy
-            try:
-                shutil.copy2(out, tmp)
-                with h5py.File(tmp, "r+", **H5_KW) as f:
-                    build_group(f)
-                os.replace(tmp, out)
-            finally:
-                lock.release()
-        else:
-            with h5py.File(tmp, "w", track_order=True, **H5_KW) as f:
-                for k, v in attrs.items():
-                    f.attrs[k] = v
-                write_samples(f, info)
-                build_group(f)
-            os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _new_file(attrs: dict, info: dict, build_group):
+    """``build(f)`` of a new track file (for :func:`~landscape.store.atomic_create`)."""
+    def build(f: h5py.File) -> None:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        write_samples(f, info)
+        build_group(f)
+
+    return build
+
+
+def _beside(lock: WriterLock, build_group):
+    """``build(f)`` of a copy of the locked file (read through its descriptor) with a new ``/track``: the file is
+    replaced by :func:`~landscape.store.atomic_create` as a whole, so it never holds a half-made group (and an
+    old ``/track``'s space is not kept)."""
+    def build(f: h5py.File) -> None:
+        src = lock.h5("r")
+        try:
+            for k, v in src.attrs.items():
+                f.attrs[k] = v
+            for name in src:
+                if name != GROUP:
+                    src.copy(src[name], f, name=name)
+        finally:
+            close_h5(src)
+        build_group(f)
+
+    return build
 
 
 class _TrackStore:
-    """Rows of ``/track`` datasets, written at most every ``flush_every`` seconds; the done mask last."""
+    """Rows of ``/track`` datasets, written at most every ``flush_every`` seconds; the done mask last.
 
-    def __init__(self, path: str, names: list[str], n: int, flush_every: float):
+    Like :class:`~landscape.store.GridStore` (whose flat, one-name-per-metric rows do not fit the track's
+    nested datasets) every write goes through the descriptor of ``lock``, held since the file was created
+    or opened, never through the path."""
+
+    def __init__(self, path: str, names: list[str], n: int, flush_every: float, lock: WriterLock):
         self.path, self.names, self.n, self.flush_every = path, names, n, flush_every
         self._pending: dict[int, dict[str, np.ndarray]] = {}
         self._last = time.monotonic()
-        self._lock = WriterLock(path)
-        with h5py.File(path, "r", **H5_KW) as f:
+        self._lock = lock
+        f = lock.h5("r")
+        try:
             self.done = np.asarray(f[f"{GROUP}/done"][()], dtype=bool)
+        finally:
+            close_h5(f)
+
+    def h5(self) -> h5py.File:
+        """The locked file, open for writing (close it with :func:`~landscape.store.close_h5`)."""
+        return self._lock.h5("r+")
 
     def todo(self) -> np.ndarray:
         return np.flatnonzero(~self.done)
@@ -484,7 +508,13 @@ class _TrackStore:
             return
         done = self.done.copy()
         try:
-            with h5py.File(self.path, "r+", **H5_KW) as f:
+            ensure_space(self.path, 0)  # the rows rewrite pre-allocated bytes; the margin keeps HDF5 off a full disk
+        except LandscapeError as e:
+            raise LandscapeError(f"{e}; the {self.n_done} checkpoints saved before are intact: run the same command "
+                                 "again to resume once there is space") from None
+        try:
+            f = self.h5()
+            try:
                 g = f[GROUP]
                 for i, row in sorted(self._pending.items()):
                     for name, v in row.items():
@@ -493,8 +523,10 @@ class _TrackStore:
                     done[i] = True
                 f.flush()
                 g["done"][...] = done.astype(np.uint8)
+            finally:
+                close_h5(f)
         except OSError as e:
-            raise LandscapeError(f"writing {self.path} failed ({str(e).splitlines()[0]}); the {self.n_done} "
+            raise LandscapeError(f"writing {self.path} failed ({_first_line(e)}); the {self.n_done} "
                                  "checkpoints saved before are intact: free some space (or choose another --out) "
                                  "and run the same command again to resume") from None
         self.done = done
@@ -519,12 +551,18 @@ def read_track(path: str) -> dict[str, np.ndarray]:
     return r.track
 
 
-def _finish(out: str, spec: TrackSpec) -> dict[str, np.ndarray]:
-    """With every checkpoint done: subspace overlaps of consecutive checkpoints and the density on one grid."""
+def _finish(store: _TrackStore, spec: TrackSpec) -> None:
+    """With every checkpoint done: subspace overlaps of consecutive checkpoints and the density on one grid
+    (written through the store's lock)."""
     from .curvature.density import gaussian_density
 
     groups = spec.groups()
-    with h5py.File(out, "r+", **H5_KW) as f:
+    try:
+        f = store.h5()
+    except OSError as e:
+        raise LandscapeError(f"writing {store.path} failed ({_first_line(e)}); its checkpoints are saved: run the "
+                             "same command again to finish it") from None
+    try:
         g = f[GROUP]
         if "overlap" in groups:
             U = g["eigenvectors"]
@@ -549,7 +587,11 @@ def _finish(out: str, spec: TrackSpec) -> dict[str, np.ndarray]:
                 g["density/grid"][...] = grid
                 g["density/values"][...] = vals
                 g["density/sigma"][()] = sigma
-    return read_track(out)
+    except OSError as e:
+        raise LandscapeError(f"writing {store.path} failed ({_first_line(e)}); its checkpoints are saved: free some "
+                             "space and run the same command again to finish it") from None
+    finally:
+        close_h5(f)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -604,9 +646,18 @@ def _existing_identity(out: str) -> dict | None:
                              "or pass --overwrite") from None
 
 
+def _provenance(out: str, problem: Problem, fps: list[str], data_fp: str) -> dict:
+    """What ``out`` must share with this track to take ``/track``: the data, loss and samples, and as the model
+    one of the track's checkpoints (a surface is usually made at the last one, but any checkpoint of the run
+    is the same training run)."""
+    have = read_attrs(out).get("model_fingerprint")
+    model_fp = have if have in fps else fps[-1]
+    return provenance(model_fp, data_fp, problem.loss, problem.info.get("samples"), problem.info.get("seed"))
+
+
 def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | None = None, out: str = "track.h5",
               *, overwrite: bool = False, command: str = "", progress: bool = True, w: World | None = None,
-              unsafe_load: bool = False) -> TrackResult:
+              unsafe_load: bool = False, strip_prefix: str | None = None) -> TrackResult:
     """Measure the landscape at every checkpoint of ``checkpoints`` into ``/track`` of ``out``; every rank calls it.
 
     ``problem``: the model (its architecture; the weights are replaced by each checkpoint's) and the data.
@@ -615,6 +666,7 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
     ``overwrite`` replaces an existing ``/track`` (the rest of the file is kept).
     """
     from .commands.common import check_output_path
+    from .surface import refuse_foreign
 
     w = w or world()
     spec = spec or TrackSpec()
@@ -634,46 +686,61 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
     data_fp = problem.info.get("data_fingerprint", "")
 
     def setup_root():
-        check_output_path(out)
         steps, paths = checkpoint_series(checkpoints)
+        # never over a checkpoint, not even with --overwrite; the default folder of the CLI is made
+        check_output_path(out, inputs={"--checkpoints": paths}, create=out == "outputs/track.h5")
         fps = []
         for i, p in enumerate(paths):  # every checkpoint checked before any long work
-            fps.append(P.fingerprint(load_states(model, p, i, len(paths), unsafe_load)))
+            fps.append(P.fingerprint(load_states(model, p, i, len(paths), unsafe_load, strip_prefix)))
         identity = _identity(config, steps, fps, data_fp)
-        stored = None if overwrite else _existing_identity(out)
         n = len(paths)
         sh = _datasets(problem, spec, n, dim)
         fin = _finals(spec, n)
 
-        def build(f: h5py.File) -> None:
-            if GROUP in f:
-                del f[GROUP]
+        def build_group(f: h5py.File) -> None:
             _build_group(f, identity, config, steps, paths, sh, fin)
 
-        if stored is not None and not overwrite:
-            compare_identity(out, stored, identity)
-        else:
-            if os.path.exists(out) and overwrite:
-                from .surface import check_lock_free
-
-                check_lock_free(out)
-                try:
-                    check_readable(out)
-                    own = read_attrs(out).get("kind") == "track"
-                except LandscapeError:
-                    own = True  # unreadable: nothing in it to keep
-                if own:
-                    os.remove(out)  # a track file of its own: start afresh (HDF5 would keep the old group's space)
-            attrs = base_attrs(command, config, fps[-1], data_fp, kind="track")
-            attrs["title"] = f"{config.get('model')} — training track ({n} checkpoints, {spec.operator})"
-            _create(out, attrs, problem.info, build)
-        store = _TrackStore(out, list(sh), n, spec.flush_every)
+        attrs = base_attrs(command, config, fps[-1], data_fp, kind="track")
+        attrs["title"] = f"{config.get('model')} — training track ({n} checkpoints, {spec.operator})"
+        lock = None
+        try:
+            if not os.path.exists(out):
+                # made complete in memory and linked into place: of two runs racing on a new --out one is refused
+                lock = atomic_create(out, _new_file(attrs, problem.info, build_group), keep_lock=True)
+            else:
+                if overwrite:
+                    refuse_foreign(out)
+                lock = WriterLock(out)  # refused while another process writes it; held until the run ends
+                stored = None if overwrite else _existing_identity(out)
+                if stored is not None:
+                    compare_identity(out, stored, identity)
+                else:
+                    try:
+                        check_readable(out)
+                        own = read_attrs(out).get("kind") == "track"
+                    except LandscapeError:
+                        if not overwrite:
+                            raise
+                        own = True  # unreadable, replaced with --overwrite: nothing in it to keep
+                    if own:  # a track file of its own: start afresh
+                        build = _new_file(attrs, problem.info, build_group)
+                    else:  # another landscape file (a surface): /track beside its contents, same model and data
+                        check_provenance(out, _provenance(out, problem, fps, data_fp), adding=f"/{GROUP}")
+                        build = _beside(lock, build_group)
+                    new = atomic_create(out, build, replacing=lock, keep_lock=True)
+                    lock.release()  # the replaced file's; the new one is locked since before it had the name
+                    lock = new
+            store = _TrackStore(out, list(sh), n, spec.flush_every, lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return steps, paths, fps, store
 
     got = w.collective(setup_root if w.is_root else (lambda: None))
     steps, paths, fps = w.bcast(got[:3] if w.is_root else None)
     store = got[3] if w.is_root else None
-    compute = w.collective(lambda: CheckpointEvaluator(problem, spec, paths, fps, unsafe_load))
+    compute = w.collective(lambda: CheckpointEvaluator(problem, spec, paths, fps, unsafe_load, strip_prefix))
     saved = P.clone(P.states(model))
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
@@ -689,9 +756,11 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
             try:
                 store.flush()
                 if not interrupted and store.done.all():
-                    values = _finish(out, spec)
+                    _finish(store, spec)
             finally:
                 store.close()
+            if not interrupted and store.done.all():
+                values = read_track(out)
     if interrupted:
         print(f"landscape: interrupted; {store.n_done}/{len(paths)} checkpoints are saved in {out}; "
               "run the same command again to compute the rest", file=sys.stderr, flush=True)

@@ -142,11 +142,12 @@ def _compute_and_write(args, w, problem, op) -> int:
     from .. import curvature
     from ..store import base_attrs, provenance, replace_group, set_attrs, update_file, write_named
 
-    progress = _Progress(w.is_root and not args.quiet, op)
+    # a line every 5 s at a terminal, every 30 s into a log (a long density run would fill it otherwise)
+    progress = _Progress(w.is_root and not args.quiet, op, every=5.0 if sys.stderr.isatty() else 30.0)
     progress.start("check", "checking that the loss is deterministic (two forward passes)")
     try:  # two forward passes, not two extra products (check_deterministic_loss says why that suffices)
         curvature.check_deterministic_loss(op)
-    except LandscapeError as e:  # decided from products summed over all ranks: the same on every rank
+    except LandscapeError as e:  # decided from losses summed over all ranks: the same on every rank
         e.agreed = True
         raise
     which = "both" if args.smallest else "LA"

@@ -48,7 +48,8 @@ def add_parser(sub) -> None:
                    help="also these 'landscape sharpness' metrics per checkpoint (e.g. eps,avg_adaptive)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default="outputs/track.h5", metavar="FILE.h5",
-                   help="new file, one to resume, or another landscape file to add /track to")
+                   help="new file, one to resume, or a landscape file of the same model and data to add /track to "
+                        "(never one of the checkpoints)")
     o.add_argument("--overwrite", action="store_true", help="replace an existing /track")
     o.add_argument("--flush-every", type=positive_float("--flush-every"), default=10.0, metavar="SECONDS",
                    help="write finished checkpoints at least this often")
@@ -70,7 +71,8 @@ def run(args) -> int:
     problem = w.collective(lambda: problem_from_args(args, w))
     configure_threads(w, problem.device)
     res = run_track(problem, args.checkpoints, spec, args.out, overwrite=args.overwrite, command=command_line(),
-                    progress=not args.no_progress, w=w, unsafe_load=args.unsafe_load)
+                    progress=not args.no_progress, w=w, unsafe_load=args.unsafe_load,
+                    strip_prefix=getattr(args, "strip_prefix", None))
     if w.is_root:
         for line in summary_lines(res):
             print(line)
