@@ -199,6 +199,35 @@ class _MaybeCompiled:
             return self.fn(*args)
 
 
+_LIBC: object | None = None
+
+
+def release_heap(device: torch.device) -> None:
+    """Give the C heap's free pages back to the system after a per-point call (glibc ``malloc_trim``; a no-op
+    elsewhere and on a GPU).
+
+    Per point, the forward pass allocates and frees its activations; with OpenMP threads some of them come
+    from the threads' own malloc arenas, whose freed chunks glibc keeps (and, once large chunks have been
+    freed, it raises its mmap threshold so that later large tensors land in the arenas too). The per-point
+    path's resident memory then crept up with the points evaluated and varied from run to run, while the
+    batched path, whose buffers are reused, stayed flat. Trimming once per call (a chunk of points, not per
+    point) returns those pages; the next call faults them in again, once per chunk.
+    """
+    global _LIBC
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        return
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - glibc only (musl has none)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -613,6 +642,7 @@ class PointEvaluator:
                         counts.append(n)
         finally:
             self.restore()
+            release_heap(self.problem.device)
         shape = (len(coords), len(self.splits))
         return _results(self.splits, torch.stack(losses).view(shape), torch.stack(corrects).view(shape), counts,
                         self.problem.classification)
@@ -859,23 +889,18 @@ def _time_per_point(run: Callable[[], object], k: int, device: torch.device, rep
 
 
 def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched: BatchedEvaluator,
-                            k_max: int, budget_s: float = 3.0) -> tuple[int, dict[int, float]]:
+                            k_max: int, budget_s: float = 3.0, t1: float | None = None) -> tuple[int, dict[int, float]]:
     """Time K = 1, 4, 16, 64 (≤ ``k_max``, which is tried too) on the first training batches; the fastest K.
 
     Each K is timed as the fastest of 3-15 runs after a warm-up (cheap runs are repeated more: the
     same call varies up to 2× on a shared VM). Batched must beat K = 1 by 10 %, a
     larger K the best so far by 5 %; growing K stops after two K in a row that do not, after a
     K ≥ 16 that is 20 % slower, or when the next probe would take the total past ``budget_s``
-    seconds (compute-bound models stay at K = 1). Returns ``(K, {K: seconds per point})``.
+    seconds (compute-bound models stay at K = 1). ``t1``: seconds per point of K = 1 already measured on
+    the same rows (:func:`~landscape.autotune.probe_budget`), not timed again. Returns
+    ``(K, {K: seconds per point})``.
     """
-    split = per_point.splits[0]
-    probe, rows = [], 0
-    for b in per_point.batches[split]:  # the first batches, about PROBE_ROWS samples (joined as a run joins them)
-        if rows >= PROBE_ROWS:
-            break
-        probe.append(b)
-        rows += len(b[0])
-    batch, batch_k = _prepared(per_point, batched, make_groups(problem, probe))
+    batch, batch_k = _prepared(per_point, batched, make_groups(problem, _probe_rows(per_point)))
     dev = problem.device
     nd = per_point.directions.ndim
     t0 = time.perf_counter()
@@ -885,11 +910,12 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
         try:
             per_point.move_to([0.0] * nd)
             return _time_per_point(lambda: _accumulate(problem, batch, per_point.forward, per_point.precision)[0]
-                                   .cpu(), 1, dev)
+                                   .cpu(), 1, dev, seconds=window)
         finally:
             per_point.restore()
 
-    times[1] = time_per_point()
+    window = min(0.1, budget_s / 10)  # repeats of one K stop after this long (the whole probe within budget_s)
+    times[1] = time_per_point() if t1 is None else t1
     best = 1
     candidates = sorted({k for k in (4, 16, 64) if k < k_max} | ({k_max} if k_max > 1 else set()))
     misses = 0
@@ -901,14 +927,16 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
                 break
             batched.k = k  # (the row chunks depend on K)
             coeffs = torch.zeros((k, nd), dtype=torch.float64, device=dev)
-            times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch_k)[0].cpu(), k, dev)
+            times[k] = _time_per_point(lambda c=coeffs: batched.run_group(c, batch_k)[0].cpu(), k, dev,
+                                       seconds=window)
             if times[k] < (0.9 if best == 1 else 0.95) * times[best]:
                 best, misses = k, 0
             else:
                 misses += 1
                 if misses == 2 or (k >= 16 and times[k] > 1.2 * times[best]):
                     break
-        if best > 1:  # K = 1 once more: load that came and went during the probe then hits both alike
+        if best > 1 and time.perf_counter() - t0 + 4 * times[1] <= budget_s:
+            # K = 1 once more: load that came and went during the probe then hits both alike
             times[1] = min(times[1], time_per_point())
             if not times[best] < 0.9 * times[1]:
                 best = 1
@@ -916,6 +944,17 @@ def choose_points_per_batch(problem: Problem, per_point: PointEvaluator, batched
         batched.k = k_before
         batched.release()
     return best, times
+
+
+def _probe_rows(per_point: PointEvaluator) -> list[Batch]:
+    """The first batches of the first split, about ``PROBE_ROWS`` samples (joined as a run joins them)."""
+    probe, rows = [], 0
+    for b in per_point.batches[per_point.splits[0]]:
+        if rows >= PROBE_ROWS:
+            break
+        probe.append(b)
+        rows += len(b[0])
+    return probe
 
 
 def _prepared(per_point: PointEvaluator, batched: BatchedEvaluator, raw: list[Group]) -> tuple[list, list]:
@@ -985,12 +1024,15 @@ def _check_batched(per_point: PointEvaluator, batched: BatchedEvaluator) -> str 
 
 def make_evaluator(problem: Problem, directions: Directions, points_per_batch: str | int = "auto", *,
                    precision: str = "fp32", compile: bool = False, splits: list[str] | None = None,
-                   verbose: bool = True):
+                   verbose: bool = True, n_points: int | None = None):
     """The fastest evaluator for ``problem``: :class:`BatchedEvaluator` or :class:`PointEvaluator`.
 
     ``points_per_batch``: ``"auto"`` (memory cap, then a short timing probe), or K ≥ 1 (1 = per
     point). Models vmap cannot evaluate, or evaluates differently, fall back to per-point with a
-    one-line notice. ``LANDSCAPE_POINTS_PER_BATCH`` in the environment overrides ``auto``.
+    one-line notice. ``LANDSCAPE_POINTS_PER_BATCH`` in the environment overrides ``auto``. ``auto`` is
+    bounded by what it can save (:func:`~landscape.autotune.probe_budget`): no probe when a point's fixed
+    cost is under 2 % of its time, and at most 5 % of the estimated run over ``n_points`` points (set-up,
+    check and timings together).
     """
     auto = str(points_per_batch).strip().lower() == "auto"
     if auto and os.environ.get("LANDSCAPE_POINTS_PER_BATCH"):
@@ -1006,6 +1048,20 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
     if not auto and k == 1:
         return per_point
     problem = per_point.problem  # (with precision="fp64": its float64 copy)
+    budget = t1 = None
+    start = time.perf_counter()
+    if auto:
+        from .autotune import PROBE_BUDGET_S, PROBE_SHARE, probe_budget
+
+        if n_points is not None and PROBE_SHARE * n_points < 16:
+            return per_point  # timing K = 4 costs ~16 points: more than the run's share, whatever a point costs
+        try:
+            probe = per_point.prepare(make_groups(problem, _probe_rows(per_point)))
+            budget, t1, _ = probe_budget(per_point, n_points, probe)
+        except Exception:  # noqa: BLE001 - inputs the probe cannot cut to 2 rows: time K as before
+            budget, t1 = PROBE_BUDGET_S, None
+        if t1 is not None and 4 * 4 * t1 > budget:  # not even K = 4 could be timed within what the probe may cost
+            return per_point
     batched = BatchedEvaluator(problem, directions, 1 if auto else k, splits, precision=precision, compile=compile,
                                share=per_point)
     why = _check_batched(per_point, batched)
@@ -1015,7 +1071,8 @@ def make_evaluator(problem: Problem, directions: Directions, points_per_batch: s
         return per_point
     if auto:
         k_max = max_points_per_batch(problem, batched)
-        k, _ = choose_points_per_batch(problem, per_point, batched, k_max) if k_max > 1 else (1, {})
+        left = budget - (time.perf_counter() - start)  # the budget covers the set-up and check above too
+        k, _ = choose_points_per_batch(problem, per_point, batched, k_max, left, t1) if k_max > 1 else (1, {})
         if k == 1:
             return per_point
         batched.k = k

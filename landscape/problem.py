@@ -668,7 +668,7 @@ def make_problem(
     loss: str = "cross_entropy",
     samples: int | None = None,
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     test_data: str | Batch | None = None,
     unsafe_load: bool = False,
@@ -678,11 +678,14 @@ def make_problem(
     shift_labels: bool = False,
     data_on_device: str = "auto",
     strip_prefix: str | None = None,
+    shards: int = 1,
 ) -> Problem:
     """Load everything, check the loss on the first batch and put the evaluation batches on the device once.
 
     ``data_on_device``: ``always``, ``never`` (stream batches from the host, in a fixed order) or
     ``auto`` (on the device while the data takes at most :data:`DATA_MEMORY_SHARE` of its free memory).
+    ``batch_size`` None: chosen from the activations' memory (:func:`landscape.autotune.auto_batch_size`;
+    all of a small data set in one batch), with at least ``shards`` batches (ranks that share them).
     """
     loss_obj = L.get_loss(loss, shift=shift_labels)
     if data_on_device not in DATA_ON_DEVICE:
@@ -725,6 +728,11 @@ def make_problem(
         # a float64 model gets float64 inputs (zoo and most data sets are float32); the fingerprint stays the data's
         cast = isinstance(X, Tensor) and X.is_floating_point() and X.dtype != torch.float64 \
             and any(p.dtype == torch.float64 for p in net.parameters())
+        if batch_size is None:  # from the first split, for all (see landscape.autotune)
+            from .autotune import auto_batch_size
+
+            batch_size = auto_batch_size(net, X.double() if cast else X, len(X), dev, shards)
+            info["batch_size"] = batch_size
         built = make_batches(X.double() if cast else X, y, batch_size, dev, on_device)
         splits[split] = built if on_device else HostBatches(built, dev)
         info[f"{split}_data"] = spec if isinstance(spec, str) else "<tensors>"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -76,6 +76,8 @@ class SurfaceResult:
     done: int
     computed: int
     seconds: float
+    #: seconds per phase: ``setup`` (directions, file), ``probe`` (choosing the evaluator), ``points``, ``write``
+    phases: dict = field(default_factory=dict)
 
 
 def build_directions(problem: Problem, spec: SurfaceSpec, ndim: int, out: str | None) -> Directions:
@@ -112,8 +114,8 @@ def metric_names(problem: Problem, spec: SurfaceSpec) -> list[str]:
     return names
 
 
-def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: SurfaceSpec):
-    """``compute(flat_indices) -> {metric: values}`` for this rank."""
+def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: SurfaceSpec, ranks: int = 1):
+    """``compute(flat_indices) -> {metric: values}`` for this rank (``ranks``: how many share the grid)."""
     if spec.curvature_map:
         from .curvature.maps import CurvatureMapEvaluator
 
@@ -123,7 +125,8 @@ def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: Sur
     else:
         extra = {"precision": spec.precision} if spec.precision != "fp32" else {}
         extra.update({"compile": True} if spec.compile else {})
-        evaluator = make_evaluator(problem, directions, spec.points_per_batch, **extra)
+        evaluator = make_evaluator(problem, directions, spec.points_per_batch, n_points=-(-grid.size // ranks),
+                                   **extra)
 
     def compute(indices: np.ndarray) -> dict[str, np.ndarray]:
         return evaluator(grid.points(indices))
@@ -136,8 +139,8 @@ def _make_compute_agreed(w: World, problem: Problem, directions: Directions, gri
     """``make_compute`` on every rank, with one K for all: rank 0 times the choices (``auto``), the others take
     its K, so that a point's value does not depend on which rank computed it (nor on the number of ranks)."""
     if w.size == 1 or str(spec.points_per_batch).strip().lower() != "auto" or spec.curvature_map:
-        return w.collective(lambda: make_compute(problem, directions, grid, spec))
-    root = w.collective(lambda: make_compute(problem, directions, grid, spec) if w.is_root else None)
+        return w.collective(lambda: make_compute(problem, directions, grid, spec, w.size))
+    root = w.collective(lambda: make_compute(problem, directions, grid, spec, w.size) if w.is_root else None)
     k = w.bcast(getattr(root, "points_per_batch", 1) if w.is_root else None)
     fixed = replace(spec, points_per_batch=k)
     others = w.collective(lambda: None if w.is_root else make_compute(problem, directions, grid, fixed))
@@ -220,7 +223,9 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     dirs = Directions(center, vectors, spec.dir_type, meta)
     P.assign_(P.select(problem.model, spec.dir_type), center)
 
+    t_setup = time.perf_counter()
     compute = _make_compute_agreed(w, problem, dirs, grid, spec)
+    t_probe = time.perf_counter()
     todo = store.todo() if w.is_root else None
     n_todo = w.bcast(len(todo) if w.is_root else 0)
     k = getattr(compute, "points_per_batch", 1)
@@ -231,13 +236,17 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
                                         total=grid.size, initial=grid.size - n_todo, label=os.path.basename(out),
                                         progress=progress, multiple=k)
     finally:
+        t_points = time.perf_counter()
         if w.is_root:
             store.close()
     if interrupted:  # the CLI prints this one line on rank 0 and takes the other ranks down (exit 130)
         raise KeyboardInterrupt(f"interrupted; {store.n_done if w.is_root else '?'}/{grid.size} points are saved in "
                                 f"{out}; run the same command again to compute the rest")
     done = store.n_done if w.is_root else grid.size
-    return SurfaceResult(out, grid.shape, done, n_todo, time.perf_counter() - t0)
+    t_end = time.perf_counter()
+    phases = {"setup": t_setup - t0, "probe": t_probe - t_setup, "points": t_points - t_probe,
+              "write": t_end - t_points}
+    return SurfaceResult(out, grid.shape, done, n_todo, t_end - t0, phases)
 
 
 def _grid_identity(grid: Grid) -> dict:

@@ -61,7 +61,10 @@ def add_problem_args(p: argparse.ArgumentParser, checkpoint: bool = True, data_r
     add_loss_args(g)
     g.add_argument("--samples", type=positive_int("--samples"), metavar="N",
                    help="evaluate on a fixed, seeded subset of N examples (default: all)")
-    g.add_argument("--batch-size", type=positive_int("--batch-size"), default=512, metavar="B")
+    g.add_argument("--batch-size", type=positive_int("--batch-size"), metavar="B",
+                   help="evaluation batch (default: from memory: all samples in one batch when their activations "
+                        "fit in 128 MiB on a CPU, 1 GiB on a GPU, else equal batches that do; at least one batch "
+                        "per rank for hessian and sharpness, which share the batches among ranks)")
     g.add_argument("--seed", type=int, default=0, help="seed for directions, sampling and estimators (default 0)")
     g.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="auto: cuda:(local_rank %% n_gpus) when CUDA is available, else CPU")
@@ -96,16 +99,19 @@ def add_loss_args(g) -> None:
                         "themselves, e.g. HuggingFace models given labels)")
 
 
-def problem_from_args(args, world=None):
+def problem_from_args(args, world=None, shard_batches: bool = False):
+    """The Problem of the parsed options; ``shard_batches``: the ranks of ``world`` share the batches (at least
+    one each when the batch size is chosen automatically)."""
     from ..problem import make_problem
 
     local_rank = world.local_rank if world is not None else 0
+    shards = world.size if shard_batches and world is not None else 1
     return make_problem(
         args.model, data=args.data, checkpoint=getattr(args, "checkpoint", None), model_args=args.model_args,
         loss=args.loss, samples=args.samples, seed=args.seed, batch_size=args.batch_size, device=args.device,
         test_data=getattr(args, "test_data", None), unsafe_load=args.unsafe_load, local_rank=local_rank,
         target_key=args.target_key, output_key=args.output_key, shift_labels=args.shift_labels,
-        data_on_device=args.data_on_device, strip_prefix=args.strip_prefix,
+        data_on_device=args.data_on_device, strip_prefix=args.strip_prefix, shards=shards,
     )
 
 

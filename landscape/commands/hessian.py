@@ -43,8 +43,13 @@ def add_parser(sub) -> None:
     g.add_argument("--max-iter", type=positive_int("--max-iter"), default=100, help="most Lanczos steps / power steps")
     g.add_argument("--save-vectors", action="store_true", help="store the eigenvectors (parameter-shaped)")
     g.add_argument("--trace", action="store_true", help="estimate tr(H)")
-    g.add_argument("--trace-method", default="hutch++", choices=("hutch++", "hutchinson"))
-    g.add_argument("--trace-matvecs", type=positive_int("--trace-matvecs"), default=99, help="HVP budget of the trace")
+    g.add_argument("--trace-method", default="auto", choices=("auto", "hutch++", "hutchinson"),
+                   help="auto: Hutch++, switching to Hutchinson when its sketch does not reduce the variance")
+    g.add_argument("--trace-matvecs", type=positive_int("--trace-matvecs"), default=99,
+                   help="most HVPs the trace may spend (the cap of --trace-rtol)")
+    g.add_argument("--trace-rtol", type=positive_float("--trace-rtol"), default=1e-2,
+                   help="stop the trace once its standard error is at most this share of |estimate| (at least 10 "
+                        "samples; the budget --trace-matvecs is the cap)")
     g.add_argument("--density", action="store_true", help="spectral density by stochastic Lanczos quadrature")
     g.add_argument("--density-runs", type=positive_int("--density-runs"), default=5)
     g.add_argument("--density-steps", type=positive_int("--density-steps"), default=60)
@@ -65,7 +70,7 @@ def run(args) -> int:
         if w.is_root:
             check_output_path(args.out, inputs={"--checkpoint": args.checkpoint},
                               create=args.out == "outputs/hessian.h5")
-        problem = problem_from_args(args, w)  # device: cuda:(local_rank % GPUs) or the CPU, as for surface
+        problem = problem_from_args(args, w, shard_batches=True)  # device as for surface; at least a batch per rank
         # batch i on rank i % size, products summed over ranks
         op = curvature.make_operator(problem, getattr(args, "operator", "hessian"), world=w)
         if args.top_k > op.dim:
@@ -84,7 +89,7 @@ def run(args) -> int:
         print(f"landscape hessian: {problem.n_samples} samples in {len(problem.batches)} batches on "
               f"{problem.device} ({where})", file=sys.stderr, flush=True)
     # Every product is collective from here on. The determinism check gives the same verdict on every rank (it
-    # compares summed products, and is raised as agreed); any other failure on one rank aborts the whole job.
+    # compares losses summed over the ranks, and is raised as agreed); any other failure on one rank aborts the job.
     return all_or_abort(w, _compute_and_write, args, w, problem, op)
 
 
@@ -137,11 +142,12 @@ def _compute_and_write(args, w, problem, op) -> int:
     from .. import curvature
     from ..store import base_attrs, provenance, replace_group, set_attrs, update_file, write_named
 
-    progress = _Progress(w.is_root and not args.quiet, op)
-    progress.start("check", "checking that the loss is deterministic (two products of one vector)")
-    try:
-        curvature.check_deterministic(op)
-    except LandscapeError as e:  # decided from products summed over all ranks: the same on every rank
+    # a line every 5 s at a terminal, every 30 s into a log (a long density run would fill it otherwise)
+    progress = _Progress(w.is_root and not args.quiet, op, every=5.0 if sys.stderr.isatty() else 30.0)
+    progress.start("check", "checking that the loss is deterministic (two forward passes)")
+    try:  # two forward passes, not two extra products (check_deterministic_loss says why that suffices)
+        curvature.check_deterministic_loss(op)
+    except LandscapeError as e:  # decided from losses summed over all ranks: the same on every rank
         e.agreed = True
         raise
     which = "both" if args.smallest else "LA"
@@ -157,7 +163,7 @@ def _compute_and_write(args, w, problem, op) -> int:
             print(f"landscape hessian: warning: the eigenvalues did not converge in {eig.iterations} steps (largest "
                   f"residual {worst:.3g}, --tol {args.tol:g}); they are estimates only: raise --max-iter",
                   file=sys.stderr, flush=True)
-    rows = [(label, ", ".join(f"{v:.6g}" for v in eig.eigenvalues))]
+    rows = [(label, ", ".join(f"{v:.6g}" for v in eig.eigenvalues) + f" ({eig.matvecs} HVPs)")]
     smallest = getattr(eig, "smallest", None)
     if smallest is not None:
         rows.append(("smallest eigenvalue", f"{smallest:.6g}"))
@@ -167,12 +173,21 @@ def _compute_and_write(args, w, problem, op) -> int:
                                   f"≤ --tol {args.tol:g} (largest residual {worst:.2g}); raise --max-iter"))
     tr = dens = None
     if args.trace:
-        progress.start("trace", f"trace: {args.trace_method}, {args.trace_matvecs} products")
-        tr = curvature.hessian_trace(op, matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed)
-        rows.append(("trace", f"{tr.estimate:.6g} ± {tr.stderr:.2g} ({args.trace_method}, {args.trace_matvecs} HVPs)"))
+        progress.start("trace", f"trace: {args.trace_method}, at most {args.trace_matvecs} products "
+                                f"(--trace-rtol {args.trace_rtol:g})")
+        tr = curvature.hessian_trace(op, matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed,
+                                     rtol=args.trace_rtol)
+        lo, hi = tr.interval
+        note = "" if tr.converged else f"; stderr above --trace-rtol {args.trace_rtol:g} at the cap"
+        rows.append(("trace", f"{tr.estimate:.6g} ± {tr.stderr:.2g}, 95 % interval [{lo:.6g}, {hi:.6g}] "
+                              f"({tr.method}, {tr.matvecs} HVPs{note})"))
     if args.density:
         progress.start("density", f"density: {args.density_runs} runs of {args.density_steps} steps")
+        before = op.matvecs
         dens = curvature.spectral_density(op, runs=args.density_runs, steps=args.density_steps, seed=args.seed)
+        rows.append(("density", f"{args.density_runs} SLQ runs × {args.density_steps} steps ({op.matvecs - before} "
+                                "HVPs)"))
+    rows.append(("HVPs in all", str(op.matvecs)))
     if not w.is_root:  # every rank computed the same results; rank 0 writes and prints them
         return 0
     from ..params import fingerprint, select

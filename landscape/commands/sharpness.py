@@ -145,7 +145,7 @@ def run(args) -> int:
         # named alone it needs the step size; in a group (all, curvature) it is left out without one
         if args.lr is None and "eos_ratio" in {m.strip() for m in args.metrics.split(",")}:
             raise LandscapeError("--metrics eos_ratio needs --lr (the training step size η)")
-        problem = problem_from_args(args, w)  # device: cuda:(local_rank % GPUs) or the CPU, as for surface
+        problem = problem_from_args(args, w, shard_batches=True)  # device as for surface; at least a batch per rank
         # input errors the metrics would find mid-run are found here, on every rank alike, before any collective
         if any(n.startswith("flatness") for n in names):
             S.flatness_target(problem, args.flat_target)

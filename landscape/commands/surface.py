@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from ..errors import LandscapeError
@@ -109,6 +111,9 @@ def run(args) -> int:
     if w.is_root:
         print(f"{res.path}: {res.done}/{_size(res.shape)} points done ({res.computed} computed now, "
               f"{res.seconds:.1f} s)")
+        if os.environ.get("LANDSCAPE_TIMINGS"):  # benchmarks/bench_command.py reads this line
+            print("landscape surface: timings " + json.dumps({k: round(v, 4) for k, v in res.phases.items()}),
+                  file=sys.stderr, flush=True)
         if args.plot:
             from .. import plot as _plot  # noqa: F401 - fails cleanly if plotting is unavailable
             from ..cli import main as cli_main

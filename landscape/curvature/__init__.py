@@ -33,13 +33,14 @@ from __future__ import annotations
 from ._base import MatrixOperator, as_operator
 from .density import DensityResult, fraction_near_zero, gaussian_density, slq_nodes, spectral_density
 from .fisher import OPERATORS, EmpiricalFisherOperator, make_operator
-from .hvp import GGNOperator, HessianOperator, check_deterministic, hvp
+from .hvp import GGNOperator, HessianOperator, check_deterministic, check_deterministic_loss, hvp
 from .lanczos import EigenResult, hessian_eigenpairs, lanczos, power_iteration, smallest_eigenvalue, tridiagonal
 from .trace import TraceResult, hessian_trace, hutchinson, hutchpp
 
 __all__ = [
     "DensityResult", "EigenResult", "GGNOperator", "HessianOperator", "MatrixOperator", "TraceResult",
-    "as_operator", "check_deterministic", "fraction_near_zero", "gaussian_density", "hessian_eigenpairs",
+    "as_operator", "check_deterministic", "check_deterministic_loss", "fraction_near_zero", "gaussian_density",
+    "hessian_eigenpairs",
     "hessian_trace", "hutchinson", "hutchpp", "hvp", "lanczos", "power_iteration", "slq_nodes",
     "smallest_eigenvalue", "spectral_density", "tridiagonal",
     "OPERATORS", "EmpiricalFisherOperator", "make_operator",
