@@ -145,7 +145,7 @@ def test_local_reorthogonalization_keeps_the_quadrature(seed):
 
 
 def test_slq_stores_no_basis(monkeypatch):
-    """The default SLQ never builds a Lanczos basis (its memory is a few vectors whatever the steps)."""
+    """SLQ on a large operator never builds a Lanczos basis (its memory is a few vectors whatever the steps)."""
     import sys
 
     L = sys.modules["landscape.curvature.lanczos"]  # the package re-exports the function `lanczos` by that name
@@ -154,6 +154,7 @@ def test_slq_stores_no_basis(monkeypatch):
         raise AssertionError("SLQ built a basis")
 
     monkeypatch.setattr(L, "_Basis", no_basis)
+    monkeypatch.setattr(sys.modules["landscape.curvature.density"], "SLQ_FULL_REORTH_BYTES", 0)  # as for a big model
     A, _ = _papyan()
     d = spectral_density(A, runs=2, steps=50, seed=0)
     assert d.matvecs == 100 and np.isfinite(d.density).all()
