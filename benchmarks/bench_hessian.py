@@ -13,7 +13,9 @@ For trained nets on ``zoo:digits`` (the demo MLP; ResNet-20 when the zoo has it)
 (b) Time of one HVP ÷ time of one forward+backward over the same N samples, with the data in one
     batch and in batches of 128: the cached product (the graph of ∇L kept, one backward pass per
     HVP; what Lanczos uses after its first product), the first product (builds that graph), and
-    the product recomputed from scratch (``cache=False``: forward + double backward per batch).
+    the product recomputed from scratch (``cache=False``: forward + double backward per batch), and
+    forward-over-reverse (``method="forward"``: ``jvp`` of ``grad`` per batch, nothing cached).
+    The summary says which method was faster and whether ``DEFAULT_HVP_METHOD`` (``auto``) matches.
     Timings are the fastest of interleaved rounds (robust to a busy machine).
 
 Usage::
@@ -37,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from landscape import zoo  # noqa: E402
 from landscape.curvature import HessianOperator, lanczos, power_iteration  # noqa: E402
+from landscape.curvature.hvp import DEFAULT_HVP_METHOD  # noqa: E402
 from landscape.problem import load_data, make_problem  # noqa: E402
 
 RTOL = 1e-3
@@ -118,14 +121,18 @@ def hvp_ratios(model: torch.nn.Module, n: int, batch_size: int, rounds: int) -> 
             loss = problem.loss_sum(problem.model(x), y) / n
             torch.autograd.grad(loss, params)
 
-    cached = HessianOperator(problem, cache=True)
-    fresh = HessianOperator(problem, cache=False)
+    cached = HessianOperator(problem, cache=True, method="reverse")
+    fresh = HessianOperator(problem, cache=False, method="reverse")
+    forward = HessianOperator(problem, method="forward")  # jvp of grad: nothing to cache
     v = torch.randn(cached.dim, generator=torch.Generator().manual_seed(0))
     t = time.perf_counter()
     cached.matvec_flat(v)
     first = time.perf_counter() - t
-    best = best_time({"fb": fb, "hvp": lambda: cached.matvec_flat(v), "fresh": lambda: fresh.matvec_flat(v)}, rounds)
-    return dict(fb=best["fb"], hvp=best["hvp"], fresh=best["fresh"], first=first,
+    best = best_time({"fb": fb, "hvp": lambda: cached.matvec_flat(v), "fresh": lambda: fresh.matvec_flat(v),
+                      "fwd": lambda: forward.matvec_flat(v)}, rounds)
+    if forward.method != "forward":  # the probe fell back to double backward
+        best["fwd"] = float("nan")
+    return dict(fb=best["fb"], hvp=best["hvp"], fresh=best["fresh"], fwd=best["fwd"], first=first,
                 cache_mb=(cached.cache_bytes or 0) / 2**20)
 
 
@@ -140,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads (1 is steadiest on a shared machine; ratios barely depend on it)")
     ap.add_argument("--models", default="mlp,resnet20")
     ap.add_argument("--samples", default="512,1024")
+    ap.add_argument("--timings-only", action="store_true", help="only (b), the HVP timings (skip the eigenvalues)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = args.models.split(",")
@@ -166,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             problem = make_problem(model, data="zoo:digits", samples=n, batch_size=n, device="cpu")
             do5 = c["power5"] if c["power5"] is not None else n == samples[0]
-            r = eigen_counts(problem, c["ref_steps"], c["power_cap"], do5)
-            eig_rows.append((name, n, r))
-            print(f"[{name} N={n}] eigenvalues in {time.perf_counter() - t:.1f}s (one HVP ≈ {r['t_hvp'] * 1e3:.0f} ms)",
-                  flush=True)
+            if not args.timings_only:
+                r = eigen_counts(problem, c["ref_steps"], c["power_cap"], do5)
+                eig_rows.append((name, n, r))
+                print(f"[{name} N={n}] eigenvalues in {time.perf_counter() - t:.1f}s "
+                      f"(one HVP ≈ {r['t_hvp'] * 1e3:.0f} ms)", flush=True)
             for bs in (n, 128):
                 t = time.perf_counter()
                 time_rows.append((name, n, bs, hvp_ratios(model, n, bs, c["rounds"])))
@@ -192,14 +201,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n(b) time of one HVP ÷ time of one forward+backward over the same samples")
     hdr = (f"{'model':<9} {'N':>5} {'batch':>5} | {'fwd+bwd ms':>10} | {'HVP ms':>8} {'ratio':>6} | "
-           f"{'1st HVP ms':>10} {'ratio':>6} | {'no-cache ms':>11} {'ratio':>6} | {'graph MB':>8}")
+           f"{'1st HVP ms':>10} {'ratio':>6} | {'no-cache ms':>11} {'ratio':>6} | {'fwd-rev ms':>10} {'ratio':>6} | "
+           f"{'graph MB':>8}")
     print(hdr)
     print("-" * len(hdr))
     for name, n, bs, r in time_rows:
         print(f"{name:<9} {n:>5} {bs:>5} | {r['fb'] * 1e3:>10.2f} | {r['hvp'] * 1e3:>8.2f} "
               f"{r['hvp'] / r['fb']:>6.2f} | {r['first'] * 1e3:>10.2f} {r['first'] / r['fb']:>6.2f} | "
               f"{r['fresh'] * 1e3:>11.2f} "
-              f"{r['fresh'] / r['fb']:>6.2f} | {r['cache_mb']:>8.1f}")
+              f"{r['fresh'] / r['fb']:>6.2f} | {r['fwd'] * 1e3:>10.2f} {r['fwd'] / r['fb']:>6.2f} | "
+              f"{r['cache_mb']:>8.1f}")
 
     print("\nsummary")
     for name, n, r in eig_rows:
@@ -209,8 +220,15 @@ def main(argv: list[str] | None = None) -> int:
               + (f", {r['pw5']} for the top-5" if "pw5" in r else "") + f" -> target ≤30: {'met' if ok else 'NOT met'}")
     for name, n, bs, r in time_rows:
         ratio = r["hvp"] / r["fb"]
-        print(f"  {name} N={n} batch {bs}: HVP/(fwd+bwd) = {ratio:.2f} (cached), {r['fresh'] / r['fb']:.2f} "
-              f"(recomputed) -> target ≤2: {'met' if ratio <= 2 else 'NOT met'}")
+        print(f"  {name} N={n} batch {bs}: HVP/(fwd+bwd) = {ratio:.2f} (double backward, cached), "
+              f"{r['fresh'] / r['fb']:.2f} (double backward, recomputed), {r['fwd'] / r['fb']:.2f} "
+              f"(forward-over-reverse) -> target ≤2: {'met' if ratio <= 2 else 'NOT met'}")
+    if time_rows:
+        wins = sum(min(r["hvp"], r["fresh"]) <= r["fwd"] for *_, r in time_rows)
+        faster = "reverse" if 2 * wins >= len(time_rows) else "forward"
+        print(f"  faster method: {faster} in {max(wins, len(time_rows) - wins)} of {len(time_rows)} rows; "
+              f"HessianOperator's default (method='auto'): {DEFAULT_HVP_METHOD}"
+              + ("" if faster == DEFAULT_HVP_METHOD else " -> update DEFAULT_HVP_METHOD"))
     for note in notes:
         print("  note:", note)
     print(f"total {time.perf_counter() - t_start:.0f}s")

@@ -5,8 +5,9 @@
     python benchmarks/bench_mpi.py --grid 12 --repeats 1   # quick look
 
 Each configuration runs as its own process tree (``mpiexec -n 2`` for the 2-rank one) and times
-the scheduling phase of :func:`landscape.surface.run_surface` (from the first chunk to the last
-result written; start-up, data loading and file creation are reported separately). Inside it,
+the scheduling phase of :func:`landscape.surface.run_surface` (its ``run_with_progress`` call:
+from the first chunk to the last result written; start-up, data loading and file creation are
+reported separately). Inside it,
 every rank also times its ``compute`` calls (writing the weights of a point + forward passes over
 the evaluation samples). Printed:
 
@@ -47,7 +48,7 @@ def worker(args) -> None:
     problem = make_problem(args.model, data=args.data, samples=args.samples, device="cpu", local_rank=w.local_rank)
     threads = configure_threads(w, problem.device)
     stats = {"compute_s": 0.0, "points": 0, "phase_s": 0.0}
-    make_compute, run_points = S.make_compute, S.run_points
+    make_compute, run_with_progress = S.make_compute, S.run_with_progress
 
     def timed_make_compute(*a, **k):
         compute = make_compute(*a, **k)
@@ -59,15 +60,18 @@ def worker(args) -> None:
             stats["points"] += len(indices)
             return out
 
+        timed.points_per_batch = getattr(compute, "points_per_batch", 1)  # run_surface reads the evaluator's K
         return timed
 
-    def timed_run_points(*a, **k):
+    def timed_run(*a, **k):
         w.barrier()  # every rank starts the clock together
         t = time.perf_counter()
-        run_points(*a, **k)  # ends with a barrier: the clock stops once every rank is done
+        out = run_with_progress(*a, **k)  # ends with a barrier: the clock stops once every rank is done
         stats["phase_s"] = time.perf_counter() - t
+        return out
 
-    S.make_compute, S.run_points = timed_make_compute, timed_run_points
+    # run_surface calls these module globals: wrap them to time the scheduling phase and the compute calls
+    S.make_compute, S.run_with_progress = timed_make_compute, timed_run
     spec = S.SurfaceSpec(x=f"-1:1:{args.grid}", y=f"-1:1:{args.grid}", points_per_batch=args.points_per_batch,
                          flush_every=args.flush_every, chunk_size=args.chunk_size)
     res = S.run_surface(problem, spec, args.out, overwrite=True, progress=False, w=w)

@@ -380,6 +380,55 @@ def _claim(tmp: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+#: elements per chunk of a surface dataset (4 KiB of float64, a disk page): a flush rewrites whole chunks, so small
+#: chunks keep its cost proportional to the new points (benchmarks/bench_flush.py; 16³ chunks cost 3-5× more)
+CHUNK_ELEMENTS = 512
+#: grids smaller than this stay contiguous: a point write there touches only its own bytes anyway (and the
+#: file keeps the simplest layout, one extent per dataset)
+CHUNK_MIN_POINTS = 1 << 16
+
+
+def chunk_shape(shape: tuple[int, ...], target: int = CHUNK_ELEMENTS,
+                min_points: int = CHUNK_MIN_POINTS) -> tuple[int, ...] | None:
+    """HDF5 chunk shape of a grid dataset: about ``target`` elements, the same length along every axis
+    (512 for a line, 23×23 for a surface, 8×8×8 for a volume), capped by the grid's own size; None
+    (contiguous) for grids of fewer than ``min_points`` points."""
+    if int(np.prod(shape, dtype=np.int64)) < min_points:
+        return None
+    side = max(1, round(target ** (1.0 / max(1, len(shape)))))
+    return tuple(max(1, min(int(n), side)) for n in shape)
+
+
+def write_points(ds: h5py.Dataset, flat_idx: np.ndarray, values: np.ndarray) -> int:
+    """``ds.flat[flat_idx] = values`` as one HDF5 write of a point selection.
+
+    HDF5 reads and rewrites only the chunks that hold those points (a contiguous dataset -- a small grid,
+    or a file written before chunking -- is updated in place at those points). ``flat_idx`` are C-order
+    flat indices in any order; where one repeats, its last value wins. Returns the number of
+    chunks touched (points for an unchunked dataset).
+    """
+    flat_idx = np.asarray(flat_idx, dtype=np.int64).reshape(-1)
+    values = np.asarray(values).reshape(-1)
+    if not len(flat_idx):
+        return 0
+    shape = ds.shape
+    if len(shape) == 0:
+        ds[()] = values[-1]
+        return 1
+    # sorted, unique (the last value of a repeated index): HDF5 then visits each chunk once, in file order
+    rev = flat_idx[::-1]
+    uniq, first = np.unique(rev, return_index=True)
+    vals = np.ascontiguousarray(values[::-1][first], dtype=ds.dtype)
+    multi = np.unravel_index(uniq, shape)
+    space = ds.id.get_space()
+    space.select_elements(np.stack(multi, axis=1).astype(np.uint64))
+    ds.id.write(h5py.h5s.create_simple((len(uniq),)), space, vals)
+    blocks = ds.chunks
+    if blocks is None:
+        return len(uniq)
+    return len({tuple(k) for k in np.stack([m // b for m, b in zip(multi, blocks)], axis=1).tolist()})
+
+
 class GridStore:
     """A run's output file: values of several metrics on a fixed set of points, plus a done mask.
 
@@ -434,8 +483,6 @@ class GridStore:
         idx = np.concatenate([i for i, _ in self._pending])
         order = np.argsort(idx)
         idx = idx[order]
-        done = self.done.copy()
-        done[idx] = True
         try:
             # the values rewrite pre-allocated bytes; the margin keeps HDF5 clear of a full disk
             ensure_space(self.path, 0)
@@ -445,15 +492,14 @@ class GridStore:
         try:
             f = self._lock.h5("r+")
             try:
+                # only the chunks that hold new points are read and rewritten: a flush costs in proportion to
+                # the points it adds, not to the grid (a 201³ volume is 64 MB per metric)
                 for name in self.names:
                     key = name.rsplit("/", 1)[-1]
                     vals = np.concatenate([v[key] for _, v in self._pending])[order]
-                    ds = f[name]
-                    flat = np.asarray(ds[()]).reshape(-1)
-                    flat[idx] = vals
-                    ds[...] = flat.reshape(ds.shape)
-                f.flush()
-                f[self.done_name][...] = done.reshape(self.shape).astype(np.uint8)
+                    write_points(f[name], idx, vals)
+                f.flush()  # values first: a mask on disk never claims a point whose value is not there
+                write_points(f[self.done_name], idx, np.ones(len(idx), np.uint8))
             finally:
                 close_h5(f)
         except OSError as e:
@@ -462,7 +508,7 @@ class GridStore:
             raise LandscapeError(
                 f"writing {self.path} failed ({_first_line(e)}); the {self.n_done} points saved before are intact: "
                 "free some space (or choose another --out) and run the same command again to resume") from None
-        self.done = done
+        self.done[idx] = True  # only once written (no copy of the grid-sized mask: O(new points) per flush)
         self._pending.clear()
         self._last_flush = time.monotonic()
 
@@ -667,9 +713,10 @@ def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple
             ds = f.create_dataset(name, data=np.asarray(data))
             for k, v in (dattrs or {}).items():
                 ds.attrs[k] = v if isinstance(v, str | int | float | bool | np.ndarray) else _json(v)
+        chunks = chunk_shape(shape)  # large grids: a flush rewrites only the chunks it adds points to
         for m in metrics:
-            f.create_dataset(f"surfaces/{m}", data=np.full(shape, np.nan), track_times=False)
-        f.create_dataset("surfaces/done", data=np.zeros(shape, np.uint8), track_times=False)
+            f.create_dataset(f"surfaces/{m}", data=np.full(shape, np.nan), chunks=chunks, track_times=False)
+        f.create_dataset("surfaces/done", data=np.zeros(shape, np.uint8), chunks=chunks, track_times=False)
 
     return atomic_create(path, build, replacing=replacing, keep_lock=True)
 

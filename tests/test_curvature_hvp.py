@@ -116,6 +116,75 @@ def test_hvp_matches_dense_hessian(kind, loss):
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "cnn_bn", "unused"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_forward_over_reverse_matches_dense_hessian(kind, loss):
+    """``method="forward"`` (jvp of grad) gives the dense Hessian's products, the loss and the gradient."""
+    prob = _problem(kind, loss)
+    H = dense_hessian(prob)
+    fwd, rev = HessianOperator(prob, method="forward"), HessianOperator(prob, method="reverse")
+    V = torch.randn(fwd.dim, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for v in V.T:
+        torch.testing.assert_close(fwd.matvec_flat(v), H @ v, rtol=1e-10, atol=1e-12)
+    assert fwd.method == "forward" and fwd.matvecs == 3 and fwd._cached is None  # no graph kept
+    rev.matvec_flat(V[:, 0])
+    assert fwd.value() == pytest.approx(rev.value(), rel=1e-12)
+    torch.testing.assert_close(flat(fwd.gradient()), flat(rev.gradient()), rtol=1e-10, atol=1e-14)
+
+
+def test_forward_over_reverse_at_a_trained_minimum():
+    """Near a minimum (loss <= 1e-4) the two methods still agree with the dense Hessian."""
+    prob = _problem("mlp", "mse")
+    X, Y = all_data(prob)
+    target = prob.model(X).detach()  # regress the model on its own outputs, then nudge: loss ~ 1e-6
+    with torch.no_grad():
+        for p in prob.model.parameters():
+            p.add_(1e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5), dtype=p.dtype))
+    prob = Problem(model=prob.model, loss="mse", splits={"train": [(X, target)]}, device=torch.device("cpu"))
+    H = dense_hessian(prob)
+    fwd = HessianOperator(prob, method="forward")
+    assert fwd.value() <= 1e-4
+    v = torch.randn(fwd.dim, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    torch.testing.assert_close(fwd.matvec_flat(v), H @ v, rtol=1e-10, atol=1e-13)
+
+
+class _NoFunctorch(nn.Module):
+    """A model torch.func cannot transform (``.numpy()`` of a weight): forward-over-reverse must fall back."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(5, 3).double()
+
+    def forward(self, x):
+        scale = 1.0 + 0.0 * float(self.lin.weight.detach().numpy().sum())
+        return torch.tanh(self.lin(x)) * scale
+
+
+def test_forward_over_reverse_falls_back_with_a_notice(capsys):
+    prob = _problem("mlp")
+    prob = Problem(model=_NoFunctorch().eval(), loss="cross_entropy", splits=prob.splits, device=torch.device("cpu"))
+    params = named(prob)
+    X, Y = all_data(prob)
+
+    def loss(theta):  # the dense reference by plain autograd (torch.func.hessian fails on .item() too)
+        return prob.loss_sum(torch.func.functional_call(prob.model, unflat(theta, params), (X,)), Y) / len(X)
+
+    H = torch.autograd.functional.hessian(loss, flat(params))
+    op = HessianOperator(prob, method="forward")
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    torch.testing.assert_close(op.matvec_flat(v), H @ v, rtol=1e-10, atol=1e-12)
+    assert op.method == "reverse"
+    assert "forward-over-reverse" in capsys.readouterr().err
+
+
+def test_hvp_method_auto_and_bad_method():
+    from landscape.curvature.hvp import DEFAULT_HVP_METHOD
+
+    prob = _problem("mlp")
+    assert HessianOperator(prob).method == DEFAULT_HVP_METHOD
+    with pytest.raises(LandscapeError, match="hvp method"):
+        HessianOperator(prob, method="sideways")
+
 def test_hvp_equals_finite_differences_of_gradient():
     prob = _problem("mlp_bn")
     theta = named(prob)

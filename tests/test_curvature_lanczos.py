@@ -172,6 +172,62 @@ def test_float32_network_uses_float64_basis():
     assert all(t.dtype == torch.float32 for t in res.eigenvectors[0].values())
 
 
+def test_basis_in_float32_or_on_the_host():
+    """The basis kept in float32 (half the memory) or on the host: eigenvalues as with the float64 device basis."""
+    prob = _mlp_problem()
+    w = np.linalg.eigvalsh(dense_hessian(prob).numpy())[::-1]
+    ref = lanczos(HessianOperator(prob), k=5, tol=1e-9, max_iter=80, return_vectors=False)
+    host = lanczos(HessianOperator(prob), k=5, tol=1e-9, max_iter=80, return_vectors=False, basis="host")
+    np.testing.assert_array_equal(host.eigenvalues, ref.eigenvalues)  # CPU operator: the host is its device
+    np.testing.assert_allclose(ref.eigenvalues, w[:5], rtol=1e-6)
+    f32 = lanczos(HessianOperator(prob), k=5, tol=1e-6, max_iter=80, basis_dtype=torch.float32)
+    np.testing.assert_allclose(f32.eigenvalues, w[:5], rtol=1e-6)
+    assert f32.converged and f32.matvecs <= 60
+    for v, lam in zip(f32.eigenvectors, f32.eigenvalues):  # the Ritz vectors are still eigenvectors
+        x = flat(v)
+        hx = HessianOperator(prob).matvec_flat(x)
+        assert float((hx - lam * x).norm()) <= 1e-5 * abs(lam)
+    with pytest.raises(LandscapeError, match="basis"):
+        lanczos(HessianOperator(prob), k=1, basis="disk")
+    with pytest.raises(LandscapeError, match="basis_dtype"):
+        lanczos(HessianOperator(prob), k=1, basis_dtype=torch.float16)
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_cross_check_with_scipy_eigsh(trained):
+    """``to_scipy()``: scipy's ARPACK (eigsh) on the tool's own HVP agrees with Lanczos and the dense Hessian."""
+    eigsh = pytest.importorskip("scipy.sparse.linalg").eigsh
+    prob = _mlp_problem()
+    if trained:  # a minimum: train the small net to loss <= 1e-4 with full-batch L-BFGS
+        X = torch.cat([x for x, _ in prob.batches])
+        y = torch.cat([t for _, t in prob.batches])
+        opt = torch.optim.LBFGS(prob.model.parameters(), lr=1, max_iter=5, tolerance_grad=1e-12,
+                                tolerance_change=0, history_size=50, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(prob.model(X), y)
+            loss.backward()
+            return loss
+
+        for _ in range(400):  # stop just below 1e-4: further on, cross-entropy's Hessian vanishes altogether
+            opt.step(closure)
+            if float(closure().detach()) <= 1e-4:
+                break
+        assert 1e-7 <= float(closure().detach()) <= 1e-4
+    w = np.linalg.eigvalsh(dense_hessian(prob).numpy())[::-1]
+    op = HessianOperator(prob)
+    A = op.to_scipy()
+    assert A.shape == (op.dim, op.dim)
+    ours = lanczos(op, k=5, tol=1e-3, max_iter=30, return_vectors=False)
+    assert ours.converged and ours.matvecs <= 30
+    vals = np.sort(eigsh(A, k=5, which="LA", tol=1e-10, return_eigenvectors=False))[::-1]
+    np.testing.assert_allclose(vals, w[:5], rtol=1e-6, atol=1e-9 * abs(w).max())
+    np.testing.assert_allclose(ours.eigenvalues, vals, rtol=1e-3)
+    tight = lanczos(op, k=5, tol=1e-10, max_iter=op.dim, return_vectors=False)
+    np.testing.assert_allclose(tight.eigenvalues, vals, rtol=1e-6, atol=1e-9 * abs(w).max())
+    block = A.matmat(np.eye(op.dim)[:, :3])  # a block of vectors at once, as some scipy solvers ask
+    np.testing.assert_allclose(block, dense_hessian(prob).numpy()[:, :3], rtol=1e-10, atol=1e-12)
 def test_bad_arguments():
     A = random_basis(_spectrum(n=20))
     with pytest.raises(LandscapeError):

@@ -60,6 +60,25 @@ class _LinearOperator:
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         return torch.stack([self.matvec_flat(e) for e in eye], dim=1)
 
+    def to_scipy(self):
+        """This operator as a ``scipy.sparse.linalg.LinearOperator`` (float64, symmetric), for scipy's solvers.
+
+        Each product moves the vector to the operator's device and back (counted in ``matvecs``), e.g.
+        ``scipy.sparse.linalg.eigsh(H.to_scipy(), k=5, which="LA")``.
+        """
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x, dtype=np.float64)
+            flat = x.reshape(-1) if x.ndim == 1 or x.shape[1] == 1 else None
+            if flat is None:  # a block of vectors
+                return np.stack([mv(c) for c in x.T], axis=1)
+            y = self.matvec_flat(torch.from_numpy(np.ascontiguousarray(flat)))
+            out = y.detach().to(device="cpu", dtype=torch.float64).numpy()
+            return out.reshape(x.shape)
+
+        return LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, matmat=mv, dtype=np.float64)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim}, dtype={self.dtype}, matvecs={self.matvecs})"
 

@@ -66,6 +66,10 @@ class DensityResult:
         return fraction_near_zero(self.nodes, self.weights, eps, relative=relative)
 
 
+#: SLQ keeps a full-reorthogonalization basis only up to this size (bytes); beyond, the local recurrence
+SLQ_FULL_REORTH_BYTES = 64 * 2**20
+
+
 def gaussian_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
     """φ(t) = (1/n_v) Σ_runs Σ_k w_k N(t; τ_k, σ²) on ``grid`` (NaN nodes are skipped)."""
     nodes = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
@@ -105,7 +109,8 @@ def slq_nodes(op, runs: int = 5, steps: int = 60, seed: int | torch.Generator | 
     weights = np.zeros((runs, m))
     for r in range(runs):
         v = rademacher(op.dim, gen, op.device)
-        alpha, beta = tridiagonal(op, m, v)
+        # a small basis costs nothing and keeps T_m exact (as before); a large one is not stored at all
+        alpha, beta = tridiagonal(op, m, v, reorth="full" if m * op.dim * 8 <= SLQ_FULL_REORTH_BYTES else "local")
         T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
         tau, U = np.linalg.eigh(T)
         nodes[r, : len(tau)] = tau

@@ -56,6 +56,13 @@ from ._base import _LinearOperator, gaussian, generator
 CACHE_FRACTION_CPU = 0.25
 CACHE_FRACTION_GPU = 0.5
 
+#: how :class:`HessianOperator` differentiates twice: double backward (``reverse``, its gradient graph
+#: cached when it fits) or forward-over-reverse (``forward``: ``torch.func.jvp`` of ``torch.func.grad``)
+HVP_METHODS = ("auto", "reverse", "forward")
+#: what ``auto`` means: the faster of the two in ``benchmarks/bench_hessian.py`` (HVP ÷ forward+backward,
+#: MLP and ResNet-20 on the CPU: see benchmarks/README.md)
+DEFAULT_HVP_METHOD = "reverse"
+
 _STOCHASTIC_MODULES = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
@@ -449,9 +456,64 @@ class HessianOperator(_ProblemOperator):
         True
     """
 
+    def __init__(self, problem, params: Sequence[str] | Named | None = None, cache: bool | None = None,
+                 batches: Sequence[tuple[Tensor, Tensor]] | None = None, world=None, method: str = "auto"):
+        super().__init__(problem, params=params, cache=cache, batches=batches, world=world)
+        if method not in HVP_METHODS:
+            raise LandscapeError(f"hvp method must be one of {', '.join(HVP_METHODS)}, got {method!r}")
+        #: ``reverse`` (double backward) or ``forward`` (forward-over-reverse); ``auto`` resolves to the
+        #: measured faster one, :data:`DEFAULT_HVP_METHOD`
+        self.method = DEFAULT_HVP_METHOD if method == "auto" else method
+        self._forward_probed = False
+
     def _forward(self, leaves: list[Tensor], x: Tensor) -> Tensor:
         with _EvalBatchNormFolded():
             return super()._forward(leaves, x)
+
+    def _product(self, v: list[Tensor], fresh: bool) -> list[Tensor | None]:
+        if self.method == "forward":
+            if self._forward_probed:
+                return self._forward_over_reverse(v)
+            try:  # the probe: the first product, on the real batches
+                out = self._forward_over_reverse(v)
+                self._forward_probed = True
+                return out
+            except Exception as e:  # noqa: BLE001 - any model functorch cannot transform falls back
+                from ..evaluate import notice
+
+                notice(f"forward-over-reverse Hessian-vector products failed for this model "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); "
+                       "using double backward")
+                self.method = "reverse"
+        if self._ensure_cache(fresh):
+            return self._cached_product(v)
+        return self._recomputed_product(v)
+
+    def _forward_over_reverse(self, v: list[Tensor]) -> list[Tensor | None]:
+        """Σ_b (1/N) ∇²ℓ_b v as ``jvp(grad(ℓ_b/N), θ, v)``: one forward pass carrying dual numbers and one
+        backward pass of those, per batch; no graph is kept between products (nothing to cache)."""
+        from torch.func import grad, jvp
+
+        primals = tuple(t.detach() for t in self._source.values())
+        tangents = tuple(v)
+        argnums = tuple(range(len(primals)))
+        out: list[Tensor | None] = [None] * len(primals)
+        loss_value, grads_sum = 0.0, [torch.zeros_like(t) for t in primals]
+        for x, y in self.batches:
+            def batch_loss(*ps: Tensor, x=x, y=y) -> tuple[Tensor, Tensor]:
+                loss = self.problem.loss_sum(self._forward(list(ps), x), y) / self.n_samples
+                return loss, loss.detach()
+
+            def gradient(*ps: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+                return grad(batch_loss, argnums=argnums, has_aux=True)(*ps)
+
+            gs, hv, loss = jvp(gradient, primals, tangents, has_aux=True)
+            loss_value += float(loss)
+            for i, (g, h) in enumerate(zip(gs, hv)):
+                grads_sum[i].add_(g.detach())
+                out[i] = h.detach() if out[i] is None else out[i].add_(h.detach())
+        self._set_gradient(grads_sum, loss_value)
+        return out
 
     def _build(self) -> list[Tensor] | None:
         """Graph of ∇L over all batches (summed), or None when it would not fit (then products recompute)."""
@@ -476,11 +538,6 @@ class HessianOperator(_ProblemOperator):
         self._set_gradient(grads_sum, loss_value)
         self._leaves = leaves
         return total  # type: ignore[return-value]
-
-    def _product(self, v: list[Tensor], fresh: bool) -> list[Tensor | None]:
-        if self._ensure_cache(fresh):
-            return self._cached_product(v)
-        return self._recomputed_product(v)
 
     def _cached_product(self, v: list[Tensor]) -> list[Tensor | None]:
         total: list[Tensor | None] = self._cached  # type: ignore[assignment]

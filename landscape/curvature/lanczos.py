@@ -12,7 +12,10 @@ Ritz pair has r_i ≤ tol·|θ_i| (or ``atol``), or after ``max_iter`` steps. Ea
 orthogonalized against the whole basis twice (classical Gram–Schmidt, twice is enough), which
 keeps Q_m orthonormal to machine precision: no spurious copies of converged eigenvalues, so the
 top-k come out right with about as many products as the plain recurrence. The basis is kept in
-float64 whatever the model's dtype, in blocks of 16 vectors: about m·P·8 bytes for m steps.
+float64 whatever the model's dtype (``basis_dtype=torch.float32`` halves it), in blocks of 16
+vectors: about m·P·8 bytes for m steps. For an operator on a GPU it lives in pinned host memory
+(``basis="auto"``), so the GPU holds a few vectors whatever m; Gram–Schmidt then runs on the CPU.
+Stochastic Lanczos quadrature needs no basis at all (:func:`tridiagonal`).
 On breakdown (β ≈ 0: an invariant subspace) the run continues from a fresh random vector
 orthogonal to the basis, so repeated eigenvalues are found too (convergence is judged after at
 least one step of the new block).
@@ -117,30 +120,55 @@ def _wanted(n_ritz: int, k: int, which: str) -> list[int] | None:
     return top + ([0] if 0 not in top else [])
 
 
+BASIS_STORAGE = ("auto", "device", "host")
+
+
+def _f64(B: Tensor) -> Tensor:
+    """A basis block in float64 (a temporary of one block when the basis is kept in float32)."""
+    return B if B.dtype == torch.float64 else B.to(torch.float64)
+
+
 class _Basis:
-    """Orthonormal Lanczos vectors (float64), stored in blocks so memory grows with the steps taken.
+    """Orthonormal Lanczos vectors, stored in blocks so memory grows with the steps taken.
 
     ``orthogonalize`` is classical Gram–Schmidt applied twice ("twice is enough"): all inner
     products with the basis first, then one update, each as a matrix-vector product per block.
+
+    ``storage="host"`` keeps the blocks in CPU memory (pinned when the operator is on a GPU) and does
+    the Gram–Schmidt there: the device then holds O(1) vectors whatever the number of steps, at the
+    cost of one device→host and one host→device copy of a vector per step. ``dtype`` float32 halves
+    the basis (inner products and updates are still accumulated in float64, so orthogonality holds
+    to about 1e-7, which the second Gram–Schmidt pass keeps from growing).
     """
 
-    def __init__(self, n: int, device: torch.device, block: int = 16):
-        self.n, self.device, self.block = n, device, block
+    def __init__(self, n: int, device: torch.device, block: int = 16, storage: str = "device",
+                 dtype: torch.dtype = torch.float64):
+        self.n, self.device, self.block = n, torch.device(device), block
+        self.host = storage == "host" and self.device.type != "cpu"
+        self.where = torch.device("cpu") if self.host else self.device
+        self.pin = self.host and torch.cuda.is_available()
+        self.dtype = dtype
         self.blocks: list[Tensor] = []
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def nbytes(self) -> int:
+        return sum(B.numel() * B.element_size() for B in self.blocks)
+
     def append(self, q: Tensor) -> None:
         j = self.size % self.block
         if j == 0:
-            self.blocks.append(torch.empty(self.block, self.n, dtype=torch.float64, device=self.device))
-        self.blocks[-1][j] = q
+            B = torch.empty(self.block, self.n, dtype=self.dtype, device=self.where)
+            self.blocks.append(B.pin_memory() if self.pin else B)
+        self.blocks[-1][j] = q.to(self.where)
         self.size += 1
 
     def __getitem__(self, i: int) -> Tensor:
-        return self.blocks[i // self.block][i % self.block]
+        """q_i in float64 on the operator's device."""
+        return self.blocks[i // self.block][i % self.block].to(device=self.device, dtype=torch.float64)
 
     def _parts(self) -> list[Tensor]:
         rem = self.size - (len(self.blocks) - 1) * self.block
@@ -148,24 +176,26 @@ class _Basis:
 
     def orthogonalize(self, w: Tensor) -> Tensor:
         parts = self._parts()
+        w = w.to(self.where, torch.float64)
         for _ in range(2):
-            coefs = [B @ w for B in parts]
+            coefs = [_f64(B) @ w for B in parts]
             for B, c in zip(parts, coefs):
-                w = w - B.T @ c
-        return w
+                w = w - _f64(B).T @ c
+        return w.to(self.device)
 
     def combine(self, coefs: Tensor) -> Tensor:
-        """Σ_j coefs[j] q_j."""
-        out = torch.zeros(self.n, dtype=torch.float64, device=self.device)
+        """Σ_j coefs[j] q_j (float64, on the operator's device)."""
+        out = torch.zeros(self.n, dtype=torch.float64, device=self.where)
+        coefs = coefs.to(self.where, torch.float64)
         for b, B in enumerate(self._parts()):
-            out += B.T @ coefs[b * self.block: b * self.block + B.shape[0]]
-        return out
+            out += _f64(B).T @ coefs[b * self.block: b * self.block + B.shape[0]]
+        return out.to(self.device)
 
 
 def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int = 100,
             seed: int | torch.Generator | None = 0, return_vectors: bool = True, atol: float = 0.0,
-            v0: Tensor | None = None, callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None
-            ) -> EigenResult:
+            v0: Tensor | None = None, callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+            basis: str = "auto", basis_dtype: torch.dtype = torch.float64) -> EigenResult:
     """Top-k (``LA``), bottom-k (``SA``) or top-k and the smallest (``both``) eigenpairs by Lanczos.
 
     Args:
@@ -178,6 +208,9 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
         return_vectors: form the Ritz vectors Q_m u_i (one small matrix product, no extra matvec).
         callback: called after every step with (steps so far, Ritz values ascending, their residual
             estimates) -- for progress reports and convergence studies.
+        basis: where the Lanczos vectors are kept: ``device`` (with the operator), ``host`` (CPU memory,
+            pinned; the device then holds O(1) vectors), ``auto`` = host for a GPU operator, else device.
+        basis_dtype: float64 (default) or float32 (half the memory; eigenvalues to ~1e-7 relative).
 
     Example:
         >>> import torch
@@ -188,6 +221,10 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
     """
     if which not in WHICH:
         raise LandscapeError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
+    if basis not in BASIS_STORAGE:
+        raise LandscapeError(f"basis must be one of {', '.join(BASIS_STORAGE)}, got {basis!r}")
+    if basis_dtype not in (torch.float64, torch.float32):
+        raise LandscapeError(f"basis_dtype must be torch.float64 or torch.float32, got {basis_dtype}")
     op = as_operator(op)
     n = int(op.dim)
     if k < 1 or k > n:
@@ -196,7 +233,8 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
     gen = generator(seed)
     dev = op.device
     start_matvecs = op.matvecs
-    Q = _Basis(n, dev)
+    storage = basis if basis != "auto" else ("host" if torch.device(dev).type == "cuda" else "device")
+    Q = _Basis(n, dev, storage=storage, dtype=basis_dtype)
     q = (v0.to(device=dev, dtype=torch.float64).reshape(-1) if v0 is not None else gaussian(n, gen, dev))
     Q.append(q / q.norm())
     alphas: list[float] = []
@@ -272,36 +310,57 @@ def lanczos(op, k: int = 1, which: str = "LA", tol: float = 1e-6, max_iter: int 
     return out
 
 
-def tridiagonal(op, steps: int, v0: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """α (m,) and β (m−1,) of T_m from ``steps`` Lanczos steps with full reorthogonalization from ``v0``.
+def tridiagonal(op, steps: int, v0: Tensor, reorth: str = "local") -> tuple[np.ndarray, np.ndarray]:
+    """α (m,) and β (m−1,) of T_m from ``steps`` Lanczos steps from ``v0``.
+
+    ``reorth="local"`` (default): the three-term recurrence w = A q_j − β_{j−1} q_{j−1}, with w
+    re-orthogonalized (twice) against q_j and q_{j−1} only, so memory is four vectors whatever
+    ``steps`` (no basis is stored). In floating point the vectors then lose global orthogonality once
+    a Ritz value converges, and T_m gains copies ("ghosts") of converged eigenvalues; the Gauss
+    quadrature Σ_k u_k[0]² f(τ_k) that stochastic Lanczos quadrature needs stays accurate all the
+    same (Greenbaum 1989; Paige 1980: the copies share the weight of the eigenvalue they copy).
+    ``reorth="full"``: Gram–Schmidt (twice) against every previous vector, m·P·8 bytes of basis.
 
     Stops early (m < steps) at breakdown: the Krylov space is then invariant and the Gauss
     quadrature of T_m is exact for ``v0`` -- no restart, unlike :func:`lanczos`. Used by stochastic
     Lanczos quadrature (:mod:`landscape.curvature.density`).
     """
+    if reorth not in ("local", "full"):
+        raise LandscapeError(f"reorth must be 'local' or 'full', got {reorth!r}")
     op = as_operator(op)
     n = int(op.dim)
     steps = max(min(int(steps), n), 1)
     dev = op.device
-    Q = _Basis(n, dev)
     q = v0.to(device=dev, dtype=torch.float64).reshape(-1)
-    Q.append(q / q.norm())
+    q = q / q.norm()
+    Q = _Basis(n, dev) if reorth == "full" else None
+    if Q is not None:
+        Q.append(q)
+    q_prev: Tensor | None = None
     alphas: list[float] = []
     betas: list[float] = []
     anorm = 0.0
     for j in range(steps):
-        w = op.matvec_flat(Q[j]).to(torch.float64)
-        alpha = float(w @ Q[j])
+        w = op.matvec_flat(q).to(torch.float64)
+        alpha = float(w @ q)
         alphas.append(alpha)
         anorm = max(anorm, abs(alpha), *(betas[-1:]))
         if j + 1 == steps:
             break
-        w = Q.orthogonalize(w)
+        if Q is not None:
+            w = Q.orthogonalize(w)
+        else:
+            for _ in range(2):  # against the last two vectors, twice: the recurrence's own terms, cleanly
+                w = w - (w @ q) * q
+                if q_prev is not None:
+                    w = w - (w @ q_prev) * q_prev
         beta = float(w.norm())
         if beta <= 1e-12 * max(anorm, np.finfo(float).tiny):
             break
         betas.append(beta)
-        Q.append(w / beta)
+        q_prev, q = q, w / beta
+        if Q is not None:
+            Q.append(q)
     return np.asarray(alphas), np.asarray(betas)
 
 
