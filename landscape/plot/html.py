@@ -313,7 +313,7 @@ def fig_isosurface(r: Result, opts: Options) -> dict:
 
 # ---------------------------------------------------------------------------- path, spectrum, layers
 def fig_path(r: Result, name: str, opts: Options) -> dict:
-    from .path import _at, _loss_key, find_bumps
+    from .path import _at, _loss_key, path_bumps
 
     p = r.paths[name]
     alpha = np.asarray(p["alpha"], dtype=float)
@@ -333,9 +333,7 @@ def fig_path(r: Result, name: str, opts: Options) -> dict:
     key = _loss_key(p)
     if key is not None:
         loss = np.asarray(p[key], dtype=float)
-        bumps = p.get("bumps")
-        if not isinstance(bumps, list):
-            bumps = find_bumps(alpha, loss, float(p.get("tolerance", 1e-3)))
+        bumps = path_bumps(p, alpha, loss)
         pts = [(float(b[1]), _at(alpha, loss, float(b[1])), float(b[2])) for b in bumps if len(b) >= 3]
         if pts:
             data.append({"type": "scatter", "x": [q[0] for q in pts], "y": [q[1] for q in pts], "mode": "markers",

@@ -49,6 +49,12 @@ def find_bumps(alpha: np.ndarray, loss: np.ndarray, tol: float = 1e-3) -> list[t
     return out
 
 
+def path_bumps(p: dict, alpha: np.ndarray, loss: np.ndarray) -> list:
+    """The bumps of path ``p``: those its file records (the verdict's), else found again with its tolerance."""
+    bumps = p.get("bumps")
+    return bumps if isinstance(bumps, list) else find_bumps(alpha, loss, float(p.get("tolerance", 1e-3)))
+
+
 def _loss_key(p: dict) -> str | None:
     keys = [k for k in p if k.endswith("_loss") and isinstance(p[k], np.ndarray)]
     return "train_loss" if "train_loss" in keys else (keys[0] if keys else None)
@@ -93,9 +99,7 @@ def draw_path(ax, result: Result, name: str | None = None, log: bool = False, op
     key = _loss_key(p)
     if key is not None:
         loss = np.asarray(p[key], dtype=float)
-        bumps = p.get("bumps")
-        if not isinstance(bumps, list):
-            bumps = find_bumps(alpha, loss, float(p.get("tolerance", 1e-3)))
+        bumps = path_bumps(p, alpha, loss)
         for k, b in enumerate(bumps):
             try:
                 a_peak, height = float(b[1]), float(b[2])

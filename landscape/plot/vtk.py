@@ -65,18 +65,7 @@ def write_vtk(result: Result, path: str, surface: str | None = None, log: bool =
     lines = ["# vtk DataFile Version 3.0", title or "landscape", "ASCII"]
     x, y = result.coords["x"], result.coords["y"]
     if result.ndim == 2:
-        name = surface or result.default_surface()
-        if name not in result.surfaces:
-            raise LandscapeError(f"{result.path} has no surface {name!r}; choose --surface among "
-                                 f"{', '.join(result.surface_names())}")
-        h = np.array(result.surfaces[name], dtype=np.float64)
-        if log:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                h = np.where(h > 0, np.log10(h), np.nan)
-        if zmax is not None:
-            h = np.minimum(h, zmax)
-        fin = np.isfinite(h)
-        h[~fin] = float(h[fin].min()) if fin.any() else 0.0
+        h, _ = height(result, surface, log, zmax)  # missing points at the lowest height
         nx, ny = len(x), len(y)
         lines += ["DATASET STRUCTURED_GRID", f"DIMENSIONS {nx} {ny} 1", f"POINTS {nx * ny} double"]
         X, Y = np.meshgrid(x, y, indexing="ij")
