@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import LandscapeError
+from .errors import LandscapeError, with_flags
 
 COMMANDS = ("surface", "interpolate", "hessian", "sharpness", "track", "train", "plot", "report", "info",
             "export", "view", "demo")
@@ -60,9 +60,23 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     return parser
 
 
-def _one_line_warnings(message, category, filename, lineno, line=None) -> str:
-    """Warnings as one line of ours, without the source line Python adds."""
-    return f"landscape: warning: {message}\n"
+def flag_table(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``{parameter: flag}`` for a (sub)command: each option's destination to its long spelling, so that a
+    library message naming a parameter (```batch_size```) reads as the flag the user typed."""
+    table = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest not in ("help", "version"):
+            table[action.dest] = longs[0]
+    return table
+
+
+def _one_line_warnings(flags: dict[str, str]):
+    def fmt(message, category, filename, lineno, line=None) -> str:
+        """Warnings as one line of ours, without the source line Python adds."""
+        return f"landscape: warning: {with_flags(str(message), flags)}\n"
+
+    return fmt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if extra:  # reported by the subcommand, so the hint points at its --help
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
-    warnings.formatwarning = _one_line_warnings
+    flags = flag_table(_subparser(parser, args.command))
+    warnings.formatwarning = _one_line_warnings(flags)
     if hasattr(signal, "SIGXFSZ"):
         try:  # over `ulimit -f`, a write fails with EFBIG (one line below) instead of killing the process
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -90,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # a rank that fails inside the MPI scheduler reports and aborts there, not here: same one line for out of memory
     parallel.describe_failure = lambda e: _oom_message(args, e, aborted=True) if _out_of_memory(e) else None
+    parallel.render_message = lambda text: with_flags(text, flags)
     try:
         return int(args.func(args) or 0)
     except LandscapeError as e:
@@ -98,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         w = world()
         if not getattr(e, "quiet", False) and (w.rank == 0 or getattr(e, "rank_specific", False)):
             prefix = f"[rank {w.rank}] " if w.size > 1 and not getattr(e, "on_every_rank", False) else ""
-            print(f"landscape {args.command}: error: {prefix}{e}", file=sys.stderr, flush=True)
+            print(f"landscape {args.command}: error: {prefix}{with_flags(str(e), flags)}", file=sys.stderr,
+                  flush=True)
         w.fail(e.exit_code)
         return e.exit_code
     except KeyboardInterrupt as e:

@@ -72,7 +72,7 @@ class Grid:
     @classmethod
     def from_ranges(cls, x: str, y: str | None = None, z: str | None = None) -> Grid:
         if z is not None and y is None:
-            raise LandscapeError("--z needs --y as well (a 3D volume has x, y and z)")
+            raise LandscapeError("`z` needs `y` as well (a 3D volume has x, y and z)")
         axes = [parse_range(x, "--x")]
         if y is not None:
             axes.append(parse_range(y, "--y"))

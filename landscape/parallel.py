@@ -335,11 +335,14 @@ Sink = Callable[[np.ndarray, dict[str, np.ndarray]], None]
 
 #: set by the CLI: one line for an error that is not a LandscapeError but needs no traceback (out of memory)
 describe_failure: Callable[[BaseException], str | None] | None = None
+#: set by the CLI: a library message as the user reads it (parameter names turned into the command's flags)
+render_message: Callable[[str], str] = str
 
 
 def _report_and_abort(w: World, err: BaseException) -> None:
     prefix = f"[rank {w.rank}] " if w.size > 1 else ""
-    line = str(err) if isinstance(err, LandscapeError) else describe_failure(err) if describe_failure else None
+    line = (render_message(str(err)) if isinstance(err, LandscapeError)
+            else describe_failure(err) if describe_failure else None)
     if line:
         print(f"landscape: error: {prefix}{line}", file=sys.stderr, flush=True)
         w.abort(getattr(err, "exit_code", 2))

@@ -27,5 +27,5 @@ def test_point_indexing_non_square():
 
 
 def test_z_needs_y():
-    with pytest.raises(LandscapeError, match="--z"):
+    with pytest.raises(LandscapeError, match="`z` needs `y`"):
         Grid.from_ranges("-1:1:3", None, "-1:1:3")
