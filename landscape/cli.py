@@ -8,9 +8,12 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
+import time
+import warnings
 
-from . import __version__
+from . import __version__, parallel
 from .errors import LandscapeError, with_flags
 
 COMMANDS = ("surface", "interpolate", "hessian", "sharpness", "track", "train", "plot", "report", "info",
@@ -80,9 +83,6 @@ def _one_line_warnings(flags: dict[str, str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-    import warnings
-
     argv = list(sys.argv[1:] if argv is None else argv)
     _Parser.argv = argv
     parser = build_parser()
@@ -101,17 +101,13 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         except ValueError:  # not the main thread
             pass
-    from . import parallel
-
     # a rank that fails inside the MPI scheduler reports and aborts there, not here: same one line for out of memory
     parallel.describe_failure = lambda e: _oom_message(args, e, aborted=True) if _out_of_memory(e) else None
     parallel.render_message = lambda text: with_flags(text, flags)
     try:
         return int(args.func(args) or 0)
     except LandscapeError as e:
-        from .parallel import world
-
-        w = world()
+        w = parallel.world()
         if not getattr(e, "quiet", False) and (w.rank == 0 or getattr(e, "rank_specific", False)):
             prefix = f"[rank {w.rank}] " if w.size > 1 and not getattr(e, "on_every_rank", False) else ""
             print(f"landscape {args.command}: error: {prefix}{with_flags(str(e), flags)}", file=sys.stderr,
@@ -142,16 +138,12 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EAC
 def _interrupted(args, e: KeyboardInterrupt) -> int:
     """Ctrl-C: one line from rank 0 (what is saved, if anything), exit 130 on every rank. Under MPI the other
     ranks say nothing: the terminal sent the signal to all of them, and rank 0 ends the job."""
-    from .parallel import world
-
-    w = world()
+    w = parallel.world()
     if w.is_root:
         print(f"landscape {args.command}: {str(e) or 'interrupted'}", file=sys.stderr, flush=True)
         if w.size > 1:
             w.abort(130)
         return 130
-    import time
-
     time.sleep(10)  # rank 0 aborts the job meanwhile; leave quietly if it does not
     os._exit(130)
 

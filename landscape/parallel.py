@@ -21,6 +21,7 @@ backing off from 50 µs to a few ms.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import traceback
@@ -31,6 +32,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .errors import LandscapeError
 
@@ -484,12 +486,8 @@ def run_with_progress(w: World, todo: np.ndarray | None, compute: Compute, sink:
     the same way: the scheduler stops and this returns True; the caller then flushes what it has and
     tells the user how to resume. Returns False when every point was computed.
     """
-    import signal
-
     bar = None
     if w.is_root and progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=total, initial=initial, unit=unit, desc=label, dynamic_ncols=True, smoothing=0.1,
                    file=sys.stderr)
 

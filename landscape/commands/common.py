@@ -7,8 +7,15 @@ import math
 import os
 import shlex
 import sys
+import tempfile
+import webbrowser
+
+import matplotlib
 
 from ..errors import LandscapeError
+from ..plot.surface import Options
+from ..problem import make_problem
+from ..store import ensure_space, make_output_folder
 
 
 def number(flag: str, convert: type = int, *, minimum: float = 0, strict: bool = True):
@@ -102,8 +109,6 @@ def add_loss_args(g) -> None:
 def problem_from_args(args, world=None, shard_batches: bool = False):
     """The Problem of the parsed options; ``shard_batches``: the ranks of ``world`` share the batches (at least
     one each when the batch size is chosen automatically)."""
-    from ..problem import make_problem
-
     local_rank = world.local_rank if world is not None else 0
     shards = world.size if shard_batches and world is not None else 1
     return make_problem(
@@ -128,8 +133,6 @@ def check_output_path(path: str | None, flag: str = "--out", example: str | None
     path."""
     if not path:
         return
-    from ..store import ensure_space, make_output_folder
-
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         if not create:
@@ -149,8 +152,6 @@ def check_output_path(path: str | None, flag: str = "--out", example: str | None
 
 def check_writable_folder(folder: str, flag: str) -> None:
     """One line if ``folder`` cannot take new files (read-only, or not ours): tried by creating a file in it."""
-    import tempfile
-
     try:
         fd, probe = tempfile.mkstemp(prefix=".landscape-probe-", dir=folder)
     except OSError as e:
@@ -194,15 +195,11 @@ def add_plot_options(p: argparse.ArgumentParser) -> None:
 
 def plot_options(args, dpi: int | None = None):
     """The :class:`~landscape.plot.surface.Options` of the parsed picture flags (after checking them)."""
-    from ..plot.surface import Options
-
     if args.vmin is not None and args.vmax is not None and args.vmin >= args.vmax:
         raise LandscapeError(f"--vmin {args.vmin:g} must be below --vmax {args.vmax:g}")
     if args.log and args.vmin is not None and args.vmin <= 0:
         raise LandscapeError(f"--log needs a positive --vmin (got {args.vmin:g})")
     if args.cmap is not None:
-        import matplotlib
-
         if args.cmap not in matplotlib.colormaps:
             raise LandscapeError(f"--cmap {args.cmap!r} is not a matplotlib colormap (try viridis, magma, cividis, "
                                  "RdBu_r, ...)")
@@ -224,8 +221,7 @@ def show_figures(figs: list, command: str) -> None:
         print(f"landscape {command}: --show: no display here (DISPLAY is not set); the files above were written",
               file=sys.stderr, flush=True)
         return
-    import matplotlib
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (pyplot only here: it picks a GUI backend)
     from matplotlib import _pylab_helpers
 
     backend = matplotlib.get_backend().lower()
@@ -242,8 +238,6 @@ def show_figures(figs: list, command: str) -> None:
 
 def open_in_browser(path: str, command: str) -> None:
     """``--show`` for a page: the system's web browser, or one line saying why not."""
-    import webbrowser
-
     if not has_display():
         print(f"landscape {command}: --show: no display here (DISPLAY is not set); open {path} in a browser",
               file=sys.stderr, flush=True)
