@@ -286,7 +286,7 @@ def device_for_rank(requested: str, local_rank: int, n_gpus: int | None = None) 
         if n_gpus > 0:
             return f"cuda:{local_rank % n_gpus}"
         if requested == "cuda":
-            raise LandscapeError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+            raise LandscapeError("`device` cuda: no CUDA device is available (use `device` cpu or auto)")
         return "cpu"
     return requested
 
