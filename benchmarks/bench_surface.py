@@ -119,7 +119,7 @@ def chain_products(ev: E.BatchedEvaluator, coeffs: torch.Tensor, activations: bo
     ``bmm`` per ``Linear``, into two reused buffers as the chain does; with ``activations`` its ReLUs too),
     without the loss: work that no exact batched evaluation skips. Timed beside the full call, it shows
     where the chain's floor is."""
-    from landscape.linear_chain import _Elementwise, _Linear
+    from landscape.evaluate.chain import _Elementwise, _Linear
 
     chain = ev.chain
     chunks = chain.layout(ev.groups[ev.splits[0]], ev.rows)

@@ -145,7 +145,8 @@ def test_make_evaluator_explicit_and_auto(monkeypatch):
     with pytest.raises(E.LandscapeError):
         E.make_evaluator(p, dirs, "0")
     # no memory to spare: one point at a time
-    monkeypatch.setattr(E, "free_memory", lambda device: 1)
+    for module in (E.choose, E.fold):  # (the memory cap of K and the fold's cache)
+        monkeypatch.setattr(module, "free_memory", lambda device: 1)
     assert isinstance(E.make_evaluator(p, dirs, "auto"), E.PointEvaluator)
 
 
@@ -268,7 +269,7 @@ def test_batched_in_row_chunks_equals_per_point(monkeypatch, fold):
     """On a CPU the batched path runs K points over cache-sized row chunks; the numbers do not change."""
     p = _problem(samples=150, batch_size=100)  # batches of 100 and 50 rows, chunked at 64
     dirs = make_random_directions(p.model, 2, seed=2)
-    monkeypatch.setattr(E, "CACHE_BYTES", 1)
+    monkeypatch.setattr(E.batched, "CACHE_BYTES", 1)
     ev = E.BatchedEvaluator(p, dirs, 4, fold=fold)
     assert ev.rows == E.MIN_ROWS == 64
     _assert_same(ev(_coords(9, 2)), E.PointEvaluator(p, dirs, fold=False)(_coords(9, 2)), rtol=1e-5)
