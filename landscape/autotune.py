@@ -4,7 +4,7 @@ probe's budget, with the memory measurements they rest on (:func:`free_memory`, 
 Below :mod:`landscape.problem` (which asks it for the batch size) and :mod:`landscape.evaluate` (which asks it
 for the probe's budget): it imports neither, and takes the per-point evaluator as the object it is given.
 
-**Evaluation batch** (:func:`auto_batch_size`, used when ``--batch-size`` is not given). Evaluation has
+**Evaluation batch** (:func:`auto_batch_size`, used when ``batch_size`` is None). Evaluation has
 no use for a training-style batch of 512: a forward pass over more rows at once costs less per row
 (on the demo MLP one forward over all 1,797 digits takes 0.57–0.69 of the same forward in batches of
 512), so the batch is as large as the activations allow,

@@ -91,7 +91,7 @@ def load_model(spec: str, model_args: dict | str | None = None, seed: int = 0) -
 STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 
 
-def parameter(flag: str) -> str:
+def _parameter(flag: str) -> str:
     """``flag`` as a backticked parameter name: ``--test-data`` or ``test_data`` -> ```test_data```."""
     if flag.startswith("`"):
         return flag
@@ -99,7 +99,7 @@ def parameter(flag: str) -> str:
 
 
 def _checkpoint_label(flag: str | None) -> str:
-    return f"{parameter(flag)}: checkpoint" if flag else "checkpoint"
+    return f"{_parameter(flag)}: checkpoint" if flag else "checkpoint"
 
 
 def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = None,
@@ -274,7 +274,7 @@ def _as_tensors(obj, spec: str, target_key: str = B.TARGET_KEY) -> Batch:
 def load_data(spec: str, flag: str = "data", target_key: str = B.TARGET_KEY) -> Batch:
     """All samples of a data spec as CPU ``(inputs, target)`` (``flag``: the parameter errors name, ``data``
     or ``test_data``)."""
-    name = parameter(flag)
+    name = _parameter(flag)
     try:
         return _load_data(spec, name, target_key)
     except LandscapeError as e:
@@ -534,7 +534,7 @@ def check_labels(y: Tensor, n_classes: int, flag: str = "data", ignore_index: in
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0, 0])
         label = int(flat[i][wrong[i]][0])
-        raise LandscapeError(f"{parameter(flag)}: label {label} of example {i} is outside the model's {n_classes} "
+        raise LandscapeError(f"{_parameter(flag)}: label {label} of example {i} is outside the model's {n_classes} "
                              f"classes (0..{n_classes - 1}); fix the labels or the model's number of outputs")
 
 
