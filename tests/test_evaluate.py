@@ -303,6 +303,7 @@ def test_every_evaluator_follows_the_one_protocol():
     """Per-point, batched (linear chain and vmap) and curvature-map evaluators: ``names`` is what a call returns,
     ``prepare`` and ``release`` exist, and a toy evaluator on the private base is one too."""
     from landscape.curvature.maps import CurvatureMapEvaluator
+    from landscape.evaluate._base import _Evaluator
 
     p = _problem(samples=40, test=False)
     dirs = make_random_directions(p.model, 2, seed=0)
@@ -311,12 +312,12 @@ def test_every_evaluator_follows_the_one_protocol():
                   CurvatureMapEvaluator(p, dirs, max_iter=5)]
     assert chain.chain is not None
     for ev in evaluators:
-        assert isinstance(ev, E.Evaluator) and isinstance(ev, E._Evaluator), type(ev)
+        assert isinstance(ev, E.Evaluator) and isinstance(ev, _Evaluator), type(ev)
         out = ev(_coords(3, 2, 0.1))
         assert sorted(out) == sorted(ev.names) and all(v.shape == (3,) for v in out.values()), type(ev)
         ev.release()
 
-    class Toy(E._Evaluator):
+    class Toy(_Evaluator):
         names = ["train_loss"]
 
         def __call__(self, coords):

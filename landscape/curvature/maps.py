@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..directions import Directions
-from ..evaluate import PointEvaluator, _Evaluator
+from ..evaluate import PointEvaluator
+from ..evaluate._base import _Evaluator
 from .lanczos import hessian_eigenpairs
 
 #: what a curvature map adds to the loss and accuracy of each point

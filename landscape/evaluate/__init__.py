@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from ..autotune import free_memory, module_output_bytes
 from ..errors import LandscapeError
-from ._base import Evaluator, _Evaluator, split_names
+from ._base import Evaluator, split_names
 from .batched import CACHE_BYTES, DEVICE_CHUNK_BYTES, MIN_ROWS, BatchedEvaluator
 from .chain import LinearChain
 from .choose import (
@@ -72,8 +72,6 @@ from .choose import (
     MAX_AUTO_K,
     MEMORY_SHARE,
     PROBE_ROWS,
-    _check_batched,
-    _probe_rows,
     activation_bytes,
     choose_points_per_batch,
     make_evaluator,
@@ -86,9 +84,8 @@ from .point import PointEvaluator
 
 __all__ = [
     "AGREE_RTOL", "CACHE_BYTES", "DEVICE_CHUNK_BYTES", "FOLD_MEMORY_SHARE", "GROUP_BYTES", "MAX_AUTO_K",
-    "MEMORY_SHARE", "MERGE_BYTES", "MIN_ROWS", "PRECISIONS", "PROBE_ROWS", "BatchedEvaluator", "Evaluator",
-    "Group", "InputFold", "LandscapeError", "LinearChain", "PointEvaluator", "_Evaluator", "_check_batched",
-    "_probe_rows", "accumulate", "activation_bytes", "as_float64", "choose_points_per_batch",
-    "evaluate_batches", "free_memory", "input_fold", "make_evaluator", "make_groups", "max_points_per_batch",
-    "model_dtype", "module_output_bytes", "notice", "release_heap", "split_names",
+    "MEMORY_SHARE", "MERGE_BYTES", "MIN_ROWS", "PRECISIONS", "PROBE_ROWS", "BatchedEvaluator", "Evaluator", "Group",
+    "InputFold", "LandscapeError", "LinearChain", "PointEvaluator", "accumulate", "activation_bytes", "as_float64",
+    "choose_points_per_batch", "evaluate_batches", "free_memory", "input_fold", "make_evaluator", "make_groups",
+    "max_points_per_batch", "model_dtype", "module_output_bytes", "notice", "release_heap", "split_names",
 ]
