@@ -40,11 +40,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import batches as B
 from . import losses as L
-from . import zoo
+from . import parallel, zoo
 from .autotune import auto_batch_size, free_memory
 from .errors import LandscapeError
 from .kernels import cross_entropy_sum
-from .parallel import device_for_rank, render_message
+from .parallel import device_for_rank
 from .specs import import_callable, parse_kwargs
 
 #: ``(inputs, target)``: inputs a tensor or a :class:`~landscape.batches.Inputs` (several/keyword inputs)
@@ -92,10 +92,9 @@ STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 
 
 def _parameter(flag: str) -> str:
-    """``flag`` as a backticked parameter name: ``--test-data`` or ``test_data`` -> ```test_data```."""
-    if flag.startswith("`"):
-        return flag
-    return f"`{flag[2:].replace('-', '_') if flag.startswith('--') else flag}`"
+    """``flag`` as errors name it: a parameter name in backticks (``test_data`` -> ```test_data```); a ``--flag``
+    spelling (from callers that name the option themselves) as it is."""
+    return flag if flag.startswith(("`", "--")) else f"`{flag}`"
 
 
 def _checkpoint_label(flag: str | None) -> str:
@@ -108,8 +107,8 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
 
     ``.pt``/``.pth``/anything else goes through ``torch.load(weights_only=True)``; a file that
     would need to unpickle code (a whole pickled model) is refused unless ``unsafe_load``.
-    ``flag`` (``checkpoint``, ``init``, ...; a ``--flag`` spelling works too) is the parameter the path came
-    from; errors name it in backticks. ``strip_prefix`` (``"model."``, Lightning's): keep the keys that start
+    ``flag`` (``checkpoint``, ``init``, ...) is the parameter the path came from; errors name it in backticks
+    (a ``--flag`` spelling is kept as it is). ``strip_prefix`` (``"model."``, Lightning's): keep the keys that start
     with it, without it.
     """
     what = _checkpoint_label(flag)
@@ -143,8 +142,9 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
         first = str(e).splitlines()[0] if str(e) else ""
         raise LandscapeError(f"{what} {path!r} could not be read ({type(e).__name__}: {first})") from e
     if unsafe_load:
-        print(f"landscape: warning: {render_message('`unsafe_load`')}: {path} was unpickled with full code execution "
-              "(only for files you trust)", file=sys.stderr, flush=True)
+        flag = parallel.render_message("`unsafe_load`")  # (the CLI's flag)
+        print(f"landscape: warning: {flag}: {path} was unpickled with full code execution (only for files you trust)",
+              file=sys.stderr, flush=True)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
