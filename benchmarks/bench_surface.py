@@ -17,7 +17,7 @@ speed:
   with and without the input-layer fold (:class:`landscape.evaluate.InputFold`, for sequential models);
 * ``batched``: what ``--points-per-batch auto`` picks (:func:`landscape.evaluate.make_evaluator`),
   plus a sweep of fixed K, each on one group of K points; for the MLP these run as a
-  :class:`landscape.linear_chain.LinearChain`, and a K = 16 row shows the generic ``vmap`` path; two
+  :class:`landscape.evaluate.chain.LinearChain`, and a K = 16 row shows the generic ``vmap`` path; two
   rows time the chain's matrix products alone and with its activations (no loss), its floor;
 * ``reference``: a per-point loop in the style of the reference tool (Li et al.'s loss-landscape):
   a DataLoader iterated per point, the weights rebuilt from Python lists per point
@@ -119,7 +119,7 @@ def chain_products(ev: E.BatchedEvaluator, coeffs: torch.Tensor, activations: bo
     ``bmm`` per ``Linear``, into two reused buffers as the chain does; with ``activations`` its ReLUs too),
     without the loss: work that no exact batched evaluation skips. Timed beside the full call, it shows
     where the chain's floor is."""
-    from landscape.linear_chain import _Elementwise, _Linear
+    from landscape.evaluate.chain import _Elementwise, _Linear
 
     chain = ev.chain
     chunks = chain.layout(ev.groups[ev.splits[0]], ev.rows)
@@ -202,7 +202,7 @@ def bench_setting(name: str, model: str, samples: int | None, rounds: int, sweep
     for k in sweep:
         ev = E.BatchedEvaluator(problem, dirs, k)
         paths[f"K={k}"] = (lambda ev=ev, k=k: ev(coords[:k]), k)
-    # the generic vmap path, for models the linear chain (landscape.linear_chain) does not cover
+    # the generic vmap path, for models the linear chain (landscape.evaluate.chain) does not cover
     for k in vmap_sweep:
         ev = E.BatchedEvaluator(problem, dirs, k, chain=False)
         paths[f"vmap K={k}"] = (lambda ev=ev, k=k: ev(coords[:k]), k)

@@ -10,8 +10,8 @@ The public API (imported on first use, so ``import landscape`` stays cheap)::
 
 Modules: ``problem`` (models, data, loss), ``batches`` (batches and outputs of any structure), ``losses``
 (the loss registry), ``params`` (named tensor arithmetic), ``directions``,
-``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (with ``linear_chain``, its batched MLP
-path), ``parallel`` (MPI),
+``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (a package; ``evaluate.chain`` is its batched
+MLP path), ``autotune`` (batch size and probe budget), ``specs`` (user code by spec), ``parallel`` (MPI),
 ``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``track``, ``curvature``,
 ``sharpness``, ``layerwise``, ``plot``.
 """
@@ -30,7 +30,7 @@ _API = {
     "orthogonalize": "directions", "target_direction": "directions",
     "Grid": "grid", "parse_range": "grid",
     "PointEvaluator": "evaluate", "BatchedEvaluator": "evaluate", "make_evaluator": "evaluate", "InputFold": "evaluate",
-    "evaluate_batches": "evaluate", "as_float64": "evaluate", "LinearChain": "linear_chain",
+    "evaluate_batches": "evaluate", "as_float64": "evaluate", "LinearChain": "evaluate", "Evaluator": "evaluate",
     "cross_entropy_sum": "kernels", "correct_count": "kernels",
     "world": "parallel", "run_points": "parallel",
     "SurfaceSpec": "surface", "run_surface": "surface",
@@ -38,9 +38,9 @@ _API = {
     "open_result": "results", "open": "results",
     "LandscapeError": "errors",
 }
-_MODULES = ("problem", "batches", "losses", "params", "directions", "grid", "kernels", "evaluate", "linear_chain",
-            "parallel", "store", "schema", "results", "surface", "interpolation", "trajectory", "train", "track",
-            "curvature", "sharpness",
+_MODULES = ("problem", "batches", "losses", "params", "directions", "grid", "kernels", "evaluate", "autotune",
+            "specs", "parallel", "store", "schema", "results", "surface", "interpolation", "trajectory", "train",
+            "track", "curvature", "sharpness",
             "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]

@@ -1,6 +1,10 @@
-"""Start-up choices bounded by what they can save: the evaluation batch size and the auto-K probe's budget.
+"""Start-up choices bounded by memory and by what they can save: the evaluation batch size and the auto-K
+probe's budget, with the memory measurements they rest on (:func:`free_memory`, :func:`module_output_bytes`).
 
-**Evaluation batch** (:func:`auto_batch_size`, used when ``--batch-size`` is not given). Evaluation has
+Below :mod:`landscape.problem` (which asks it for the batch size) and :mod:`landscape.evaluate` (which asks it
+for the probe's budget): it imports neither, and takes the per-point evaluator as the object it is given.
+
+**Evaluation batch** (:func:`auto_batch_size`, used when ``batch_size`` is None). Evaluation has
 no use for a training-style batch of 512: a forward pass over more rows at once costs less per row
 (on the demo MLP one forward over all 1,797 digits takes 0.57–0.69 of the same forward in batches of
 512), so the batch is as large as the activations allow,
@@ -44,8 +48,6 @@ PROBE_BUDGET_S = 3.0
 def auto_batch_size(model: nn.Module, x: Tensor, n: int, device: torch.device, shards: int = 1) -> int:
     """The evaluation batch for ``n`` samples like ``x`` (see the module docstring): all of them when their
     activations fit in ``AUTO_BATCH_BYTES``, else equal batches that fit; at least ``shards`` batches."""
-    from .evaluate import module_output_bytes
-
     try:
         per_sample = max(1, module_output_bytes(model, x[:2].to(device)))
     except Exception:  # noqa: BLE001 - a model that cannot run this input: Problem.check_output says why
@@ -53,6 +55,39 @@ def auto_batch_size(model: nn.Module, x: Tensor, n: int, device: torch.device, s
     budget = AUTO_BATCH_BYTES.get(device.type, AUTO_BATCH_BYTES["cpu"])
     batches = max(1, math.ceil(n * per_sample / budget), min(max(1, shards), n))
     return max(1, math.ceil(n / batches))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for new tensors: ``cuda.mem_get_info`` on a GPU, ``MemAvailable`` on Linux, else 2 GiB."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2 << 30
+
+
+def module_output_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes of all leaf modules' outputs per sample of ``x`` (a rough peak activation memory)."""
+    sizes: list[int] = []
+
+    def hook(_m, _i, out):
+        if isinstance(out, Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    leaves = [m for m in model.modules() if not list(m.children())] or [model]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(sum(sizes) / max(1, len(x)))
 
 
 def _seconds(run, reps: int = 1) -> float:
@@ -69,14 +104,11 @@ def probe_budget(per_point, n_points: int | None, probe: list, budget_s: float =
                  ) -> tuple[float, float, float]:
     """``(seconds the probe may spend, seconds of one per-point call on the probe's rows, overhead share)``.
 
-    ``per_point``: the :class:`~landscape.evaluate.PointEvaluator`; ``probe``: its prepared groups of the
-    probe's rows; ``n_points``: points this run (or this rank) evaluates (None: unknown, no share cap).
-    The budget is 0 when the probe cannot pay for itself. Costs one forward pass over the probe's rows
-    and three over 2 rows.
+    ``per_point``: the :class:`~landscape.evaluate.PointEvaluator` (its ``accumulate``, ``move_to``,
+    ``restore``, ``fold``, ``groups`` and ``directions``); ``probe``: its prepared groups of the probe's rows;
+    ``n_points``: points this run (or this rank) evaluates (None: unknown, no share cap). The budget is 0 when
+    the probe cannot pay for itself. Costs one forward pass over the probe's rows and three over 2 rows.
     """
-    from .evaluate import _accumulate
-
-    problem = per_point.problem
     tiny = [([x[:2] if per_point.fold is None else x[:, :2] for x in xs][:1], y[:2],
              None if oh is None else oh[:2]) for xs, y, oh in probe[:1]]
     nd = per_point.directions.ndim
@@ -84,7 +116,7 @@ def probe_budget(per_point, n_points: int | None, probe: list, budget_s: float =
         per_point.move_to([0.0] * nd)
 
         def run(groups):
-            return lambda: _accumulate(problem, groups, per_point.forward, per_point.precision)[0].cpu()
+            return lambda: per_point.accumulate(groups)[0].cpu()
 
         run(tiny)()  # warm-up (allocations, first-call set-up)
         t_tiny = _seconds(run(tiny), 2)

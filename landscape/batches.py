@@ -30,9 +30,9 @@ from torch.utils import _pytree
 
 from .errors import LandscapeError
 
-#: the dict-batch key holding the target, unless --target-key says otherwise
+#: the dict-batch key holding the target, unless `target_key` says otherwise
 TARGET_KEY = "labels"
-#: the output attribute/key read from dict or ModelOutput-like outputs, unless --output-key says otherwise
+#: the output attribute/key read from dict or ModelOutput-like outputs, unless `output_key` says otherwise
 OUTPUT_KEY = "logits"
 
 
@@ -123,22 +123,22 @@ def _tensor(v, where: str) -> Tensor:
     try:
         return torch.as_tensor(v)
     except Exception as e:  # noqa: BLE001
-        raise LandscapeError(f"--data: {where} is {type(v).__name__}, not a tensor ({e})") from e
+        raise LandscapeError(f"`data`: {where} is {type(v).__name__}, not a tensor ({e})") from e
 
 
 def split_batch(item, target_key: str = TARGET_KEY) -> tuple[Tensor | Inputs, Tensor]:
     """One batch as the data gives it → ``(inputs, target)`` (see the module docstring)."""
     if isinstance(item, Mapping):
         if target_key not in item:
-            raise LandscapeError(f"--data: a dict batch has no target {target_key!r} (its keys: "
-                                 f"{', '.join(map(str, item))}); name the target with --target-key")
+            raise LandscapeError(f"`data`: a dict batch has no target {target_key!r} (its keys: "
+                                 f"{', '.join(map(str, item))}); name the target with `target_key`")
         kwargs = {str(k): _tensor(v, f"batch entry {k!r}") for k, v in item.items() if k != target_key}
         if not kwargs:
-            raise LandscapeError(f"--data: a dict batch holds only the target {target_key!r}, no inputs")
+            raise LandscapeError(f"`data`: a dict batch holds only the target {target_key!r}, no inputs")
         return Inputs((), kwargs), _tensor(item[target_key], f"batch entry {target_key!r}")
     if isinstance(item, tuple | list):
         if len(item) == 0:
-            raise LandscapeError("--data: an empty batch")
+            raise LandscapeError("`data`: an empty batch")
         parts = [_tensor(v, f"batch element {i}") for i, v in enumerate(item)]
         if len(parts) == 1:
             return parts[0], parts[0]
@@ -154,7 +154,7 @@ def check_lengths(x: Tensor | Inputs, y: Tensor, where: str) -> None:
     ts = tensors_of(x)
     if any(t.ndim == 0 for t in (*ts, y)) or len({len(t) for t in (*ts, y)}) != 1 or len(y) == 0:
         shapes = ", ".join(str(tuple(t.shape)) for t in ts)
-        raise LandscapeError(f"--data: {where} gave inputs of shape {shapes} and targets of shape "
+        raise LandscapeError(f"`data`: {where} gave inputs of shape {shapes} and targets of shape "
                              f"{tuple(y.shape)}; they need the same non-zero length")
 
 
@@ -167,7 +167,7 @@ def pick_output(out, key: str | None = None):
     if isinstance(out, Mapping):
         if name not in out:
             raise LandscapeError(f"the model returned a dict-like {type(out).__name__} without {name!r} (keys: "
-                                 f"{', '.join(map(str, out))}); name the output with --output-key")
+                                 f"{', '.join(map(str, out))}); name the output with `output_key`")
         return out[name]
     if isinstance(out, tuple | list):
         if key is not None and key.lstrip("-").isdigit():
@@ -178,7 +178,7 @@ def pick_output(out, key: str | None = None):
     if hasattr(out, name):
         return getattr(out, name)
     raise LandscapeError(f"the model returned {type(out).__name__}, which is not a tensor, tuple, dict or has "
-                         f"an attribute {name!r}; name the output with --output-key")
+                         f"an attribute {name!r}; name the output with `output_key`")
 
 
 class _Adapter:
@@ -200,8 +200,8 @@ class _Adapter:
     def _post(self, _module, _args, out):
         if isinstance(out, Tensor):
             if self.output_key is not None:
-                raise LandscapeError(f"--output-key {self.output_key!r}: the model returns a tensor, not a dict, "
-                                     "tuple or object to pick an output from; drop --output-key")
+                raise LandscapeError(f"`output_key` {self.output_key!r}: the model returns a tensor, not a dict, "
+                                     "tuple or object to pick an output from; drop `output_key`")
             return None  # (unchanged)
         self.picked = True
         return pick_output(out, self.output_key)

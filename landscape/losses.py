@@ -24,7 +24,7 @@ token-level cross-entropy / NLL with ``ignore_index=-100``: :math:`\ell_i` is th
 sequence *i*'s labelled tokens, and accuracy is the share of those tokens predicted right (the
 reported loss is then the token mean whenever every sequence has as many labelled tokens, as with
 fixed-length chunks). Class-first outputs ``(B, C, d...)`` with targets ``(B, d...)`` (segmentation)
-work the same. ``shift=True`` (``--shift-labels``) scores position *t* against target *t + 1*, for
+work the same. ``shift=True`` (``shift_labels``) scores position *t* against target *t + 1*, for
 models that do not shift themselves (HuggingFace causal LMs given ``labels``).
 
 :func:`check_setup` refuses combinations that cannot mean what the user wants (one line naming the
@@ -50,6 +50,7 @@ from torch import Tensor
 
 from .errors import LandscapeError
 from .kernels import cross_entropy_terms
+from .specs import import_callable
 
 #: the built-in losses (a ``package.module:callable`` or ``path/file.py:callable`` spec is also accepted)
 BUILTIN = ("cross_entropy", "mse", "bce", "nll", "huber")
@@ -160,7 +161,7 @@ class Loss:
     def _shifted(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.shift:
             if out.ndim < 3 or y.ndim < 2:
-                raise LandscapeError(f"--shift-labels needs sequence outputs (B, L, V) and targets (B, L); got "
+                raise LandscapeError(f"`shift_labels` needs sequence outputs (B, L, V) and targets (B, L); got "
                                      f"{tuple(out.shape)} and {tuple(y.shape)}")
             return out[:, :-1], y[:, 1:]
         return out, y
@@ -171,7 +172,7 @@ class Loss:
         per = self.per_example_fn(out, y)
         if not isinstance(per, Tensor) or per.shape != (out.shape[0],):
             shape = tuple(per.shape) if isinstance(per, Tensor) else type(per).__name__
-            raise LandscapeError(f"--loss {self.name} returned {shape}; it must return the ({out.shape[0]},) "
+            raise LandscapeError(f"`loss` {self.name} returned {shape}; it must return the ({out.shape[0]},) "
                                  "per-example losses of a batch (use reduction='none')")
         return per
 
@@ -204,11 +205,9 @@ def get_loss(spec: str, shift: bool = False) -> Loss:
         fn, acc, needs_int = table[spec]
         return Loss(spec, fn, acc, needs_int, shift)
     if ":" not in spec:
-        raise LandscapeError(f"--loss: {spec!r} is not one of {', '.join(BUILTIN)} or a package.module:callable "
+        raise LandscapeError(f"`loss`: {spec!r} is not one of {', '.join(BUILTIN)} or a package.module:callable "
                              "returning per-example losses")
-    from .problem import import_callable
-
-    return Loss(spec, import_callable(spec, "--loss"), None, False, shift, builtin=False)
+    return Loss(spec, import_callable(spec, "`loss`"), None, False, shift, builtin=False)
 
 
 def check_setup(loss: Loss, out: Tensor, y: Tensor) -> None:
@@ -217,24 +216,24 @@ def check_setup(loss: Loss, out: Tensor, y: Tensor) -> None:
     if loss.name in ("cross_entropy", "nll"):
         classes = o.shape[-1] if o.ndim != t.ndim + 1 or o.shape[:-1] == t.shape else o.shape[1]
         if o.ndim >= 2 and classes == 1:
-            raise LandscapeError(f"--loss {loss.name} on a one-column output is identically 0 (a single class); "
-                                 "use --loss mse or huber for regression, bce for binary labels")
+            raise LandscapeError(f"`loss` {loss.name} on a one-column output is identically 0 (a single class); "
+                                 "use `loss` mse or huber for regression, bce for binary labels")
         if t.is_floating_point():
             probs = t.shape == o.shape and bool((t >= 0).all()) and \
                 bool(torch.allclose(t.double().sum(-1), torch.ones((), dtype=torch.float64), atol=1e-4))
             if not probs:
                 raise LandscapeError(
-                    f"--loss {loss.name}: the targets are floats {tuple(t.shape[1:])} but not class probabilities "
-                    f"of the output's shape {tuple(o.shape[1:])}; use --loss mse or huber for regression, bce "
+                    f"`loss` {loss.name}: the targets are floats {tuple(t.shape[1:])} but not class probabilities "
+                    f"of the output's shape {tuple(o.shape[1:])}; use `loss` mse or huber for regression, bce "
                     "for 0/1 labels, or integer class targets")
     if loss.name == "bce" and t.numel() != o.numel():
-        raise LandscapeError(f"--loss bce needs one target per output entry; got targets {tuple(t.shape)} for "
+        raise LandscapeError(f"`loss` bce needs one target per output entry; got targets {tuple(t.shape)} for "
                              f"outputs {tuple(o.shape)}")
     if loss.name == "bce" and not bool(((t >= 0) & (t <= 1)).all()):
-        raise LandscapeError(f"--loss bce needs targets in [0, 1] (labels or probabilities); these range over "
-                             f"[{float(t.min()):g}, {float(t.max()):g}]: use --loss mse or huber for regression")
+        raise LandscapeError(f"`loss` bce needs targets in [0, 1] (labels or probabilities); these range over "
+                             f"[{float(t.min()):g}, {float(t.max()):g}]: use `loss` mse or huber for regression")
     if loss.name in ("mse", "huber") and t.is_floating_point() and t.numel() != o.numel():
-        raise LandscapeError(f"--loss {loss.name}: targets {tuple(t.shape)} do not match outputs {tuple(o.shape)}")
+        raise LandscapeError(f"`loss` {loss.name}: targets {tuple(t.shape)} do not match outputs {tuple(o.shape)}")
     # constant in the output: its gradient vanishes at the output and at a random point near it
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode(False), torch.enable_grad():
@@ -250,6 +249,6 @@ def check_setup(loss: Loss, out: Tensor, y: Tensor) -> None:
                 grad = torch.zeros_like(o2) if grad is None else grad
             if bool(torch.any(grad != 0)) or not bool(torch.isfinite(val)):
                 return
-    raise LandscapeError(f"--loss {loss.name} is constant in the model's output on the first batch (outputs "
+    raise LandscapeError(f"`loss` {loss.name} is constant in the model's output on the first batch (outputs "
                          f"{tuple(out.shape[1:])}, targets {tuple(y.shape[1:])}): every point would have the same "
-                         "loss; choose the loss that fits the targets (--loss mse for regression)")
+                         "loss; choose the loss that fits the targets (`loss` mse for regression)")

@@ -3,7 +3,7 @@
 A :class:`Problem` is built once per process from three specs:
 
 * model: ``zoo:NAME`` (see :mod:`landscape.zoo`) or ``package.module:callable`` returning an
-  ``nn.Module`` (keyword arguments from ``--model-args key=value,...``);
+  ``nn.Module`` (keyword arguments from ``model_args``: a dict or ``"key=value,..."``);
 * checkpoint: a ``state_dict`` (or a dict holding one under ``state_dict``/``model``/``net``),
   ``.pt``/``.pth`` loaded with ``torch.load(weights_only=True)``, or ``.safetensors``;
 * data: ``zoo:NAME[:SPLIT]``, ``torchvision:CLASS:ROOT`` or ``package.module:callable``
@@ -27,146 +27,63 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import os
 import pickle
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from . import batches as B
 from . import losses as L
+from . import parallel, zoo
+from .autotune import auto_batch_size, free_memory
 from .errors import LandscapeError
+from .kernels import cross_entropy_sum
+from .parallel import device_for_rank
+from .specs import import_callable, parse_kwargs
 
 #: ``(inputs, target)``: inputs a tensor or a :class:`~landscape.batches.Inputs` (several/keyword inputs)
 Batch = tuple["Tensor | B.Inputs", Tensor]
 LOSSES = L.BUILTIN
 DATA_ON_DEVICE = ("auto", "always", "never")
-#: ``--data-on-device auto`` keeps the data on the device while it takes at most this share of the free memory
+#: ``data_on_device="auto"`` keeps the data on the device while it takes at most this share of the free memory
 DATA_MEMORY_SHARE = 0.5
 
 
-# --------------------------------------------------------------------------- specs
-def parse_kwargs(text: str | None) -> dict:
-    """``"depth=3,width=64,bn=true,act=relu"`` → ``{'depth': 3, 'width': 64, 'bn': True, ...}``."""
-    out: dict = {}
-    if not text:
-        return out
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise LandscapeError(f"--model-args: {item!r} is not key=value (example: depth=3,bn=true)")
-        key, value = (s.strip() for s in item.split("=", 1))
-        out[key] = _literal(value)
-    return out
-
-
-def _literal(v: str):
-    low = v.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low == "none":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
-
-
-def _import_file(path: str, what: str):
-    """Import ``path/to/file.py`` as a module named after the file (its folder joins the import path)."""
-    if not os.path.isfile(path):
-        raise LandscapeError(f"{what}: file {path!r} does not exist")
-    folder = os.path.dirname(os.path.abspath(path))
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # so that the file's own sibling imports work
-    name = os.path.splitext(os.path.basename(path))[0]
-    key = f"_landscape_user_{name}_{hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:8]}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, path)
-    if spec is None or spec.loader is None:
-        raise LandscapeError(f"{what}: cannot import {path!r} as a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
-        del sys.modules[key]
-        raise LandscapeError(f"{what}: importing {path!r} failed ({type(e).__name__}: {e})") from e
-    return module
-
-
-def import_callable(spec: str, what: str) -> Callable:
-    """Resolve ``package.module:callable`` or ``path/to/file.py:callable`` (runs user code: the import itself).
-
-    The current folder is on the import path (as with ``python -m``), so ``mymods:Net`` works in the
-    folder that holds ``mymods.py``.
-    """
-    mod_name, _, attr = spec.rpartition(":")
-    if not mod_name or not attr:
-        raise LandscapeError(f"{what}: {spec!r} is not 'zoo:NAME', 'package.module:callable' or "
-                             "'path/to/file.py:callable'")
-    if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
-        module = _import_file(mod_name, what)
-    else:
-        cwd = os.getcwd()
-        if cwd not in sys.path and "" not in sys.path:
-            sys.path.insert(0, cwd)
-        try:
-            module = importlib.import_module(mod_name)
-        except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
-            raise LandscapeError(f"{what}: cannot import module {mod_name!r} ({type(e).__name__}: {e})") from e
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise LandscapeError(f"{what}: module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise LandscapeError(f"{what}: {spec!r} is not callable")
-    return obj
-
-
+# --------------------------------------------------------------------------- models
 def load_model(spec: str, model_args: dict | str | None = None, seed: int = 0) -> nn.Module:
     """Build a model from ``zoo:NAME`` or ``package.module:callable``.
 
     Construction runs under ``torch.manual_seed(seed)`` (in a forked RNG state), so a model used
     without a checkpoint has the same initial weights on every rank and every run.
     """
-    from . import zoo
-
     kwargs = parse_kwargs(model_args) if isinstance(model_args, str) or model_args is None else dict(model_args)
     if spec.startswith("zoo:"):
         name = spec[4:]
         if name not in zoo.MODELS:
-            raise LandscapeError(f"--model: unknown zoo model {name!r}; choose one of {', '.join(sorted(zoo.MODELS))}")
+            raise LandscapeError(f"`model`: unknown zoo model {name!r}; choose one of {', '.join(sorted(zoo.MODELS))}")
         factory = zoo.MODELS[name]
     else:
-        factory = import_callable(spec, "--model")
+        factory = import_callable(spec, "`model`")
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = factory(**kwargs)
     except (TypeError, ValueError) as e:
-        raise LandscapeError(f"--model-args: {spec} does not accept {kwargs} ({e})") from e
+        raise LandscapeError(f"`model_args`: {spec} does not accept {kwargs} ({e})") from e
     except LandscapeError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's constructor failed: say so in one line
         first = (str(e).strip().splitlines() or [""])[0]
-        raise LandscapeError(f"--model: building {spec} failed ({type(e).__name__}: {first[:200]}); fix the model "
-                             "code or its --model-args") from e
+        raise LandscapeError(f"`model`: building {spec} failed ({type(e).__name__}: {first[:200]}); fix the model "
+                             "code or its `model_args`") from e
     if not isinstance(model, nn.Module):
-        raise LandscapeError(f"--model: {spec} returned {type(model).__name__}, not a torch.nn.Module")
+        raise LandscapeError(f"`model`: {spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -174,8 +91,14 @@ def load_model(spec: str, model_args: dict | str | None = None, seed: int = 0) -
 STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 
 
+def _parameter(flag: str) -> str:
+    """``flag`` as errors name it: a parameter name in backticks (``test_data`` -> ```test_data```); a ``--flag``
+    spelling (from callers that name the option themselves) as it is."""
+    return flag if flag.startswith(("`", "--")) else f"`{flag}`"
+
+
 def _checkpoint_label(flag: str | None) -> str:
-    return f"{flag}: checkpoint" if flag else "checkpoint"
+    return f"{_parameter(flag)}: checkpoint" if flag else "checkpoint"
 
 
 def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = None,
@@ -184,8 +107,9 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
 
     ``.pt``/``.pth``/anything else goes through ``torch.load(weights_only=True)``; a file that
     would need to unpickle code (a whole pickled model) is refused unless ``unsafe_load``.
-    ``flag`` (``--checkpoint``, ``--init``, ...) is the option the path came from; errors name it.
-    ``strip_prefix`` (``--strip-prefix model.``, Lightning's): keep the keys that start with it, without it.
+    ``flag`` (``checkpoint``, ``init``, ...) is the parameter the path came from; errors name it in backticks
+    (a ``--flag`` spelling is kept as it is). ``strip_prefix`` (``"model."``, Lightning's): keep the keys that start
+    with it, without it.
     """
     what = _checkpoint_label(flag)
     if not os.path.isfile(path):
@@ -212,16 +136,15 @@ def read_state_dict(path: str, unsafe_load: bool = False, flag: str | None = Non
     except pickle.UnpicklingError as e:
         raise LandscapeError(
             f"{what} {path!r} holds pickled objects that may run code; refusing to load it "
-            "(save model.state_dict() instead, or pass --unsafe-load if you trust the file)"
+            "(save model.state_dict() instead, or pass `unsafe_load` if you trust the file)"
         ) from e
     except Exception as e:  # noqa: BLE001
         first = str(e).splitlines()[0] if str(e) else ""
         raise LandscapeError(f"{what} {path!r} could not be read ({type(e).__name__}: {first})") from e
     if unsafe_load:
-        import sys
-
-        print(f"landscape: warning: --unsafe-load: {path} was unpickled with full code execution (only for files "
-              "you trust)", file=sys.stderr, flush=True)
+        flag = parallel.render_message("`unsafe_load`")  # (the CLI's flag)
+        print(f"landscape: warning: {flag}: {path} was unpickled with full code execution (only for files you trust)",
+              file=sys.stderr, flush=True)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -265,13 +188,13 @@ def check_torch_floor(unsafe_load: bool, what: str, path: str) -> None:
     need = ".".join(map(str, SAFE_TORCH))
     raise LandscapeError(f"{what} {path!r}: torch {torch.__version__} is older than {need}, whose weights_only loading "
                          f"can run code from a crafted file (CVE-2025-32434 and later); upgrade torch (pip install "
-                         f"'torch>={need}'), use a .safetensors file, or pass --unsafe-load if you trust the file")
+                         f"'torch>={need}'), use a .safetensors file, or pass `unsafe_load` if you trust the file")
 
 
 def _strip(sd: dict[str, Tensor], prefix: str, what: str) -> dict[str, Tensor]:
     out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     if not out:
-        raise LandscapeError(f"--strip-prefix {prefix!r}: no key of {what} starts with it (keys look like "
+        raise LandscapeError(f"`strip_prefix` {prefix!r}: no key of {what} starts with it (keys look like "
                              f"{', '.join(list(sd)[:3])}); give the prefix its keys have")
     return out
 
@@ -301,9 +224,9 @@ def load_checkpoint(model: nn.Module, path: str, unsafe_load: bool = False, flag
                              "quantized checkpoint? Give the float weights (dequantize before saving)")
     if problems:
         hint = "" if strip_prefix or not unexpected or "." not in unexpected[0] else \
-            f", or --strip-prefix {unexpected[0].split('.')[0]}. if the keys carry a wrapper's prefix"
+            f", or `strip_prefix` {unexpected[0].split('.')[0]}. if the keys carry a wrapper's prefix"
         raise LandscapeError(f"{_checkpoint_label(flag)} {path!r} does not match the model: {'; '.join(problems)} "
-                             f"(check --model and --model-args{hint})")
+                             f"(check `model` and `model_args`{hint})")
     model.load_state_dict(sd)
 
 
@@ -315,10 +238,6 @@ def _as_tensors(obj, spec: str, target_key: str = B.TARGET_KEY) -> Batch:
     any structure (:func:`landscape.batches.split_batch`) concatenated; anything else (a tensor,
     an ``(inputs..., target)`` tuple, a dict) is taken as one batch holding all the data.
     """
-    from collections.abc import Mapping
-
-    from torch.utils.data import DataLoader, Dataset
-
     if isinstance(obj, DataLoader | Dataset):
         loader = obj if isinstance(obj, DataLoader) else DataLoader(obj, batch_size=512, shuffle=False)
         xs, ys = [], []
@@ -327,63 +246,63 @@ def _as_tensors(obj, spec: str, target_key: str = B.TARGET_KEY) -> Batch:
                 x, y = B.split_batch(item, target_key)
                 B.check_lengths(x, y, spec)
                 if xs and type(x) is not type(xs[0]):
-                    raise LandscapeError(f"--data: {spec} yields batches of different structures")
+                    raise LandscapeError(f"`data`: {spec} yields batches of different structures")
                 xs.append(x)
                 ys.append(y)
         except LandscapeError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise LandscapeError(f"--data: iterating {spec} failed ({type(e).__name__}: {e})") from e
+            raise LandscapeError(f"`data`: iterating {spec} failed ({type(e).__name__}: {e})") from e
         if not xs:
-            raise LandscapeError(f"--data: {spec} is empty")
+            raise LandscapeError(f"`data`: {spec} is empty")
         try:
             X, y = B.cat(xs), torch.cat(ys)
         except Exception as e:  # noqa: BLE001 - ragged batches (sequences of different lengths)
-            raise LandscapeError(f"--data: the batches of {spec} cannot be joined ({type(e).__name__}: "
+            raise LandscapeError(f"`data`: the batches of {spec} cannot be joined ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0] if str(e) else ''}); pad them to one shape") from e
     elif isinstance(obj, Tensor | tuple | list | Mapping):
         X, y = B.split_batch(obj, target_key)
     else:
         raise LandscapeError(
-            f"--data: {spec} returned {type(obj).__name__}; expected a Dataset, a DataLoader, an (X, y) pair "
+            f"`data`: {spec} returned {type(obj).__name__}; expected a Dataset, a DataLoader, an (X, y) pair "
             "or a dict of tensors"
         )
     B.check_lengths(X, y, spec)
     return X, y
 
 
-def load_data(spec: str, flag: str = "--data", target_key: str = B.TARGET_KEY) -> Batch:
-    """All samples of a data spec as CPU ``(inputs, target)`` (``flag`` names the option in errors)."""
+def load_data(spec: str, flag: str = "data", target_key: str = B.TARGET_KEY) -> Batch:
+    """All samples of a data spec as CPU ``(inputs, target)`` (``flag``: the parameter errors name, ``data``
+    or ``test_data``)."""
+    name = _parameter(flag)
     try:
-        return _load_data(spec, flag, target_key)
+        return _load_data(spec, name, target_key)
     except LandscapeError as e:
-        if flag != "--data" and str(e).startswith("--data"):
-            raise LandscapeError(flag + str(e)[len("--data"):]) from e
+        if name != "`data`" and str(e).startswith("`data`"):
+            raise LandscapeError(name + str(e)[len("`data`"):]) from e
         raise
 
 
 def _load_data(spec: str, flag: str, target_key: str) -> Batch:
-    from . import zoo
-
     if spec.startswith("zoo:"):
         name, _, split = spec[4:].partition(":")
         if name not in zoo.DATASETS:
             names = ", ".join(sorted(zoo.DATASETS))
-            raise LandscapeError(f"--data: unknown zoo data set {name!r}; choose one of {names}")
+            raise LandscapeError(f"`data`: unknown zoo data set {name!r}; choose one of {names}")
         try:
             obj = zoo.DATASETS[name](split or "all")
         except ValueError as e:
-            raise LandscapeError(f"--data {spec}: {e}") from e
+            raise LandscapeError(f"`data` {spec}: {e}") from e
     elif spec.startswith("torchvision:"):
         obj = zoo.torchvision_dataset(spec)
     else:
-        fn = import_callable(spec, "--data")
+        fn = import_callable(spec, "`data`")
         try:
             obj = fn()
         except LandscapeError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise LandscapeError(f"--data: calling {spec} failed ({type(e).__name__}: {e})") from e
+            raise LandscapeError(f"`data`: calling {spec} failed ({type(e).__name__}: {e})") from e
     return _as_tensors(obj, spec, target_key)
 
 
@@ -412,7 +331,7 @@ def subsample(X, y: Tensor, samples: int | None, seed: int = 0) -> tuple:
         idx = torch.arange(n)
     else:
         if samples <= 0:
-            raise LandscapeError(f"--samples must be positive, got {samples}")
+            raise LandscapeError(f"`samples` must be positive, got {samples}")
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(n, generator=g)[:samples].sort().values
     return X[idx], y[idx], idx
@@ -433,8 +352,6 @@ def fingerprint_data(X, y: Tensor) -> str:
 def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` → ``cuda:(local_rank % n_gpus)`` when CUDA is there, else CPU (as
     :func:`landscape.parallel.device_for_rank`); ``cuda:N`` is checked against the GPUs there are."""
-    from .parallel import device_for_rank
-
     if isinstance(device, torch.device):
         return device
     if device in ("auto", "cuda"):
@@ -445,14 +362,14 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = device[5:]
         if not index.isdigit():
-            raise LandscapeError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N")
+            raise LandscapeError(f"`device`: {device!r} is not auto, cpu, cuda or cuda:N")
         if int(index) >= n:
             if not n:
-                raise LandscapeError(f"--device {device}: no CUDA device is available (use --device cpu or auto)")
-            raise LandscapeError(f"--device {device}: only cuda:0..cuda:{n - 1} exist (use --device auto, cpu or "
+                raise LandscapeError(f"`device` {device}: no CUDA device is available (use `device` cpu or auto)")
+            raise LandscapeError(f"`device` {device}: only cuda:0..cuda:{n - 1} exist (use `device` auto, cpu or "
                                  f"cuda:N with N < {n})")
         return torch.device(device)
-    raise LandscapeError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N")
+    raise LandscapeError(f"`device`: {device!r} is not auto, cpu, cuda or cuda:N")
 
 
 # --------------------------------------------------------------------------- the problem
@@ -473,9 +390,7 @@ def loss_sum(loss: str | L.Loss, output: Tensor, target: Tensor) -> Tensor:
         loss = "cross_entropy"  # the classic path below
     if loss == "cross_entropy" and output.ndim == 2 and target.ndim == 1 and not target.is_floating_point():
         if not torch.is_grad_enabled():
-            from .kernels import cross_entropy_sum  # values: stable where the loss is small, float64 sum
-
-            return cross_entropy_sum(output, target)
+            return cross_entropy_sum(output, target)  # values: stable where the loss is small, float64 sum
         return F.cross_entropy(output, target, reduction="sum")
     if loss == "mse":
         if not target.is_floating_point():
@@ -584,18 +499,18 @@ class Problem:
                 out = full[:2] if isinstance(full, Tensor) else full
                 self.loss_sum(out, y[:2])
         except LandscapeError as e:
-            if not str(e).startswith("--loss") and not str(e).startswith("class targets"):
-                raise  # (--output-key and friends: already one line naming the fix)
+            if not str(e).startswith("`loss`") and not str(e).startswith("class targets"):
+                raise  # (`output_key` and friends: already one line naming the fix)
             msg = str(e)
             raise LandscapeError(
-                f"the model's output does not fit --loss {self.loss} and the data's targets "
+                f"the model's output does not fit `loss` {self.loss} and the data's targets "
                 f"(input {B.describe(x)}, target {tuple(y.shape[1:])}): {msg}"
             ) from e
         except Exception as e:  # noqa: BLE001
             e = e.args[0] if isinstance(e, _ModelError) else e
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise LandscapeError(
-                f"the model's output does not fit --loss {self.loss} and the data's targets "
+                f"the model's output does not fit `loss` {self.loss} and the data's targets "
                 f"(input {B.describe(x)}, target {tuple(y.shape[1:])}): {msg}"
             ) from e
         if not isinstance(out, Tensor):
@@ -605,7 +520,7 @@ class Problem:
             L.check_setup(self.loss_fn, full, y[:256])
 
 
-def check_labels(y: Tensor, n_classes: int, flag: str = "--data", ignore_index: int | None = None) -> None:
+def check_labels(y: Tensor, n_classes: int, flag: str = "data", ignore_index: int | None = None) -> None:
     """Every integer class label in ``y`` must lie in ``0 .. n_classes-1`` (a full scan, not a sample): one line
     naming the first bad label and its index otherwise (cross-entropy would fail mid-run, or one-hot would).
     ``ignore_index``: a label the loss skips (cross-entropy's -100)."""
@@ -619,8 +534,8 @@ def check_labels(y: Tensor, n_classes: int, flag: str = "--data", ignore_index: 
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0, 0])
         label = int(flat[i][wrong[i]][0])
-        raise LandscapeError(f"{flag}: label {label} of example {i} is outside the model's {n_classes} classes "
-                             f"(0..{n_classes - 1}); fix the labels or the model's number of outputs")
+        raise LandscapeError(f"{_parameter(flag)}: label {label} of example {i} is outside the model's {n_classes} "
+                             f"classes (0..{n_classes - 1}); fix the labels or the model's number of outputs")
 
 
 def check_finite_inputs(problem: Problem) -> None:
@@ -634,9 +549,9 @@ def check_finite_inputs(problem: Problem) -> None:
                 bad = ~torch.isfinite(part.reshape(len(part), -1)).all(dim=1)
                 if bool(bad.any()):
                     i = start + int(torch.nonzero(bad)[0, 0])
-                    flag = "--data" if split == "train" else "--test-data"
+                    flag = "`data`" if split == "train" else "`test_data`"
                     raise LandscapeError(f"{flag}: the input of example {i} holds NaN or inf; losses and curvature "
-                                         "need finite inputs (clean the data set or choose other --samples)")
+                                         "need finite inputs (clean the data set or choose other `samples`)")
             start += len(x)
 
 
@@ -644,7 +559,7 @@ def make_batches(X, y: Tensor, batch_size: int, device: torch.device, on_device:
     """Batches of ``batch_size`` in order; on ``device`` (pinned and non-blocking from the host), or kept on
     the host (pinned on CUDA) when not ``on_device``."""
     if batch_size <= 0:
-        raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
+        raise LandscapeError(f"`batch_size` must be positive, got {batch_size}")
     pin = device.type == "cuda"
     out = []
     for i in range(0, len(X), batch_size):
@@ -689,11 +604,11 @@ def make_problem(
     """
     loss_obj = L.get_loss(loss, shift=shift_labels)
     if data_on_device not in DATA_ON_DEVICE:
-        raise LandscapeError(f"--data-on-device: {data_on_device!r} is not one of {', '.join(DATA_ON_DEVICE)}")
+        raise LandscapeError(f"`data_on_device`: {data_on_device!r} is not one of {', '.join(DATA_ON_DEVICE)}")
     dev = resolve_device(device, local_rank)
     net = load_model(model, model_args, seed=seed) if isinstance(model, str) else model
     if checkpoint:
-        load_checkpoint(net, checkpoint, unsafe_load=unsafe_load, flag="--checkpoint", strip_prefix=strip_prefix)
+        load_checkpoint(net, checkpoint, unsafe_load=unsafe_load, flag="checkpoint", strip_prefix=strip_prefix)
     net = net.to(dev).eval()
     info: dict = {"model": model if isinstance(model, str) else type(model).__name__,
                   "model_args": parse_kwargs(model_args) if isinstance(model_args, str) else (model_args or {}),
@@ -707,7 +622,7 @@ def make_problem(
     for split, spec in (("train", data), ("test", test_data)):
         if spec is None:
             continue
-        flag = "--data" if split == "train" else "--test-data"
+        flag = "data" if split == "train" else "test_data"
         X, y = load_data(spec, flag, target_key) if isinstance(spec, str) else _as_tensors(spec, "data", target_key)
         loaded[split] = (spec, X, y)
     B.adapt_model(net, None, output_key)  # (hooks: Inputs → model(*args, **kwargs); any output → its tensor)
@@ -720,7 +635,7 @@ def make_problem(
         subsets[split] = (spec, X, y, idx)
     if data_on_device == "auto":
         on_device = dev.type == "cpu" or \
-            _data_bytes([(X, y) for _, X, y, _ in subsets.values()]) <= DATA_MEMORY_SHARE * _free(dev)
+            _data_bytes([(X, y) for _, X, y, _ in subsets.values()]) <= DATA_MEMORY_SHARE * free_memory(dev)
     else:
         on_device = data_on_device == "always"
     info["data_on_device"] = bool(on_device)
@@ -729,8 +644,6 @@ def make_problem(
         cast = isinstance(X, Tensor) and X.is_floating_point() and X.dtype != torch.float64 \
             and any(p.dtype == torch.float64 for p in net.parameters())
         if batch_size is None:  # from the first split, for all (see landscape.autotune)
-            from .autotune import auto_batch_size
-
             batch_size = auto_batch_size(net, X.double() if cast else X, len(X), dev, shards)
             info["batch_size"] = batch_size
         built = make_batches(X.double() if cast else X, y, batch_size, dev, on_device)
@@ -762,10 +675,5 @@ def _check_all_labels(prob: Problem, out: Tensor, y: Tensor) -> None:
     for split, batches in prob.splits.items():
         host = batches.host if isinstance(batches, HostBatches) else batches
         check_labels(torch.cat([t.cpu() for _, t in host]), n_classes,
-                     "--data" if split == "train" else "--test-data", ignore_index=-100 if ce else None)
+                     "data" if split == "train" else "test_data", ignore_index=-100 if ce else None)
 
-
-def _free(dev: torch.device) -> int:
-    from .evaluate import free_memory
-
-    return free_memory(dev)

@@ -70,7 +70,8 @@ def test_probe_skipped_when_it_cannot_pay(monkeypatch):
 def test_probe_runs_for_a_large_grid_of_a_small_model():
     p = make_problem("zoo:mlp", data="zoo:digits", samples=512, device="cpu")
     per_point = PointEvaluator(p, make_random_directions(p.model, 2, seed=0))
-    from landscape.evaluate import _probe_rows, make_groups
+    from landscape.evaluate import make_groups
+    from landscape.evaluate.choose import _probe_rows
 
     probe = per_point.prepare(make_groups(p, _probe_rows(per_point)))
     budget, t1, share = autotune.probe_budget(per_point, 10 ** 6, probe)

@@ -145,7 +145,8 @@ def test_make_evaluator_explicit_and_auto(monkeypatch):
     with pytest.raises(E.LandscapeError):
         E.make_evaluator(p, dirs, "0")
     # no memory to spare: one point at a time
-    monkeypatch.setattr(E, "free_memory", lambda device: 1)
+    for module in (E.choose, E.fold):  # (the memory cap of K and the fold's cache)
+        monkeypatch.setattr(module, "free_memory", lambda device: 1)
     assert isinstance(E.make_evaluator(p, dirs, "auto"), E.PointEvaluator)
 
 
@@ -268,7 +269,7 @@ def test_batched_in_row_chunks_equals_per_point(monkeypatch, fold):
     """On a CPU the batched path runs K points over cache-sized row chunks; the numbers do not change."""
     p = _problem(samples=150, batch_size=100)  # batches of 100 and 50 rows, chunked at 64
     dirs = make_random_directions(p.model, 2, seed=2)
-    monkeypatch.setattr(E, "CACHE_BYTES", 1)
+    monkeypatch.setattr(E.batched, "CACHE_BYTES", 1)
     ev = E.BatchedEvaluator(p, dirs, 4, fold=fold)
     assert ev.rows == E.MIN_ROWS == 64
     _assert_same(ev(_coords(9, 2)), E.PointEvaluator(p, dirs, fold=False)(_coords(9, 2)), rtol=1e-5)
@@ -296,3 +297,40 @@ def test_batched_shares_the_per_point_fold_and_groups():
     assert all(a[0][0] is b[0][0] for s in pp.groups for a, b in zip(pp.groups[s], shared.groups[s]))
     _assert_same(shared(_coords(7, 2)), E.BatchedEvaluator(p, dirs, 3)(_coords(7, 2)))
     _assert_same(shared(_coords(7, 2)), pp(_coords(7, 2)), rtol=1e-5)
+
+
+def test_every_evaluator_follows_the_one_protocol():
+    """Per-point, batched (linear chain and vmap) and curvature-map evaluators: ``names`` is what a call returns,
+    ``prepare`` and ``release`` exist, and a toy evaluator on the private base is one too."""
+    from landscape.curvature.maps import CurvatureMapEvaluator
+    from landscape.evaluate._base import _Evaluator
+
+    p = _problem(samples=40, test=False)
+    dirs = make_random_directions(p.model, 2, seed=0)
+    chain = E.BatchedEvaluator(p, dirs, 4)
+    evaluators = [E.PointEvaluator(p, dirs), chain, E.BatchedEvaluator(p, dirs, 4, chain=False),
+                  CurvatureMapEvaluator(p, dirs, max_iter=5)]
+    assert chain.chain is not None
+    for ev in evaluators:
+        assert isinstance(ev, E.Evaluator) and isinstance(ev, _Evaluator), type(ev)
+        out = ev(_coords(3, 2, 0.1))
+        assert sorted(out) == sorted(ev.names) and all(v.shape == (3,) for v in out.values()), type(ev)
+        ev.release()
+
+    class Toy(_Evaluator):
+        names = ["train_loss"]
+
+        def __call__(self, coords):
+            return {"train_loss": np.zeros(len(np.atleast_2d(coords)))}
+
+    assert isinstance(Toy(), E.Evaluator) and Toy().prepare([1]) == [1]
+
+
+def test_problem_and_autotune_import_without_the_evaluator():
+    """Dependencies point one way: problem, losses and autotune sit below landscape.evaluate."""
+    import subprocess
+    import sys
+
+    code = ("import sys, landscape.problem, landscape.autotune, landscape.losses; "
+            "assert not [m for m in sys.modules if m.startswith('landscape.evaluate')], sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

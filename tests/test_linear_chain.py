@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 from landscape import evaluate as E
 from landscape.directions import make_random_directions
-from landscape.linear_chain import LinearChain
+from landscape.evaluate.chain import LinearChain
 from landscape.problem import make_problem
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from landscape import evaluate as E
 from landscape import kernels as K
 from landscape.directions import make_random_directions
+from landscape.evaluate.choose import _check_batched as check
 from landscape.problem import make_problem
 
 #: coordinates around the centre: the minimum itself, tiny steps (loss ~1e-4) and larger ones (~1e-2 and up)
@@ -105,10 +106,9 @@ def test_trained_model_is_batched(trained, capsys):
     p, dirs, *_ = trained
     for precision in ("fp32", "fp64"):
         per_point = E.PointEvaluator(p, dirs, precision=precision)
-        assert E._check_batched(per_point, E.BatchedEvaluator(p, dirs, 4, precision=precision, share=per_point)) \
-            is None
-        assert E._check_batched(per_point, E.BatchedEvaluator(p, dirs, 4, precision=precision, chain=False,
-                                                              share=per_point)) is None
+        assert check(per_point, E.BatchedEvaluator(p, dirs, 4, precision=precision, share=per_point)) is None
+        assert check(per_point, E.BatchedEvaluator(p, dirs, 4, precision=precision, chain=False,
+                                                   share=per_point)) is None
         ev = E.make_evaluator(p, dirs, 8, precision=precision)
         assert isinstance(ev, E.BatchedEvaluator)
     assert "one grid point at a time" not in capsys.readouterr().err
@@ -123,7 +123,7 @@ def test_check_still_refuses_a_model_that_differs_under_vmap(trained):
     q.model.train()
     d = make_random_directions(q.model, 2, seed=0)
     per_point = E.PointEvaluator(q, d)
-    why = E._check_batched(per_point, E.BatchedEvaluator(q, d, 4, chain=False, share=per_point))
+    why = check(per_point, E.BatchedEvaluator(q, d, 4, chain=False, share=per_point))
     assert why is not None
 
 

@@ -69,7 +69,7 @@ def test_train_command(tmp_path, run_cli):
 
 
 @pytest.mark.parametrize("kw,want", [({"momentum": -0.5}, "--momentum"), ({"weight_decay": -1.0}, "--weight-decay"),
-                                     ({"device": "tpu"}, "--device: 'tpu' is not auto, cpu, cuda or cuda:N"),
+                                     ({"device": "tpu"}, "`device`: 'tpu' is not auto, cpu, cuda or cuda:N"),
                                      ({"init": "/no/such.pt"}, "--init: checkpoint '/no/such.pt' does not exist")])
 def test_bad_arguments_are_one_line_before_anything_is_written(tmp_path, kw, want):
     with pytest.raises(LandscapeError, match=re.escape(want)):

@@ -13,10 +13,16 @@ import numpy as np
 
 from ..directions import Directions
 from ..evaluate import PointEvaluator
+from ..evaluate._base import _Evaluator
+from .lanczos import hessian_eigenpairs
+
+#: what a curvature map adds to the loss and accuracy of each point
+MAP_NAMES = ("train_lambda_max", "train_lambda_min", "train_convexity")
 
 
-class CurvatureMapEvaluator:
-    """Loss/accuracy plus λmax, λmin and |λmin/λmax| at each point."""
+class CurvatureMapEvaluator(_Evaluator):
+    """Loss/accuracy plus λmax, λmin and |λmin/λmax| at each point (the :class:`~landscape.evaluate.Evaluator`
+    protocol, on a :class:`~landscape.evaluate.PointEvaluator` whose ``move_to`` places the model)."""
 
     def __init__(self, problem, directions: Directions, evaluator=None, seed: int = 0, tol: float = 1e-3,
                  max_iter: int = 40):
@@ -24,9 +30,14 @@ class CurvatureMapEvaluator:
         self.base = evaluator if isinstance(evaluator, PointEvaluator) else PointEvaluator(problem, directions)
         self.seed, self.tol, self.max_iter = seed, tol, max_iter
 
-    def __call__(self, coords: np.ndarray) -> dict[str, np.ndarray]:
-        from . import hessian_eigenpairs
+    @property
+    def names(self) -> list[str]:
+        return [*self.base.names, *MAP_NAMES]
 
+    def prepare(self, groups: list) -> list:
+        return self.base.prepare(groups)
+
+    def __call__(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         coords = np.atleast_2d(np.asarray(coords, dtype=np.float64))
         out = self.base(coords)
         lmax, lmin = np.empty(len(coords)), np.empty(len(coords))

@@ -1,15 +1,18 @@
 """Zoo data sets: functions ``split -> (X, y)`` with X float32 and y int64 class labels.
 
-Plus :func:`torchvision_dataset` for ``--data torchvision:CLASS:ROOT[:SPLIT]``: standard image data
+Plus :func:`torchvision_dataset` for ``data="torchvision:CLASS:ROOT[:SPLIT]"``: standard image data
 sets already on disk (never downloaded: a landscape run on a cluster node must not reach the
 network, and a silent download to the wrong place wastes a job).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 
 import torch
+from torch.utils.data import ConcatDataset
 
 from ..errors import LandscapeError
 
@@ -73,16 +76,16 @@ def parse_torchvision_spec(spec: str) -> tuple[str, str, str]:
     """
     usage = "expected torchvision:CLASS:ROOT[:train|test|all], e.g. torchvision:CIFAR10:/data/cifar10"
     if not spec.startswith("torchvision:"):
-        raise LandscapeError(f"--data {spec}: {usage}")
+        raise LandscapeError(f"`data` {spec}: {usage}")
     name, _, root = spec[len("torchvision:"):].partition(":")
     split = "train"
     head, sep, tail = root.rpartition(":")
     if sep and tail in TORCHVISION_SPLITS:
         root, split = head, tail
     if not name or not root:
-        raise LandscapeError(f"--data {spec}: {usage}")
+        raise LandscapeError(f"`data` {spec}: {usage}")
     if name not in NORMALIZATION:
-        raise LandscapeError(f"--data {spec}: unsupported torchvision data set {name!r}; "
+        raise LandscapeError(f"`data` {spec}: unsupported torchvision data set {name!r}; "
                              f"choose one of {', '.join(NORMALIZATION)}")
     return name, root, split
 
@@ -98,9 +101,9 @@ def torchvision_dataset(spec: str):
         import torchvision
         from torchvision import transforms
     except ImportError as e:
-        raise LandscapeError(f"--data {spec}: torchvision is not installed (pip install torchvision)") from e
+        raise LandscapeError(f"`data` {spec}: torchvision is not installed (pip install torchvision)") from e
     if not os.path.isdir(root):
-        raise LandscapeError(f"--data {spec}: root directory {root!r} does not exist")
+        raise LandscapeError(f"`data` {spec}: root directory {root!r} does not exist")
     mean, std = NORMALIZATION[name]
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
     cls = getattr(torchvision.datasets, name)
@@ -110,14 +113,12 @@ def torchvision_dataset(spec: str):
             parts.append(cls(root=root, train=train, transform=transform, download=False))
         except (RuntimeError, OSError, ValueError) as e:
             raise LandscapeError(
-                f"--data {spec}: {name} ({'train' if train else 'test'} split) not found in {root!r} "
+                f"`data` {spec}: {name} ({'train' if train else 'test'} split) not found in {root!r} "
                 f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); put the files there, "
                 f"e.g. with torchvision.datasets.{name}({root!r}, download=True) on a machine with network"
             ) from e
     if len(parts) == 1:
         return parts[0]
-    from torch.utils.data import ConcatDataset
-
     return ConcatDataset(parts)
 
 
@@ -134,9 +135,6 @@ def corpus_text() -> str:
 
     Ships with Python (no download); the text, and so the data, differ between Python versions.
     """
-    import importlib
-    import inspect
-
     parts: list[str] = []
     for name in CORPUS_MODULES:
         mod = importlib.import_module(name)

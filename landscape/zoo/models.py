@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
@@ -277,8 +278,6 @@ class _Block(nn.Module):
         self.fc2 = nn.Linear(mlp_ratio * d_model, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        import torch
-
         b, t, d = x.shape
         h = self.n_heads
         q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
@@ -321,8 +320,6 @@ class TinyLM(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, ids: Tensor) -> Tensor:
-        import torch
-
         t = ids.shape[-1]
         if t > self.context:
             raise ValueError(f"sequences of {t} tokens are longer than the model's context of {self.context}")

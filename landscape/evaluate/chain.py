@@ -1,7 +1,7 @@
 r"""K grid points through a sequential chain of ``Linear`` layers as batched matrix products (no ``vmap``).
 
 The batched evaluator's fast path for the most common small model: an ``nn.Sequential`` MLP whose
-first layer is folded (:class:`landscape.evaluate.InputFold`) and whose remaining modules are
+first layer is folded (:class:`landscape.evaluate.fold.InputFold`) and whose remaining modules are
 ``Linear`` layers, elementwise activations, ``Dropout``/``Identity`` in eval mode and
 ``BatchNorm1d`` in eval mode, with the built-in cross-entropy on class-index targets. On a CPU,
 ``vmap`` over ``functional_call`` turns each ``Linear`` into ``bmm`` plus a separate bias pass and
@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .kernels import exp_floor
+from ..kernels import exp_floor
 
 #: parameter-free modules that act on each entry alone (so the feature-major layout does not matter)
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
@@ -112,7 +112,7 @@ class LinearChain:
     # ----------------------------------------------------------------- construction
     @classmethod
     def build(cls, fold, directions, classes: int) -> LinearChain | None:
-        """The chain for ``fold.body`` (an :class:`~landscape.evaluate.InputFold`'s), or None if unsupported.
+        """The chain for ``fold.body`` (an :class:`~landscape.evaluate.fold.InputFold`'s), or None if unsupported.
 
         Supported: a first layer that is an ``nn.Linear`` on flat inputs, then ``Linear`` (plain
         ``forward``), :data:`ELEMENTWISE` activations, :data:`PASS_THROUGH` modules and
