@@ -67,7 +67,7 @@ from torch import Tensor, nn
 from . import kernels as K
 from . import params as P
 from .batches import adapts_outputs
-from .directions import Directions
+from .directions._base import Directions
 from .errors import LandscapeError
 from .problem import Batch, HostBatches, Problem
 

@@ -83,7 +83,7 @@ def test_orthogonalize():
 
 def test_bad_options():
     net = conv_bn_net()
-    with pytest.raises(LandscapeError, match="--norm"):
+    with pytest.raises(LandscapeError, match="`norm`"):
         make_random_directions(net, 1, norm="bogus")
-    with pytest.raises(LandscapeError, match="--dir-type"):
+    with pytest.raises(LandscapeError, match="`dir_type`"):
         make_random_directions(net, 1, dir_type="bogus")

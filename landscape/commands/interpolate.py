@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..grid import parse_range
+from ..parallel import configure_threads, world
+from ..paths.analysis import verdict_line
+from ..paths.endpoints import has_batchnorm
+from ..paths.run import interpolate
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
+from .surface import plot_when_done
 
 
 def _group_name(text: str) -> str:
@@ -48,10 +54,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..grid import parse_range
-    from ..interpolation import has_batchnorm, interpolate, verdict_line
-    from ..parallel import configure_threads, world
-
     w = world()
 
     def setup():
@@ -79,7 +81,5 @@ def run(args) -> int:
         print(f"{res.path}: {len(res.alpha)} α values ({res.computed} computed now, {res.seconds:.1f} s)")
         print(f"verdict: {verdict_line(res.summary)}")
         if args.plot:
-            from ..cli import main as cli_main
-
-            cli_main(["plot", res.path, "--kind", "path"])
+            plot_when_done(res.path, "path")
     return 0
