@@ -15,7 +15,7 @@ from ..paths.analysis import verdict_line
 from ..paths.endpoints import has_batchnorm
 from ..paths.run import interpolate
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
-from .surface import plot_when_done
+from .surface import add_progress_and_plot, plot_when_done
 
 
 def _group_name(text: str) -> str:
@@ -48,8 +48,7 @@ def add_parser(sub) -> None:
     o.add_argument("--precision", default="fp32", choices=("fp32", "fp64"),
                    help="fp32: the model's own dtype; fp64: every α on a float64 copy of the model and data (losses "
                         "exact to ~1e-12 near a minimum). Losses are always computed stably and summed in float64")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o.add_argument("--plot", action="store_true", help="draw the path when done")
+    add_progress_and_plot(o, "draw the path when done")
     p.set_defaults(func=run)
 
 
@@ -57,7 +56,7 @@ def run(args) -> int:
     w = world()
 
     def setup():
-        alphas = parse_range(args.alpha, "--alpha").values()
+        alphas = parse_range(args.alpha, "alpha").values()
         if w.is_root:
             check_output_path(args.out, inputs={"--from": args.from_ckpt, "--to": args.to_ckpt},
                               create=args.out == "outputs/interpolation.h5")

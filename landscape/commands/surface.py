@@ -63,9 +63,14 @@ def add_parser(sub) -> None:
     o.add_argument("--compile", action="store_true",
                    help="torch.compile the forward pass, per point or under vmap (eager if it fails; batched "
                         "sequential MLPs then take the vmap path instead of their batched matrix products)")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o.add_argument("--plot", action="store_true", help="render the default plots when done")
+    add_progress_and_plot(o, "render the default plots when done")
     p.set_defaults(func=run)
+
+
+def add_progress_and_plot(group, plot_help: str) -> None:
+    """``--no-progress`` and ``--plot`` (:func:`plot_when_done`) of a command that computes a result file."""
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--plot", action="store_true", help=plot_help)
 
 
 def spec_from_args(args) -> SurfaceSpec:

@@ -38,8 +38,8 @@ def interp_directions(problem: Problem, spec: DirectionSpec, ndim: int) -> Direc
         raise LandscapeError("`directions` interp needs `from_ckpt` INIT.pt and `to_ckpt` FINAL.pt")
     model = problem.model
     keys = list(P.select(model, spec.dir_type))
-    s0 = endpoint_states(model, spec.from_ckpt, "--from")
-    s1 = endpoint_states(model, spec.to_ckpt, "--to")
+    s0 = endpoint_states(model, spec.from_ckpt, "`from_ckpt`")
+    s1 = endpoint_states(model, spec.to_ckpt, "`to_ckpt`")
     theta0 = {k: s0[k] for k in keys}
     theta1 = {k: s1[k] for k in keys}
     d1 = P.sub(theta1, theta0)

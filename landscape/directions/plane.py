@@ -32,7 +32,7 @@ def plane_directions(problem: Problem, spec: DirectionSpec, ndim: int) -> Direct
     keys = list(P.select(model, spec.dir_type))
     thetas = []
     for p in paths:
-        s = endpoint_states(model, p, "--plane")
+        s = endpoint_states(model, p, "`plane`")
         thetas.append({k: s[k] for k in keys})
     a, b, c = thetas
     d1 = P.sub(b, a)

@@ -35,7 +35,7 @@ def endpoint_states(model: nn.Module, state: str | Named, what: str = "checkpoin
     ``state`` is a checkpoint path or a ``state_dict``-like dict; the result has the keys, device
     and dtypes of ``params.states(model)``.
     """
-    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith("--") else None,
+    sd = (read_state_dict(state, unsafe_load=unsafe_load, flag=what if what.startswith(("`", "--")) else None,
                           strip_prefix=strip_prefix)
           if isinstance(state, str | os.PathLike) else state)
     target = P.states(model)

@@ -125,8 +125,8 @@ def evaluate_path(problem: Problem, theta0: str | Named, theta1: str | Named, al
     ``bn_reestimate=None`` re-estimates exactly when the model has BatchNorm. The model is left at θ₀.
     """
     alphas = np.asarray(alphas, dtype=np.float64)
-    t0 = endpoint_states(problem.model, theta0, "--from")
-    t1 = endpoint_states(problem.model, theta1, "--to")
+    t0 = endpoint_states(problem.model, theta0, "`from_ckpt`")
+    t1 = endpoint_states(problem.model, theta1, "`to_ckpt`")
     bn = has_batchnorm(problem.model) if bn_reestimate is None else bool(bn_reestimate)
     ev = PathEvaluator(problem, t0, t1, alphas, bn)
     res = ev(np.arange(len(alphas)))

@@ -91,7 +91,7 @@ def _open_existing(out: str, name: str) -> dict | None:
 
 def _alphas(alphas) -> np.ndarray:
     if isinstance(alphas, str):
-        return parse_range(alphas, "--alpha").values()
+        return parse_range(alphas, "alphas").values()
     a = np.asarray(alphas, dtype=np.float64).reshape(-1)
     if not len(a) or not np.all(np.isfinite(a)):
         raise LandscapeError("`alphas`: give at least one finite value")
@@ -122,8 +122,8 @@ def interpolate(problem: Problem, theta0: str | Named, theta1: str | Named, alph
 
     def load_root():
         strip = problem.info.get("strip_prefix")  # (--strip-prefix applies to --from and --to)
-        return (endpoint_states(model, theta0, "--from", unsafe_load, strip),
-                endpoint_states(model, theta1, "--to", unsafe_load, strip))
+        return (endpoint_states(model, theta0, "`from_ckpt`", unsafe_load, strip),
+                endpoint_states(model, theta1, "`to_ckpt`", unsafe_load, strip))
 
     t0, t1 = w.collective(load_root if w.is_root else (lambda: (None, None)))
     t0 = w.bcast_named(t0, like=like)
