@@ -1,4 +1,5 @@
-"""Run a surface: directions + grid + scheduler + evaluator + store, with progress.
+"""Run a surface: directions (looked up in the registry of :mod:`landscape.directions`) + grid + evaluator on
+the run driver (:mod:`landscape.driver`: store, scheduler, progress, interrupts).
 
 ``run_surface`` is the library entry point (one process or every MPI rank calls it with the same
 arguments); ``landscape surface`` is a thin wrapper around it.
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import params as P
 from .curvature.maps import CurvatureMapEvaluator
-from .directions import Directions, build_directions
+from .directions import REBUILT_ON_RESUME, Directions, build_directions, direction_kind
 from .driver import Output, open_output, run_config, sweep
 from .evaluate import PointEvaluator, make_evaluator
 from .grid import Grid
@@ -146,9 +147,9 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
             # the grid first: a 1-D file resumed with a 2-D grid is about --y, not about the directions
             compare_identity(out, existing["identity"], _grid_identity(grid), seeds=_seeds(existing, spec))
         # Reuse the file's directions on resume (Hessian eigenvectors are costly to recompute), except for
-        # path-based directions: they are centred on θ₀ / A / the final checkpoint, not on the model's
-        # weights, and rebuilding them is cheap and deterministic.
-        reusable = not spec.plane and spec.directions not in ("interp", "pca")
+        # the kinds centred on other weights than the model's (θ₀ / A / the final checkpoint): rebuilding
+        # them is cheap and deterministic.
+        reusable = direction_kind(spec) not in REBUILT_ON_RESUME
         if existing is not None and reusable and _same_direction_request(existing["config"], spec):
             dirs = load_directions(out, P.clone(P.select(problem.model, spec.dir_type)), grid.ndim)
         else:

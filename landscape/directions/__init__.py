@@ -67,15 +67,24 @@ DIRECTION_KINDS: dict[str, Builder] = {
     "file": file.build,
 }
 
+#: kinds whose directions are rebuilt when a surface is resumed instead of read back from its file: they are
+#: centred on other weights than the model's (θ₀, A, the final checkpoint) and cheap to rebuild exactly
+REBUILT_ON_RESUME: set[str] = {"interp", "plane", "pca"}
 
-def register_direction(kind: str, build: Builder) -> None:
+
+def register_direction(kind: str, build: Builder, *, rebuild_on_resume: bool = False) -> None:
     """Make ``kind`` a direction kind: ``build(problem, spec, ndim) -> Directions`` (replaces a kind of that
-    name; ``plane`` and ``file`` are chosen by ``spec.plane`` and by a file name, not by ``spec.directions``)."""
+    name; ``plane`` and ``file`` are chosen by ``spec.plane`` and by a file name, not by ``spec.directions``).
+    ``rebuild_on_resume``: a resumed surface calls ``build`` again instead of reading the file's directions."""
     if not kind or not isinstance(kind, str) or kind.endswith(file.SUFFIXES):
         raise LandscapeError(f"`kind` {kind!r}: give a non-empty name that is not a file name")
     if not callable(build):
         raise LandscapeError(f"`build` for kind {kind!r} is not callable: give build(problem, spec, ndim)")
     DIRECTION_KINDS[kind] = build
+    if rebuild_on_resume:
+        REBUILT_ON_RESUME.add(kind)
+    else:
+        REBUILT_ON_RESUME.discard(kind)
 
 
 def direction_kind(spec: DirectionSpec) -> str:
@@ -99,7 +108,7 @@ def build_directions(problem: Problem, spec: DirectionSpec, ndim: int) -> Direct
 
 
 __all__ = [
-    "DIRECTION_KINDS", "IGNORES", "NORMS", "Builder", "DirectionSpec", "Directions", "axis_names",
+    "DIRECTION_KINDS", "IGNORES", "NORMS", "REBUILT_ON_RESUME", "Builder", "DirectionSpec", "Directions", "axis_names",
     "build_directions", "direction_kind", "make_random_directions", "normalize_direction", "orthogonalize",
     "random_direction", "register_direction", "target_direction",
 ]
