@@ -126,13 +126,18 @@ def run(args) -> int:
 
 def plot_when_done(path: str, kind: str = "all") -> list[str]:
     """``--plot``: what ``landscape plot FILE [--kind KIND]`` draws, next to the file, one path per line on
-    stdout (rank 0 only)."""
-    result = open_result(path)
-    with print_warnings("plot"):
-        if kind == "all":
-            paths = plot_all(result, os.path.dirname(path))
-        else:
-            paths = plot_kind(result, kind, os.path.dirname(path))
+    stdout (rank 0 only). The result is saved whatever happens here: a picture that cannot be drawn is one
+    ``landscape plot: error:`` line, and the command still succeeds."""
+    try:
+        result = open_result(path)
+        with print_warnings("plot"):
+            if kind == "all":
+                paths = plot_all(result, os.path.dirname(path))
+            else:
+                paths = plot_kind(result, kind, os.path.dirname(path))
+    except LandscapeError as e:
+        print(f"landscape plot: error: {e}", file=sys.stderr, flush=True)
+        return []
     for p in paths:
         print(p, flush=True)
     return paths
