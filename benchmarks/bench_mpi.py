@@ -39,6 +39,7 @@ def worker(args) -> None:
     import numpy as np
     import torch
 
+    import landscape.driver as D
     import landscape.surface as S
     from landscape.parallel import configure_threads, world
     from landscape.problem import make_problem
@@ -48,7 +49,7 @@ def worker(args) -> None:
     problem = make_problem(args.model, data=args.data, samples=args.samples, device="cpu", local_rank=w.local_rank)
     threads = configure_threads(w, problem.device)
     stats = {"compute_s": 0.0, "points": 0, "phase_s": 0.0}
-    make_compute, run_with_progress = S.make_compute, S.run_with_progress
+    make_compute, run_with_progress = S.make_compute, D.run_with_progress
 
     def timed_make_compute(*a, **k):
         compute = make_compute(*a, **k)
@@ -70,8 +71,9 @@ def worker(args) -> None:
         stats["phase_s"] = time.perf_counter() - t
         return out
 
-    # run_surface calls these module globals: wrap them to time the scheduling phase and the compute calls
-    S.make_compute, S.run_with_progress = timed_make_compute, timed_run
+    # run_surface (through the driver) calls these module globals: wrap them to time the scheduling phase and
+    # the compute calls
+    S.make_compute, D.run_with_progress = timed_make_compute, timed_run
     spec = S.SurfaceSpec(x=f"-1:1:{args.grid}", y=f"-1:1:{args.grid}", points_per_batch=args.points_per_batch,
                          flush_every=args.flush_every, chunk_size=args.chunk_size)
     res = S.run_surface(problem, spec, args.out, overwrite=True, progress=False, w=w)

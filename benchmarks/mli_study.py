@@ -4,7 +4,7 @@
 For each optimizer setting (SGD lr 0.1 momentum 0.9; Adam lr 1e-3; Adam lr 1e-2), with and without
 BatchNorm, and several seeds: train with ``landscape.train.train`` from the seeded initialization θ₀
 to θ_T, evaluate the training loss along θ_α = (1−α)θ₀ + αθ_T for α on a grid over [0, 1] with
-``landscape.interpolation.evaluate_path`` (BatchNorm statistics re-estimated at every α), and
+``landscape.paths.evaluate_path`` (BatchNorm statistics re-estimated at every α), and
 print per setting the fraction of non-monotonic runs (largest bump Δ > 1e-3), the mean Δ, the mean
 number of bumps, the mean relative distance ‖θ_T − θ₀‖/‖θ₀‖ and the final training loss, as a
 Markdown table (benchmarks/README.md, "Monotonic linear interpolation").
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from landscape.interpolation import endpoint_states, evaluate_path, param_distance, path_summary
+from landscape.paths import endpoint_states, evaluate_path, param_distance, path_summary
 from landscape.problem import load_data, make_problem
 from landscape.train import train
 

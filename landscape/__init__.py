@@ -9,10 +9,10 @@ The public API (imported on first use, so ``import landscape`` stays cheap)::
     fig = landscape.plot.figure(r, "contour", cmap="magma")  # a matplotlib Figure, for a notebook
 
 Modules: ``problem`` (models, data, loss), ``batches`` (batches and outputs of any structure), ``losses``
-(the loss registry), ``params`` (named tensor arithmetic), ``directions``,
+(the loss registry), ``params`` (named tensor arithmetic), ``directions`` (one module per kind, a registry),
 ``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (a package; ``evaluate.chain`` is its batched
 MLP path), ``autotune`` (batch size and probe budget), ``specs`` (user code by spec), ``parallel`` (MPI),
-``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``track``, ``curvature``,
+``store``/``results`` (HDF5), ``driver`` (the run driver), ``surface``, ``paths``, ``train``, ``track``, ``curvature``,
 ``sharpness``, ``layerwise``, ``plot``.
 """
 
@@ -27,7 +27,9 @@ _API = {
     "load_data": "problem", "HostBatches": "problem",
     "Loss": "losses", "get_loss": "losses", "Inputs": "batches",
     "Directions": "directions", "make_random_directions": "directions", "normalize_direction": "directions",
-    "orthogonalize": "directions", "target_direction": "directions",
+    "orthogonalize": "directions", "target_direction": "directions", "register_direction": "directions",
+    "build_directions": "directions", "DIRECTION_KINDS": "directions",
+    "interpolate": "paths", "path_summary": "paths",
     "Grid": "grid", "parse_range": "grid",
     "PointEvaluator": "evaluate", "BatchedEvaluator": "evaluate", "make_evaluator": "evaluate", "InputFold": "evaluate",
     "evaluate_batches": "evaluate", "as_float64": "evaluate", "LinearChain": "evaluate", "Evaluator": "evaluate",
@@ -39,8 +41,8 @@ _API = {
     "LandscapeError": "errors",
 }
 _MODULES = ("problem", "batches", "losses", "params", "directions", "grid", "kernels", "evaluate", "autotune",
-            "specs", "parallel", "store", "schema", "results", "surface", "interpolation", "trajectory", "train",
-            "track", "curvature", "sharpness",
+            "specs", "parallel", "store", "schema", "results", "driver", "surface", "paths", "train", "track",
+            "curvature", "sharpness",
             "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]

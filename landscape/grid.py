@@ -37,29 +37,31 @@ class Range:
         return f"{self.lo:g}:{self.hi:g}:{self.num}"
 
 
-def parse_range(text: str, flag: str = "--x") -> Range:
-    """Parse ``min:max:num``; one-sided ranges (``0:1:11``) and ranges without 0 are fine."""
+def parse_range(text: str, name: str = "x") -> Range:
+    """Parse ``min:max:num``; one-sided ranges (``0:1:11``) and ranges without 0 are fine. ``name`` is the
+    parameter the text came from (``x``, ``alpha``; a flag spelling ``--x`` is read as ``x``): errors name it."""
+    p = "`" + name.lstrip("-").replace("-", "_") + "`"
     parts = str(text).split(":")
     if len(parts) != 3:
-        raise LandscapeError(f"{flag}={text!r} is not min:max:num (example: {flag}=-1:1:51)")
+        raise LandscapeError(f"{p}={text!r} is not min:max:num (example: {p}=-1:1:51)")
     try:
         lo, hi = float(parts[0]), float(parts[1])
         num = int(parts[2])
     except ValueError:
-        raise LandscapeError(f"{flag}={text!r}: min and max must be numbers and num an integer "
-                             f"(example: {flag}=-1:1:51)") from None
+        raise LandscapeError(f"{p}={text!r}: min and max must be numbers and num an integer "
+                             f"(example: {p}=-1:1:51)") from None
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise LandscapeError(f"{flag}={text!r}: min and max must be finite")
+        raise LandscapeError(f"{p}={text!r}: min and max must be finite")
     if num < 1:
-        raise LandscapeError(f"{flag}={text!r}: num must be at least 1")
+        raise LandscapeError(f"{p}={text!r}: num must be at least 1")
     if num > 1 and lo == hi:
-        raise LandscapeError(f"{flag}={text!r}: {num} points need min < max (example: "
-                             f"{flag}={lo - 1:g}:{lo + 1:g}:{num}; one point is {flag}={lo:g}:{lo:g}:1)")
+        raise LandscapeError(f"{p}={text!r}: {num} points need min < max (example: "
+                             f"{p}={lo - 1:g}:{lo + 1:g}:{num}; one point is {p}={lo:g}:{lo:g}:1)")
     if num > 1 and not lo < hi:
-        raise LandscapeError(f"{flag}={text!r}: min must be smaller than max "
-                             f"(did you mean {flag}={hi:g}:{lo:g}:{num}?)")
+        raise LandscapeError(f"{p}={text!r}: min must be smaller than max "
+                             f"(did you mean {p}={hi:g}:{lo:g}:{num}?)")
     if num == 1 and lo != hi:
-        raise LandscapeError(f"{flag}={text!r}: one point needs min == max (example: {flag}=0:0:1)")
+        raise LandscapeError(f"{p}={text!r}: one point needs min == max (example: {p}=0:0:1)")
     return Range(lo, hi, num)
 
 
@@ -73,16 +75,16 @@ class Grid:
     def from_ranges(cls, x: str, y: str | None = None, z: str | None = None) -> Grid:
         if z is not None and y is None:
             raise LandscapeError("`z` needs `y` as well (a 3D volume has x, y and z)")
-        axes = [parse_range(x, "--x")]
+        axes = [parse_range(x, "x")]
         if y is not None:
-            axes.append(parse_range(y, "--y"))
+            axes.append(parse_range(y, "y"))
         if z is not None:
-            axes.append(parse_range(z, "--z"))
+            axes.append(parse_range(z, "z"))
         size = 1
         for a in axes:
             size *= a.num
         if size > MAX_POINTS:
-            flags = " × ".join(f"--{ax} {a.num}" for ax, a in zip(AXES, axes))
+            flags = " × ".join(f"`{ax}` {a.num}" for ax, a in zip(AXES, axes))
             raise LandscapeError(f"a grid of {size:,} points ({flags}) is too large: at most {MAX_POINTS:,} points "
                                  "(each metric's values are held in memory and on disk); use fewer points per axis")
         return cls(tuple(a.values() for a in axes))

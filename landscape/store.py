@@ -276,6 +276,14 @@ def foreign_kind(path: str) -> str | None:
     return None
 
 
+def refuse_foreign(path: str) -> None:
+    """``overwrite`` replaces landscape result files only: one line naming what else ``path`` is."""
+    kind = foreign_kind(path)
+    if kind:
+        raise LandscapeError(f"{path} is {kind}, not a landscape result file; `overwrite` only replaces landscape "
+                             "result files: choose another `out` (or delete the file yourself if you mean it)")
+
+
 def check_readable(path: str) -> None:
     """A one-line error for a file that is not a readable HDF5 file of ours."""
     kind = foreign_kind(path)
@@ -723,7 +731,7 @@ def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple
 
 def load_directions(path: str, model_tensors: Named, ndim: int | None = None):
     """Directions stored in a result file (``--directions FILE.h5``), checked against the model."""
-    from .directions import Directions
+    from .directions._base import Directions
 
     if not os.path.isfile(path):
         raise LandscapeError(f"--directions: {path!r} does not exist")

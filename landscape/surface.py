@@ -1,4 +1,5 @@
-"""Run a surface: directions + grid + scheduler + evaluator + store, with progress.
+"""Run a surface: directions (looked up in the registry of :mod:`landscape.directions`) + grid + evaluator on
+the run driver (:mod:`landscape.driver`: store, scheduler, progress, interrupts).
 
 ``run_surface`` is the library entry point (one process or every MPI rank calls it with the same
 arguments); ``landscape surface`` is a thin wrapper around it.
@@ -15,27 +16,25 @@ Example:
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from . import params as P
-from .directions import Directions, make_random_directions
-from .errors import LandscapeError
+from .curvature.maps import CurvatureMapEvaluator
+from .directions import REBUILT_ON_RESUME, Directions, build_directions, direction_kind
+from .driver import Output, open_output, run_config, sweep
 from .evaluate import PointEvaluator, make_evaluator
 from .grid import Grid
-from .parallel import World, auto_chunk_size, run_with_progress, world
+from .parallel import World, world
 from .problem import Problem
 from .schema import AXES
 from .store import (
     GridStore,
-    WriterLock,
     base_attrs,
     compare_identity,
     create_surface_file,
-    foreign_kind,
     load_directions,
     peek_surface,
     surface_identity,
@@ -49,7 +48,7 @@ class SurfaceSpec:
     x: str = "-1:1:51"
     y: str | None = None
     z: str | None = None
-    directions: str = "random"  # random | hessian | interp | pca | FILE.h5
+    directions: str = "random"  # a registered kind (random | hessian | interp | pca | ...) or FILE.h5
     norm: str = "filter"
     ignore: str = "biasbn"
     dir_type: str = "weights"
@@ -80,33 +79,6 @@ class SurfaceResult:
     phases: dict = field(default_factory=dict)
 
 
-def build_directions(problem: Problem, spec: SurfaceSpec, ndim: int, out: str | None) -> Directions:
-    """Make (or load) the directions a spec asks for. Runs on rank 0 only."""
-    kind = spec.directions
-    if spec.plane:
-        from .interpolation import plane_directions
-
-        return plane_directions(problem, spec, ndim)
-    if kind == "random":
-        return make_random_directions(problem.model, ndim, seed=spec.seed, norm=spec.norm, ignore=spec.ignore,
-                                      dir_type=spec.dir_type, orthogonal=spec.orthogonalize)
-    if kind == "hessian":
-        from .curvature.directions import hessian_directions
-
-        return hessian_directions(problem, ndim, spec)
-    if kind == "interp":
-        from .interpolation import interp_directions
-
-        return interp_directions(problem, spec, ndim)
-    if kind == "pca":
-        from .trajectory import pca_directions
-
-        return pca_directions(problem, spec, ndim)
-    if kind.endswith((".h5", ".hdf5")):
-        return load_directions(kind, P.clone(P.select(problem.model, spec.dir_type)), ndim)
-    raise LandscapeError(f"--directions: {kind!r} is not random, hessian, interp, pca or a FILE.h5")
-
-
 def metric_names(problem: Problem, spec: SurfaceSpec) -> list[str]:
     names = [f"{s}_{m}" for s in problem.splits for m in ("loss", "acc")]
     if spec.curvature_map:
@@ -117,8 +89,6 @@ def metric_names(problem: Problem, spec: SurfaceSpec) -> list[str]:
 def make_compute(problem: Problem, directions: Directions, grid: Grid, spec: SurfaceSpec, ranks: int = 1):
     """``compute(flat_indices) -> {metric: values}`` for this rank (``ranks``: how many share the grid)."""
     if spec.curvature_map:
-        from .curvature.maps import CurvatureMapEvaluator
-
         # (fp64: the Hessian too is taken on the evaluator's float64 copy of the model)
         base = PointEvaluator(problem, directions, precision="fp64" if spec.precision == "fp64" else "fp32")
         evaluator = CurvatureMapEvaluator(base.problem, directions, base, seed=spec.seed)
@@ -149,15 +119,8 @@ def _make_compute_agreed(w: World, problem: Problem, directions: Directions, gri
 
 def _config(problem: Problem, spec: SurfaceSpec) -> dict:
     # precision is kept (part of the resume identity: one file never mixes fp32 and bf16 values)
-    cfg = {k: v for k, v in asdict(spec).items() if k not in ("flush_every", "chunk_size", "points_per_batch",
-                                                                  "compile")}
-    info = {k: v for k, v in problem.info.items() if not k.endswith("_indices")}
-    cfg.update(model=info.get("model"), model_args=info.get("model_args"), checkpoint=info.get("checkpoint"),
-               data=info.get("train_data"), test_data=info.get("test_data"), loss=problem.loss,
-               samples=info.get("samples"), batch_size=info.get("batch_size"),
-               sample_seed=info.get("seed"), n_samples=info.get("train_samples"), device=str(problem.device))
-    cfg.update({k: info[k] for k in ("target_key", "output_key", "shift_labels", "strip_prefix") if k in info})
-    return cfg
+    return run_config(problem, {k: v for k, v in asdict(spec).items()
+                                if k not in ("flush_every", "chunk_size", "points_per_batch", "compile")})
 
 
 def _same_direction_request(stored: dict, spec: SurfaceSpec) -> bool:
@@ -177,45 +140,34 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     model_fp = P.fingerprint(P.select(problem.model, "states"))
     data_fp = problem.info.get("data_fingerprint", "")
 
-    def setup_root():
-        existing, lock = None, None
-        try:
-            if os.path.exists(out):
-                if overwrite:
-                    refuse_foreign(out)
-                lock = WriterLock(out)  # refused while another process writes it; held until the run ends
-                if not overwrite:
-                    existing = peek_surface(out)
-                    # the grid first: a 1-D file resumed with a 2-D grid is about --y, not about the directions
-                    compare_identity(out, existing["identity"], _grid_identity(grid), seeds=_seeds(existing, spec))
-            # Reuse the file's directions on resume (Hessian eigenvectors are costly to recompute), except for
-            # path-based directions: they are centred on θ₀ / A / the final checkpoint, not on the model's
-            # weights, and rebuilding them is cheap and deterministic.
-            reusable = not spec.plane and spec.directions not in ("interp", "pca")
-            if existing is not None and reusable and _same_direction_request(existing["config"], spec):
-                dirs = load_directions(out, P.clone(P.select(problem.model, spec.dir_type)), grid.ndim)
-            else:
-                dirs = build_directions(problem, spec, grid.ndim, out)
-            identity = surface_identity(config, grid.coords, model_fp, data_fp, dirs.fingerprint())
-            if existing is not None:
-                compare_identity(out, existing["identity"], identity, seeds=_seeds(existing, spec))
-            else:
-                attrs = base_attrs(command, config, model_fp, data_fp, kind="surface")
-                attrs["title"] = _title(config, grid, dirs)
-                new = create_surface_file(out, attrs=attrs, identity=identity, coords=grid.coords, directions=dirs,
-                                          metrics=names, info=problem.info, replacing=lock)
-                if lock is not None:
-                    lock.release()  # the replaced file's; the new one is locked since before it had the name
-                lock = new
-            store = GridStore(out, [f"surfaces/{n}" for n in names], "surfaces/done", grid.shape, spec.flush_every,
-                              lock=lock)
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
+    def setup(output: Output) -> tuple[Directions, GridStore]:
+        existing = None
+        if output.resuming:
+            existing = peek_surface(out)
+            # the grid first: a 1-D file resumed with a 2-D grid is about --y, not about the directions
+            compare_identity(out, existing["identity"], _grid_identity(grid), seeds=_seeds(existing, spec))
+        # Reuse the file's directions on resume (Hessian eigenvectors are costly to recompute), except for
+        # the kinds centred on other weights than the model's (θ₀ / A / the final checkpoint): rebuilding
+        # them is cheap and deterministic.
+        reusable = direction_kind(spec) not in REBUILT_ON_RESUME
+        if existing is not None and reusable and _same_direction_request(existing["config"], spec):
+            dirs = load_directions(out, P.clone(P.select(problem.model, spec.dir_type)), grid.ndim)
+        else:
+            dirs = build_directions(problem, spec, grid.ndim)
+        identity = surface_identity(config, grid.coords, model_fp, data_fp, dirs.fingerprint())
+        if existing is not None:
+            compare_identity(out, existing["identity"], identity, seeds=_seeds(existing, spec))
+        else:
+            attrs = base_attrs(command, config, model_fp, data_fp, kind="surface")
+            attrs["title"] = _title(config, grid, dirs)
+            output.created(create_surface_file(out, attrs=attrs, identity=identity, coords=grid.coords,
+                                               directions=dirs, metrics=names, info=problem.info,
+                                               replacing=output.lock))
+        store = GridStore(out, [f"surfaces/{n}" for n in names], "surfaces/done", grid.shape, spec.flush_every,
+                          lock=output.lock)
         return dirs, store
 
-    dirs, store = w.collective(setup_root if w.is_root else (lambda: (None, None)))
+    dirs, store = w.collective((lambda: open_output(out, overwrite, setup)) if w.is_root else (lambda: (None, None)))
     # every rank gets rank 0's directions, bit for bit
     center = w.bcast_named(dirs.center if w.is_root else None, like=P.select(problem.model, spec.dir_type))
     vectors = [w.bcast_named(dirs.vectors[i] if w.is_root else None, like=center) for i in range(grid.ndim)]
@@ -226,27 +178,12 @@ def run_surface(problem: Problem, spec: SurfaceSpec, out: str, *, overwrite: boo
     t_setup = time.perf_counter()
     compute = _make_compute_agreed(w, problem, dirs, grid, spec)
     t_probe = time.perf_counter()
-    todo = store.todo() if w.is_root else None
-    n_todo = w.bcast(len(todo) if w.is_root else 0)
     k = getattr(compute, "points_per_batch", 1)
-    chunk = spec.chunk_size or auto_chunk_size(n_todo, w.size, maximum=max(64, k))
-    chunk = -(-chunk // k) * k  # whole groups of K points: a point's value never depends on its group's size
-    try:
-        interrupted = run_with_progress(w, todo, compute, store.add if w.is_root else None, chunk_size=chunk,
-                                        total=grid.size, initial=grid.size - n_todo, label=os.path.basename(out),
-                                        progress=progress, multiple=k)
-    finally:
-        t_points = time.perf_counter()
-        if w.is_root:
-            store.close()
-    if interrupted:  # the CLI prints this one line on rank 0 and takes the other ranks down (exit 130)
-        raise KeyboardInterrupt(f"interrupted; {store.n_done if w.is_root else '?'}/{grid.size} points are saved in "
-                                f"{out}; run the same command again to compute the rest")
-    done = store.n_done if w.is_root else grid.size
-    t_end = time.perf_counter()
-    phases = {"setup": t_setup - t0, "probe": t_probe - t_setup, "points": t_points - t_probe,
-              "write": t_end - t_points}
-    return SurfaceResult(out, grid.shape, done, n_todo, t_end - t0, phases)
+    run = sweep(w, store, compute, out=out, total=grid.size, noun="points", chunk_size=spec.chunk_size,
+                max_chunk=64, multiple=k, progress=progress)
+    phases = {"setup": t_setup - t0, "probe": t_probe - t_setup, "points": run.points_end - t_probe,
+              "write": run.end - run.points_end}
+    return SurfaceResult(out, grid.shape, run.done, run.computed, run.end - t0, phases)
 
 
 def _grid_identity(grid: Grid) -> dict:
@@ -258,14 +195,6 @@ def _grid_identity(grid: Grid) -> dict:
 def _seeds(existing: dict, spec: SurfaceSpec) -> tuple:
     """(the file's --seed, this run's): a mismatch in data or directions is then named as the seed's."""
     return existing["config"].get("seed"), spec.seed
-
-
-def refuse_foreign(path: str) -> None:
-    """``--overwrite`` replaces landscape result files only: one line naming what else ``path`` is."""
-    kind = foreign_kind(path)
-    if kind:
-        raise LandscapeError(f"{path} is {kind}, not a landscape result file; --overwrite only replaces landscape "
-                             "result files: choose another --out (or delete the file yourself if you mean it)")
 
 
 def _title(config: dict, grid: Grid, dirs: Directions) -> str:

@@ -666,7 +666,7 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
     ``overwrite`` replaces an existing ``/track`` (the rest of the file is kept).
     """
     from .commands.common import check_output_path
-    from .surface import refuse_foreign
+    from .store import refuse_foreign
 
     w = w or world()
     spec = spec or TrackSpec()

@@ -134,3 +134,34 @@ def test_help_lists_flags(run_cli):
 def test_script_entry_point_exists():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     assert os.path.isfile(os.path.join(root, "scripts", "surface.py"))
+
+
+def test_plot_flag_draws_what_the_plot_command_draws(run_cli, tmp_path):
+    """``--plot`` (surface and interpolate) writes and prints the pictures ``landscape plot`` does."""
+    out = tmp_path / "s.h5"
+    code, stdout, err = run_cli(*BASE, "--x=-1:1:3", "--y=0:1:2", "--out", out, "--plot")
+    assert code == 0, err
+    drawn = [ln for ln in stdout.splitlines() if ln.endswith(".png")]
+    assert drawn and all(os.path.getsize(p) > 0 for p in drawn)
+    for p in drawn:
+        os.remove(p)
+    code, again, err = run_cli("plot", out)
+    assert code == 0, err
+    assert again.splitlines() == drawn
+
+    from landscape.zoo.models import MLP
+
+    ends = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        ends.append(tmp_path / f"m{seed}.pt")
+        torch.save(MLP(width=8, depth=1).state_dict(), ends[-1])
+    path = tmp_path / "p.h5"
+    code, stdout, err = run_cli("interpolate", *BASE[1:], "--from", ends[0], "--to", ends[1], "--alpha=0:1:5",
+                                "--out", path, "--plot")
+    assert code == 0, err
+    drawn = [ln for ln in stdout.splitlines() if ln.endswith(".png")]
+    assert len(drawn) == 1 and os.path.getsize(drawn[0]) > 0
+    os.remove(drawn[0])
+    code, again, err = run_cli("plot", path, "--kind", "path")
+    assert code == 0 and again.splitlines() == drawn, err

@@ -83,7 +83,58 @@ def test_orthogonalize():
 
 def test_bad_options():
     net = conv_bn_net()
-    with pytest.raises(LandscapeError, match="--norm"):
+    with pytest.raises(LandscapeError, match="`norm`"):
         make_random_directions(net, 1, norm="bogus")
-    with pytest.raises(LandscapeError, match="--dir-type"):
+    with pytest.raises(LandscapeError, match="`dir_type`"):
         make_random_directions(net, 1, dir_type="bogus")
+
+
+# ---------------------------------------------------------------------------- the registry of kinds
+def test_every_kind_is_one_builder_with_the_same_arguments():
+    import inspect
+
+    from landscape.directions import DIRECTION_KINDS
+
+    assert set(DIRECTION_KINDS) >= {"random", "hessian", "interp", "pca", "plane", "file"}
+    for kind, build in DIRECTION_KINDS.items():
+        assert list(inspect.signature(build).parameters) == ["problem", "spec", "ndim"], kind
+
+
+def test_plane_and_files_choose_their_kind():
+    from landscape.directions import direction_kind
+    from landscape.surface import SurfaceSpec
+
+    assert direction_kind(SurfaceSpec()) == "random"
+    assert direction_kind(SurfaceSpec(directions="pca")) == "pca"
+    assert direction_kind(SurfaceSpec(plane=["a.pt", "b.pt", "c.pt"])) == "plane"
+    assert direction_kind(SurfaceSpec(directions="old.h5")) == "file"
+    assert direction_kind(SurfaceSpec(directions="old.hdf5")) == "file"
+
+
+def test_the_registry_builds_what_the_kinds_build(tmp_path, tiny_problem):
+    from landscape.directions import build_directions
+    from landscape.surface import SurfaceSpec, run_surface
+
+    spec = SurfaceSpec(x="-1:1:3", y="-1:1:3", seed=4, norm="layer", orthogonalize=True)
+    got = build_directions(tiny_problem, spec, 2)
+    want = make_random_directions(tiny_problem.model, 2, seed=4, norm="layer", orthogonal=True)
+    assert got.fingerprint() == want.fingerprint() and got.meta == want.meta
+    out = str(tmp_path / "s.h5")
+    run_surface(tiny_problem, spec, out, progress=False)
+    again = build_directions(tiny_problem, SurfaceSpec(directions=out), 2)  # the "file" kind reads them back
+    assert again.fingerprint() == want.fingerprint()
+    assert P.fingerprint(again.center) == P.fingerprint(want.center)
+
+
+def test_unknown_kind_and_bad_registrations(tiny_problem):
+    from landscape.directions import DIRECTION_KINDS, build_directions, register_direction
+    from landscape.surface import SurfaceSpec
+
+    listed = "`directions`: 'sideways' is not random, hessian, interp, pca or a FILE.h5"
+    with pytest.raises(LandscapeError, match=listed):
+        build_directions(tiny_problem, SurfaceSpec(directions="sideways"), 1)
+    with pytest.raises(LandscapeError, match="not a file name"):
+        register_direction("mine.h5", lambda problem, spec, ndim: None)
+    with pytest.raises(LandscapeError, match="not callable"):
+        register_direction("mine", "nope")
+    assert "mine" not in DIRECTION_KINDS

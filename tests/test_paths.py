@@ -10,14 +10,9 @@ import pytest
 import torch
 
 from landscape import params as P
-from landscape.interpolation import (
-    evaluate_path,
-    find_bumps,
-    interpolate,
-    max_rise,
-    path_summary,
-    reestimate_bn,
-)
+from landscape.paths.analysis import find_bumps, max_rise, path_summary
+from landscape.paths.evaluator import evaluate_path, reestimate_bn
+from landscape.paths.run import interpolate
 from landscape.problem import make_problem
 
 
@@ -245,8 +240,8 @@ def _fake_trajectory(tmp_path, model, n=5):
 
 
 def test_pca_directions_equal_numpy_svd(tmp_path):
+    from landscape.directions.pca import pca_directions
     from landscape.surface import SurfaceSpec
-    from landscape.trajectory import pca_directions
 
     problem = _problem()
     files, _ = _fake_trajectory(tmp_path, problem.model)
@@ -301,8 +296,8 @@ def _spec(**kw):
 
 
 def test_plane_through_three_models(tmp_path):
+    from landscape.directions.plane import plane_directions
     from landscape.evaluate import PointEvaluator, evaluate_batches
-    from landscape.interpolation import plane_directions
 
     problem = _problem()
     paths = _save_pair(tmp_path, problem.model, seeds=(1, 2, 3))
@@ -319,7 +314,7 @@ def test_plane_through_three_models(tmp_path):
 
 
 def test_interp_directions_contain_the_path(tmp_path):
-    from landscape.interpolation import interp_directions
+    from landscape.directions.interp import interp_directions
 
     problem = _problem()
     p0, p1 = _save_pair(tmp_path, problem.model)
@@ -345,9 +340,9 @@ def test_interp_directions_contain_the_path(tmp_path):
 
 
 def test_bad_inputs(tmp_path):
+    from landscape.directions.pca import pca_directions
+    from landscape.directions.plane import plane_directions
     from landscape.errors import LandscapeError
-    from landscape.interpolation import plane_directions
-    from landscape.trajectory import pca_directions
 
     problem = _problem()
     p0, p1 = _save_pair(tmp_path, problem.model)
@@ -359,3 +354,50 @@ def test_bad_inputs(tmp_path):
     other = make_problem("zoo:mlp", data="zoo:synthetic", samples=32, device="cpu", model_args={"width": 4})
     with pytest.raises(LandscapeError, match="does not match the model"):
         evaluate_path(other, p0, p1, [0.0])
+
+
+# ---------------------------------------------------------------------------- the plot marks the verdict's bumps
+def _marked_bumps(path: str) -> tuple[list[float], list[str]]:
+    """The peaks the path figure marks (its "v" markers) and the heights it writes next to them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from landscape.plot.path import path_figure
+    from landscape.results import open_result
+
+    fig = path_figure(open_result(path))
+    ax = fig.axes[0]
+    peaks = [float(line.get_xdata()[0]) for line in ax.lines if line.get_marker() == "v"]
+    heights = [t.get_text() for t in ax.texts if t.get_text().startswith("Δ=")]
+    return peaks, heights
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["verdict-in-file", "found-again"])
+def test_plot_marks_the_bumps_the_verdict_counts(tmp_path, stored):
+    from landscape.store import set_attrs
+    from tests.test_results import write_ours
+
+    alpha = np.linspace(-0.5, 1.5, 81)
+    rng = np.random.default_rng(3)
+    loss = 2.0 * (1 - np.clip(alpha, None, 1.0)) ** 2 + 0.05
+    loss = loss + rng.uniform(-3e-4, 3e-4, len(alpha))  # wiggles below the tolerance: no bump
+    loss[(alpha > 0.9) & (alpha < 1.5)] = 0.05 + rng.uniform(-3e-4, 3e-4, int(((alpha > 0.9) & (alpha < 1.5)).sum()))
+    loss += 0.2 * np.exp(-((alpha - 0.45) / 0.05) ** 2)  # one real bump inside [0, 1]
+    loss += 0.2 * np.exp(-((alpha - 1.3) / 0.05) ** 2)  # a rise beyond θ₁: outside the verdict's window
+    p = write_ours(str(tmp_path / "path.h5"), ndim=0, paths=True)
+    summary = path_summary(alpha, loss, 1e-3)
+    with h5py.File(p, "r+") as f:
+        g = f["paths/interpolation"]
+        for k in ("alpha", "train_loss", "test_loss", "train_acc", "done"):
+            del g[k]
+        g.create_dataset("alpha", data=alpha)
+        g.create_dataset("train_loss", data=loss)
+        g.create_dataset("done", data=np.ones(len(alpha), np.uint8))
+        for k in list(g.attrs):
+            del g.attrs[k]
+        if stored:
+            set_attrs(g, summary)
+    peaks, heights = _marked_bumps(p)
+    assert summary["n_bumps"] == 1 and summary["bumps"][0][1] == pytest.approx(0.45, abs=0.03)
+    assert peaks == pytest.approx([b[1] for b in summary["bumps"]])
+    assert heights == [f"Δ={b[2]:.3g}" for b in summary["bumps"]]

@@ -22,9 +22,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from landscape.errors import LandscapeError  # noqa: E402
+from landscape.paths.analysis import find_bumps  # noqa: E402
 from landscape.plot import available_kinds, plot_all, plot_kind  # noqa: E402
 from landscape.plot.common import new_figure  # noqa: E402
-from landscape.plot.path import find_bumps  # noqa: E402
 from landscape.plot.report import make_report, metric_rows, report_paths  # noqa: E402
 from landscape.plot.surface import Options, draw_contour, draw_heatmap, volume_slices  # noqa: E402
 from landscape.plot.vtk import export, write_vtk  # noqa: E402

@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..grid import parse_range
+from ..parallel import configure_threads, world
+from ..paths.analysis import verdict_line
+from ..paths.endpoints import has_batchnorm
+from ..paths.run import interpolate
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
+from .surface import add_progress_and_plot, plot_when_done
 
 
 def _group_name(text: str) -> str:
@@ -42,20 +48,15 @@ def add_parser(sub) -> None:
     o.add_argument("--precision", default="fp32", choices=("fp32", "fp64"),
                    help="fp32: the model's own dtype; fp64: every α on a float64 copy of the model and data (losses "
                         "exact to ~1e-12 near a minimum). Losses are always computed stably and summed in float64")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o.add_argument("--plot", action="store_true", help="draw the path when done")
+    add_progress_and_plot(o, "draw the path when done")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..grid import parse_range
-    from ..interpolation import has_batchnorm, interpolate, verdict_line
-    from ..parallel import configure_threads, world
-
     w = world()
 
     def setup():
-        alphas = parse_range(args.alpha, "--alpha").values()
+        alphas = parse_range(args.alpha, "alpha").values()
         if w.is_root:
             check_output_path(args.out, inputs={"--from": args.from_ckpt, "--to": args.to_ckpt},
                               create=args.out == "outputs/interpolation.h5")
@@ -79,7 +80,5 @@ def run(args) -> int:
         print(f"{res.path}: {len(res.alpha)} α values ({res.computed} computed now, {res.seconds:.1f} s)")
         print(f"verdict: {verdict_line(res.summary)}")
         if args.plot:
-            from ..cli import main as cli_main
-
-            cli_main(["plot", res.path, "--kind", "path"])
+            plot_when_done(res.path, "path")
     return 0

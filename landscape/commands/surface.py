@@ -8,7 +8,13 @@ import os
 import sys
 
 from ..errors import LandscapeError
+from ..grid import Grid
+from ..parallel import configure_threads, world
+from ..plot import plot_all, plot_kind
+from ..results import open_result
+from ..surface import SurfaceSpec, run_surface
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
+from .report import print_warnings
 
 DEFAULT_OUT = "outputs/surface.h5"
 
@@ -57,14 +63,17 @@ def add_parser(sub) -> None:
     o.add_argument("--compile", action="store_true",
                    help="torch.compile the forward pass, per point or under vmap (eager if it fails; batched "
                         "sequential MLPs then take the vmap path instead of their batched matrix products)")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o.add_argument("--plot", action="store_true", help="render the default plots when done")
+    add_progress_and_plot(o, "render the default plots when done")
     p.set_defaults(func=run)
 
 
-def spec_from_args(args):
-    from ..surface import SurfaceSpec
+def add_progress_and_plot(group, plot_help: str) -> None:
+    """``--no-progress`` and ``--plot`` (:func:`plot_when_done`) of a command that computes a result file."""
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--plot", action="store_true", help=plot_help)
 
+
+def spec_from_args(args) -> SurfaceSpec:
     if args.points_per_batch != "auto":
         try:
             if int(args.points_per_batch) < 1:
@@ -85,10 +94,6 @@ def spec_from_args(args):
 
 
 def run(args) -> int:
-    from ..grid import Grid
-    from ..parallel import configure_threads, world
-    from ..surface import run_surface
-
     w = world()
 
     def setup():
@@ -115,11 +120,27 @@ def run(args) -> int:
             print("landscape surface: timings " + json.dumps({k: round(v, 4) for k, v in res.phases.items()}),
                   file=sys.stderr, flush=True)
         if args.plot:
-            from .. import plot as _plot  # noqa: F401 - fails cleanly if plotting is unavailable
-            from ..cli import main as cli_main
-
-            cli_main(["plot", res.path])
+            plot_when_done(res.path)
     return 0
+
+
+def plot_when_done(path: str, kind: str = "all") -> list[str]:
+    """``--plot``: what ``landscape plot FILE [--kind KIND]`` draws, next to the file, one path per line on
+    stdout (rank 0 only). The result is saved whatever happens here: a picture that cannot be drawn is one
+    ``landscape plot: error:`` line, and the command still succeeds."""
+    try:
+        result = open_result(path)
+        with print_warnings("plot"):
+            if kind == "all":
+                paths = plot_all(result, os.path.dirname(path))
+            else:
+                paths = plot_kind(result, kind, os.path.dirname(path))
+    except LandscapeError as e:
+        print(f"landscape plot: error: {e}", file=sys.stderr, flush=True)
+        return []
+    for p in paths:
+        print(p, flush=True)
+    return paths
 
 
 def _size(shape) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..directions import Directions
+from ..directions._base import Directions
 from ..evaluate import PointEvaluator
 from ..evaluate._base import _Evaluator
 from .lanczos import hessian_eigenpairs

@@ -28,7 +28,7 @@ import numpy as np
 from torch import nn
 
 from .. import params as P
-from ..directions import Directions
+from ..directions._base import Directions
 from ..errors import LandscapeError
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from ..autotune import module_output_bytes
-from ..directions import Directions
+from ..directions._base import Directions
 from ..errors import LandscapeError
 from ..problem import Problem
 from ._base import _Evaluator, direction_targets, split_names

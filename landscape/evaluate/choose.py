@@ -27,7 +27,7 @@ import torch
 
 from .. import autotune
 from ..autotune import free_memory, module_output_bytes
-from ..directions import Directions
+from ..directions._base import Directions
 from ..errors import LandscapeError
 from ..problem import Batch, Problem
 from ._base import Evaluator

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .. import parallel
 from ..autotune import free_memory
-from ..directions import Directions
+from ..directions._base import Directions
 from ..errors import LandscapeError
 from ..problem import Batch, HostBatches, Problem
 

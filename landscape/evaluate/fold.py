@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..autotune import free_memory, module_output_bytes
 from ..batches import adapts_outputs
-from ..directions import Directions
+from ..directions._base import Directions
 from ..problem import Batch
 from .groups import Group
 

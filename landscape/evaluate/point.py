@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..directions import Directions
+from ..directions._base import Directions
 from ..problem import Problem
 from ._base import _Evaluator, direction_targets, split_names
 from .device import _MaybeCompiled, autocast, device_batches, for_precision, has_conv, release_heap

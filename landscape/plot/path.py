@@ -1,10 +1,10 @@
 """Paths through weight space: linear interpolation θ_α = (1−α)θ₀ + αθ₁ (science.md §4) and the
 training trajectory projected on its PCA plane over the loss contours (Li et al. 2018, Sec. 7).
 
-On the interpolation plot the endpoints are marked (α = 0 is θ₀, α = 1 is θ₁), every bump
-(a rise above an earlier value before the loss falls back below it, Lucas et al. 2021) is marked
-at its peak with its height, and the barrier max_α L(θ_α) − max(L(θ₀), L(θ₁)) (mode connectivity)
-is drawn as an arrow above the higher endpoint.
+On the interpolation plot the endpoints are marked (α = 0 is θ₀, α = 1 is θ₁), every bump the
+verdict counts (one rule for both: :mod:`landscape.paths.analysis`) is marked at its peak with its
+height, and the barrier max_α L(θ_α) − max(L(θ₀), L(θ₁)) (mode connectivity) is drawn as an arrow
+above the higher endpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from ..errors import LandscapeError
+from ..paths.analysis import path_bumps
 from ..results import Result, label_of
 from .common import SPLIT_COLORS, finite_masked, new_figure, outside_legend, save, style, suptitle, twin
 
@@ -28,31 +29,6 @@ def _path(result: Result, name: str | None) -> tuple[str, dict]:
     if "alpha" not in p:
         raise LandscapeError(f"{result.path}: /paths/{name} has no alpha dataset; the file is incomplete")
     return name, p
-
-
-def find_bumps(alpha: np.ndarray, loss: np.ndarray, tol: float = 1e-3) -> list[tuple[float, float, float]]:
-    """``[(alpha_start, alpha_peak, height)]`` of rises higher than ``tol`` above an earlier value that the loss
-    later falls back below (a fallback when the file has no ``bumps`` attribute). A peak's height is measured
-    from the higher of the lowest value before it and the lowest value after it."""
-    loss = np.asarray(loss, dtype=float)
-    ok = np.isfinite(loss)
-    a, l = np.asarray(alpha, dtype=float)[ok], loss[ok]
-    out = []
-    for j in range(1, len(l) - 1):
-        if not (l[j] >= l[j - 1] and l[j] > l[j + 1]):
-            continue
-        i = int(np.argmin(l[:j]))
-        base = max(l[i], float(np.min(l[j + 1:])))
-        h = float(l[j] - base)
-        if h > tol:
-            out.append((float(a[i]), float(a[j]), h))
-    return out
-
-
-def path_bumps(p: dict, alpha: np.ndarray, loss: np.ndarray) -> list:
-    """The bumps of path ``p``: those its file records (the verdict's), else found again with its tolerance."""
-    bumps = p.get("bumps")
-    return bumps if isinstance(bumps, list) else find_bumps(alpha, loss, float(p.get("tolerance", 1e-3)))
 
 
 def _loss_key(p: dict) -> str | None:

@@ -11,7 +11,7 @@ import torch
 @pytest.fixture(scope="session")
 def fault_files(tmp_path_factory) -> dict[str, str]:
     """Files the bad-input rows refer to: checkpoints, result files, a text file posing as HDF5, ..."""
-    from landscape.interpolation import __name__ as _  # noqa: F401 - fail early if paths are missing
+    from landscape.paths import __name__ as _  # noqa: F401 - fail early if paths are missing
     from landscape.problem import load_model, make_problem
     from landscape.surface import SurfaceSpec, run_surface
 

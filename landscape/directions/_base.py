@@ -1,4 +1,5 @@
-"""Directions in weight space (science.md §1), as named tensor dicts like the weights.
+"""Directions in weight space (science.md §1), as named tensor dicts like the weights: the base every
+direction kind builds on.
 
 ``random_direction`` draws d ~ N(0, I) from a CPU generator (bitwise identical on every machine
 and rank for a given seed); ``normalize_direction`` applies filter / layer / model / none
@@ -8,30 +9,39 @@ with one direction per grid axis and the metadata that goes into the HDF5 file.
 Filter normalization (Li et al. 2018): for a tensor with ≥ 2 dims, each slice k along dim 0 is
 rescaled d[k] ← d[k]·‖θ[k]‖/(‖d[k]‖ + 1e-10). 1-D and 0-D tensors (biases, BatchNorm γ/β and
 running statistics) get d = 0 with ``ignore="biasbn"`` and d = θ otherwise.
-
-Example:
-    >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
-    >>> dirs = make_random_directions(net, ndim=2, seed=0)
-    >>> w, d = net[0].weight, dirs.vectors[0]["0.weight"]
-    >>> torch.allclose(d.norm(dim=1), w.norm(dim=1)), float(dirs.vectors[0]["0.bias"].abs().sum())
-    (True, 0.0)
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
-from torch import nn
 
-from . import params as P
-from .errors import LandscapeError
-from .params import Named
-from .schema import AXES
+from .. import params as P
+from ..errors import LandscapeError
+from ..params import Named
+from ..schema import AXES
 
 NORMS = ("filter", "layer", "model", "none")
 IGNORES = ("biasbn", "none")
+
+
+class DirectionSpec(Protocol):
+    """The fields of a request for directions that the builders read (:class:`landscape.surface.SurfaceSpec`
+    has them all). ``directions`` names the kind (or a file), ``plane`` the three models of a plane."""
+
+    directions: str
+    norm: str
+    ignore: str
+    dir_type: str
+    orthogonalize: bool
+    seed: int
+    from_ckpt: str | None
+    to_ckpt: str | None
+    plane: list[str] | None
+    trajectory: str | None
 
 
 def random_direction(like: Named, generator: torch.Generator) -> Named:
@@ -46,9 +56,9 @@ def random_direction(like: Named, generator: torch.Generator) -> Named:
 def normalize_direction(d: Named, theta: Named, norm: str = "filter", ignore: str = "biasbn") -> Named:
     """Scale ``d`` to the weights ``theta`` (in place; also returned). See module docstring."""
     if norm not in NORMS:
-        raise LandscapeError(f"--norm: {norm!r} is not one of {', '.join(NORMS)}")
+        raise LandscapeError(f"`norm`: {norm!r} is not one of {', '.join(NORMS)}")
     if ignore not in IGNORES:
-        raise LandscapeError(f"--ignore: {ignore!r} is not one of {', '.join(IGNORES)}")
+        raise LandscapeError(f"`ignore`: {ignore!r} is not one of {', '.join(IGNORES)}")
     multi = []
     with torch.no_grad():
         for k, dk in d.items():
@@ -104,42 +114,11 @@ class Directions:
         return len(self.vectors)
 
     def fingerprint(self) -> str:
-        import hashlib
-
         return hashlib.sha256("".join(P.fingerprint(v) for v in self.vectors).encode()).hexdigest()
 
     def to(self, device) -> Directions:
         vectors = [P.clone(v, device=device) for v in self.vectors]
         return Directions(P.clone(self.center, device=device), vectors, self.dir_type, self.meta, self.extras)
-
-
-def make_random_directions(
-    model: nn.Module,
-    ndim: int,
-    seed: int = 0,
-    norm: str = "filter",
-    ignore: str = "biasbn",
-    dir_type: str = "weights",
-    orthogonal: bool = False,
-) -> Directions:
-    """``ndim`` filter-normalized (by default) Gaussian directions around the model's weights.
-
-    One generator seeded with ``seed`` draws the directions in axis order, so the same seed gives
-    bitwise-identical directions for any ``ndim`` prefix and any number of ranks.
-    """
-    if dir_type not in P.DIR_TYPES:
-        raise LandscapeError(f"--dir-type: {dir_type!r} is not one of {', '.join(P.DIR_TYPES)}")
-    theta = P.clone(P.select(model, dir_type))
-    gen = torch.Generator().manual_seed(int(seed))
-    vectors: list[Named] = []
-    for _ in range(ndim):
-        d = normalize_direction(random_direction(theta, gen), theta, norm, ignore)
-        if orthogonal and vectors:
-            orthogonalize(d, vectors)
-        vectors.append(d)
-    meta = [dict(kind="random", norm=norm, ignore=ignore, dir_type=dir_type, seed=int(seed),
-                 orthogonalized=bool(orthogonal and i > 0), scale=P.norm(v)) for i, v in enumerate(vectors)]
-    return Directions(theta, vectors, dir_type, meta)
 
 
 def target_direction(theta0: Named, theta1: Named) -> Named:

@@ -1,4 +1,4 @@
-"""Directions from a training trajectory: PCA of the saved checkpoints (Li et al. 2018, Sec. 7).
+"""Directions from a training trajectory (``directions="pca"``): PCA of the saved checkpoints (Li et al. 2018, Sec. 7).
 
 With checkpoints θ_1..θ_n (in training order) and the final weights θ_f, stack the differences
 as the rows of ``M ∈ R^{n×p}``, ``M[t] = θ_t − θ_f``, and take its thin SVD ``M = U S Vᵀ``. The
@@ -31,11 +31,11 @@ import sys
 import numpy as np
 import torch
 
-from . import params as P
-from .directions import Directions
-from .errors import LandscapeError
-from .params import Named
-from .problem import Problem, read_state_dict
+from .. import params as P
+from ..errors import LandscapeError
+from ..params import Named
+from ..problem import Problem, read_state_dict
+from ._base import Directions, DirectionSpec
 
 
 def natural_sorted(paths: list[str]) -> list[str]:
@@ -52,19 +52,19 @@ def trajectory_files(pattern: str | list[str]) -> list[str]:
     else:
         files = natural_sorted(glob.glob(os.path.expanduser(pattern)))
     if not files:
-        raise LandscapeError(f"--trajectory {pattern!r} matches no file "
-                             "(quote the pattern: --trajectory 'DIR/ckpt_*.pt')")
+        raise LandscapeError(f"`trajectory` {pattern!r} matches no file "
+                             "(quote the pattern: `trajectory` 'DIR/ckpt_*.pt')")
     return files
 
 
 def _row(model_like: Named, sd: dict, path: str) -> torch.Tensor:
     missing = [k for k in model_like if k not in sd]
     if missing:
-        raise LandscapeError(f"--trajectory: {path} does not match the model (missing {', '.join(missing[:3])}); "
-                             "check --model and --model-args")
+        raise LandscapeError(f"`trajectory`: {path} does not match the model (missing {', '.join(missing[:3])}); "
+                             "check `model` and `model_args`")
     bad = [k for k in model_like if tuple(sd[k].shape) != tuple(model_like[k].shape)]
     if bad:
-        raise LandscapeError(f"--trajectory: {path} does not match the model (shape of {', '.join(bad[:3])} differs)")
+        raise LandscapeError(f"`trajectory`: {path} does not match the model (shape of {', '.join(bad[:3])} differs)")
     return torch.cat([sd[k].detach().reshape(-1).to("cpu", torch.float64) for k in model_like])
 
 
@@ -90,7 +90,7 @@ def pca(rows: torch.Tensor, final: torch.Tensor, k: int) -> tuple[np.ndarray, np
     return V.numpy(), coords.numpy(), ratio, rank
 
 
-def pca_directions(problem: Problem, spec, ndim: int) -> Directions:
+def pca_directions(problem: Problem, spec: DirectionSpec, ndim: int) -> Directions:
     """Directions ``d_1..d_ndim`` = leading PCs of the checkpoints of ``spec.trajectory`` (module docstring).
 
     ``Directions.extras`` carries ``trajectory/coords`` (n × max(ndim, 2): every checkpoint on
@@ -98,7 +98,7 @@ def pca_directions(problem: Problem, spec, ndim: int) -> Directions:
     center and unit, and ``trajectory/explained_variance``.
     """
     if not spec.trajectory:
-        raise LandscapeError("--directions pca needs --trajectory 'DIR/ckpt_*.pt'")
+        raise LandscapeError("`directions` pca needs `trajectory` 'DIR/ckpt_*.pt'")
     files = trajectory_files(spec.trajectory)
     model = problem.model
     like = P.clone(P.select(model, spec.dir_type))
@@ -114,7 +114,7 @@ def pca_directions(problem: Problem, spec, ndim: int) -> Directions:
     k = max(ndim, 2)
     V, coords, ratio, rank = pca(rows, final, min(k, len(files)))
     if rank < ndim:
-        raise LandscapeError(f"--trajectory: the {len(files)} checkpoint(s) of {spec.trajectory!r} span only {rank} "
+        raise LandscapeError(f"`trajectory`: the {len(files)} checkpoint(s) of {spec.trajectory!r} span only {rank} "
                              f"dimension(s) around {center_from}; a {ndim}D surface needs {ndim} (save more "
                              "checkpoints, e.g. landscape train --save-every)")
     if coords.shape[1] < k:  # one checkpoint besides the centre: pad the plane's second axis
@@ -139,3 +139,6 @@ def pca_directions(problem: Problem, spec, ndim: int) -> Directions:
           "(unit-norm directions: choose --x/--y to cover it)", file=sys.stderr, flush=True)
     center = {n: final_named[n].detach().to(device=t.device, dtype=t.dtype).clone() for n, t in like.items()}
     return Directions(center, vectors, spec.dir_type, meta, extras)
+
+
+build = pca_directions

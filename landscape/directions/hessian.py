@@ -1,4 +1,4 @@
-"""Top Hessian eigenvectors as plotting directions (``landscape surface --directions hessian``).
+"""Top Hessian eigenvectors as plotting directions (``directions="hessian"``).
 
 The eigenvectors are unit vectors in parameter space, so a coordinate of 1 moves the weights by
 a Euclidean distance of 1 (recorded as ``scale=1`` with each direction's eigenvalue). Signs are
@@ -8,8 +8,10 @@ fixed so that the entry of largest magnitude is positive: the same model gives t
 from __future__ import annotations
 
 from .. import params as P
-from ..directions import Directions
+from ..curvature import hessian_eigenpairs
 from ..errors import LandscapeError
+from ..problem import Problem
+from ._base import Directions, DirectionSpec
 
 
 def _fix_sign(v: P.Named) -> P.Named:
@@ -19,17 +21,16 @@ def _fix_sign(v: P.Named) -> P.Named:
     return v
 
 
-def hessian_directions(problem, ndim: int, spec) -> Directions:
-    """The top ``ndim`` eigenvectors of the loss Hessian at the problem's weights."""
-    from . import hessian_eigenpairs
-
-    if getattr(spec, "dir_type", "weights") != "weights":
-        raise LandscapeError("--directions hessian works on parameters only: use --dir-type weights")
+def hessian_directions(problem: Problem, spec: DirectionSpec, ndim: int) -> Directions:
+    """The top ``ndim`` eigenvectors of the loss Hessian at the problem's weights (Lanczos, seeded by
+    ``spec.seed``)."""
+    if spec.dir_type != "weights":
+        raise LandscapeError("`directions` hessian works on parameters only: use `dir_type` weights")
     trainable = {k: v for k, v in problem.model.named_parameters() if v.requires_grad}
     if not trainable:
-        raise LandscapeError("--directions hessian: the model has no parameters that require gradients")
+        raise LandscapeError("`directions` hessian: the model has no parameters that require gradients")
     eig = hessian_eigenpairs(problem, k=ndim, which="LA", tol=1e-6, max_iter=max(60, 10 * ndim),
-                             seed=int(getattr(spec, "seed", 0)), return_vectors=True)
+                             seed=int(spec.seed), return_vectors=True)
     vectors = []
     for v in eig.eigenvectors[:ndim]:
         v = _fix_sign({k: t.detach().to(trainable[k].dtype) for k, t in v.items()})
@@ -39,3 +40,6 @@ def hessian_directions(problem, ndim: int, spec) -> Directions:
                  norm="unit", ignore="none", scale=1.0, matvecs=int(getattr(eig, "matvecs", 0)))
             for i, lam in enumerate(eig.eigenvalues[:ndim])]
     return Directions(center, vectors, "weights", meta)
+
+
+build = hessian_directions
