@@ -13,7 +13,7 @@ Modules: ``problem`` (models, data, loss), ``batches`` (batches and outputs of a
 ``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (with ``linear_chain``, its batched MLP
 path), ``parallel`` (MPI),
 ``store``/``results`` (HDF5), ``surface``, ``interpolation``, ``trajectory``, ``train``, ``track``, ``curvature``,
-``sharpness``, ``layerwise``, ``plot``.
+``objective`` (loss and gradient at θ), ``sharpness``, ``layerwise``, ``plot``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _API = {
 }
 _MODULES = ("problem", "batches", "losses", "params", "directions", "grid", "kernels", "evaluate", "linear_chain",
             "parallel", "store", "schema", "results", "surface", "interpolation", "trajectory", "train", "track",
-            "curvature", "sharpness",
+            "objective", "curvature", "sharpness",
             "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]

@@ -68,7 +68,7 @@ def test_train_command(tmp_path, run_cli):
     assert code == 2
 
 
-@pytest.mark.parametrize("kw,want", [({"momentum": -0.5}, "--momentum"), ({"weight_decay": -1.0}, "--weight-decay"),
+@pytest.mark.parametrize("kw,want", [({"momentum": -0.5}, "`momentum`"), ({"weight_decay": -1.0}, "`weight_decay`"),
                                      ({"device": "tpu"}, "--device: 'tpu' is not auto, cpu, cuda or cuda:N"),
                                      ({"init": "/no/such.pt"}, "--init: checkpoint '/no/such.pt' does not exist")])
 def test_bad_arguments_are_one_line_before_anything_is_written(tmp_path, kw, want):
