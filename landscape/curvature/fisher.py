@@ -21,15 +21,13 @@ the one whose spectrum Sagun et al. (2018) and Li et al. (2019) set beside the H
 for the commands and the Python API.
 
 Example:
-    >>> import torch
+    >>> from landscape.curvature import hessian_eigenpairs
     >>> from landscape.problem import make_problem
     >>> p = make_problem("zoo:mlp", data="zoo:synthetic", samples=16, device="cpu",
     ...                  model_args={"width": 3, "depth": 1})
-    >>> fisher = EmpiricalFisherOperator(p)
-    >>> v = torch.randn(fisher.dim)
-    >>> quadratic = float(v @ fisher.matvec_flat(v))  # vᵀFv = (1/N) Σᵢ (∇ℓᵢᵀv)²
-    >>> quadratic >= 0, fisher.matvecs
-    (True, 1)
+    >>> eig = hessian_eigenpairs(EmpiricalFisherOperator(p), k=1, max_iter=30, return_vectors=False)
+    >>> bool(eig.eigenvalues[0] >= 0)  # F = (1/N) Σᵢ ∇ℓᵢ∇ℓᵢᵀ is positive semi-definite
+    True
 """
 
 from __future__ import annotations

@@ -47,9 +47,19 @@ Example:
 
 from __future__ import annotations
 
+from ..errors import LandscapeError
 from ..objective import eval_mode, loss_acc_at, loss_at, loss_grad, trainable
 from ._base import Family, Metric, Option, _batch_gen
-from ._registry import FAMILIES, GROUPS, all_metrics, compute_metrics, options, parse_metrics, register_metric
+from ._registry import (
+    FAMILIES,
+    GROUPS,
+    all_metrics,
+    compute_metrics,
+    options,
+    parse_metrics,
+    register_metric,
+    unregister_metric,
+)
 from .adaptive import average_case_sharpness, default_rho, worst_case_sharpness
 from .curvature import curvature_metrics
 from .directional import direction_norm, directional_sharpness
@@ -61,11 +71,13 @@ from .save import save_results, write_groups
 from .table import format_table, format_value
 
 __all__ = [
-    "FAMILIES", "GROUPS", "ALL_METRICS", "Family", "Metric", "Option", "all_metrics", "average_case_sharpness",
+    "FAMILIES", "GROUPS", "ALL_METRICS", "Family", "LandscapeError", "Metric", "Option", "all_metrics",
+    "average_case_sharpness",
     "compute_metrics", "curvature_metrics", "default_rho", "direction_norm", "directional_sharpness",
     "eps_sharpness", "eval_mode", "flatness_sigma", "flatness_target", "format_table", "format_value",
     "gradient_path_metrics", "loss_acc_at", "loss_at", "loss_grad", "options", "parse_etas", "parse_metrics",
-    "parse_percentiles", "register_metric", "save_results", "trainable", "worst_case_sharpness", "write_groups",
+    "parse_percentiles", "register_metric", "save_results", "trainable", "unregister_metric", "worst_case_sharpness",
+    "write_groups",
     "_batch_gen",
 ]
 

@@ -42,6 +42,12 @@ def register_metric(family: Family) -> Family:
     return family
 
 
+def unregister_metric(group: str) -> None:
+    """Remove a family registered with :func:`register_metric` (a test's toy metric, for instance)."""
+    FAMILIES.pop(group, None)
+    GROUPS.pop(group, None)
+
+
 for _family in (curvature.FAMILY, eps.FAMILY, adaptive.WORST, adaptive.AVERAGE, flatness.FAMILY,
                 gradient_path.FAMILY, directional.FAMILY, layers.FAMILY):
     register_metric(_family)
