@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 from .errors import LandscapeError
 from .objective import eval_mode, loss_grad, trainable
 from .problem import Batch, Problem
+from .store import set_attrs
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 PERCENTILES = (50, 90)
@@ -184,14 +184,12 @@ class LayerwiseResult:
             if path in f:
                 del f[path]
             ds = f.create_dataset(path, data=np.asarray(arr, dtype=np.float64))
-            ds.attrs["layers"] = json.dumps(self.layers)
-            for k, v in self.params.items():
-                ds.attrs[k] = v if isinstance(v, str | int | float | bool) else json.dumps(v)
+            set_attrs(ds, {"layers": self.layers, **self.params})
         if "layerwise/singular_values" in f:
             del f["layerwise/singular_values"]
         if self.singular_values:
             grp = f.create_group("layerwise/singular_values", track_order=True)
-            grp.attrs["layers"] = json.dumps(self.layers)
+            set_attrs(grp, {"layers": self.layers})
             for name, s in self.singular_values.items():
                 grp.create_dataset(name, data=np.asarray(s, dtype=np.float64))
 

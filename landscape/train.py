@@ -124,10 +124,10 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
             raise LandscapeError(f"`{name}` must be a finite number of 0 or more, got {v}")
     dev = resolve_device(device)  # '--device: 'tpu' is not auto, cpu, cuda or cuda:N', before anything is made
     t0 = time.perf_counter()
-    make_output_folder(out_dir, "--out-dir", "the checkpoints")
+    make_output_folder(out_dir, "`out_dir`", "the checkpoints")
     model = load_model(model_spec, model_args, seed=seed) if isinstance(model_spec, str) else model_spec
     if init:
-        load_checkpoint(model, init, flag="--init", strip_prefix=strip_prefix)
+        load_checkpoint(model, init, flag="`init`", strip_prefix=strip_prefix)
     model = model.to(dev).eval()  # (the probes below must not move BatchNorm statistics; train() comes later)
     X, y = load_data(data_spec, target_key=target_key) if isinstance(data_spec, str) else data_spec
     X, y, _ = subsample(X, y, samples, seed)

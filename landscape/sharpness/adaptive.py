@@ -23,7 +23,7 @@ import torch
 from .. import params as P
 from ..batches import cat
 from ..errors import LandscapeError
-from ..objective import eval_mode, loss_at, loss_grad, solo, trainable
+from ..objective import eval_mode, loss_at, loss_grad, shard, solo, trainable
 from ..params import Named
 from ..problem import Batch, Problem
 from ._base import Family, Metric, Option, _batch_gen, _gen, _randn_like
@@ -179,7 +179,7 @@ def _per_batch(n: int, one, world) -> list[float]:
     if solo(world):
         return [one(j) for j in range(n)]
     vals = torch.zeros(n, dtype=torch.float64)
-    for j in range(world.rank, n, world.size):
+    for j in shard(range(n), world):
         vals[j] = one(j)
     return [float(v) for v in world.allreduce_sum(vals)]
 
