@@ -4,7 +4,8 @@ Example:
     >>> import os, tempfile
     >>> import numpy as np
     >>> from landscape.layerwise import LayerwiseResult
-    >>> r = LayerwiseResult(["0", "2"], {"kron_lambda_max": np.array([2.0, 1.0])}, {}, {})
+    >>> q = {k: np.array([2.0, 1.0]) for k in ("kron_lambda_max", "kron_kappa_p90", "stable_rank")}
+    >>> r = LayerwiseResult(["0", "2"], q, {}, {})
     >>> os.path.basename(plot_layerwise(r, os.path.join(tempfile.mkdtemp(), "layers.png")))
     'layers.png'
 """
