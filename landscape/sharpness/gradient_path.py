@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import params as P
 from ..errors import LandscapeError
+from ..grid import parse_range
 from ..objective import loss_grad, trainable
 from ..problem import Problem
 from ._base import Family, Metric, Option
@@ -55,14 +56,14 @@ def gradient_path_metrics(problem: Problem, *, etas: Sequence[float] | None = No
 
 
 def parse_etas(text: str) -> list[float]:
-    """``MIN:MAX:NUM`` (``NUM`` values from ``MIN`` to ``MAX``) or a comma list of positive step sizes."""
-    parts = text.split(":")
+    """``MIN:MAX:NUM`` (a :func:`landscape.grid.parse_range` range, 0 < MIN) or a comma list of positive
+    step sizes."""
+    if len(text.split(":")) == 3:
+        r = parse_range(text, "`etas`")
+        if r.lo <= 0:
+            raise LandscapeError(f"`etas` {text!r}: the step sizes must be positive (e.g. 0.05:0.4:8)")
+        return [float(v) for v in r.values()]
     try:
-        if len(parts) == 3:
-            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
-            if n < 1 or lo <= 0 or hi < lo:
-                raise ValueError
-            return [float(v) for v in np.linspace(lo, hi, n)]
         vals = [float(v) for v in text.split(",")]
         if not vals or min(vals) <= 0:
             raise ValueError
