@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import LandscapeError
-from .hvp import _ProblemOperator, quiet_jvp
+from .hvp import _ProblemOperator, accumulate, quiet_jvp
 
 #: the operators a command can be asked for (``--operator``)
 OPERATORS = ("hessian", "ggn", "fisher")
@@ -90,7 +90,5 @@ class EmpiricalFisherOperator(_ProblemOperator):
             leaves = self.leaves()
             gs = torch.autograd.grad(self._losses(leaves, x, y), leaves, d.detach() / self.n_samples,
                                      allow_unused=True)
-            for i, g in enumerate(gs):
-                if g is not None:
-                    out[i] = g if out[i] is None else out[i].add_(g)
+            accumulate(out, gs)
         return out

@@ -553,9 +553,7 @@ class HessianOperator(_ProblemOperator):
             if not idx:
                 continue
             hv = torch.autograd.grad([gs[i] for i in idx], leaves, [v[i] for i in idx], allow_unused=True)
-            for i, h in enumerate(hv):
-                if h is not None:
-                    out[i] = h if out[i] is None else out[i].add_(h)
+            accumulate(out, hv)
         self._set_gradient(grads_sum, loss_value)
         return out
 
@@ -627,10 +625,15 @@ class GGNOperator(_ProblemOperator):
                 leaves = self.leaves()
                 out, keep = self._forward(leaves, x), False
             gs = torch.autograd.grad(out, leaves, hjv, retain_graph=keep, allow_unused=True)
-            for i, g in enumerate(gs):
-                if g is not None:
-                    out_acc[i] = g if out_acc[i] is None else out_acc[i].add_(g)
+            accumulate(out_acc, gs)
         return out_acc
+
+
+def accumulate(out: list[Tensor | None], parts: Sequence[Tensor | None]) -> None:
+    """``out[i] += parts[i]`` in place, per parameter, over batches (``None``: nothing reached it yet)."""
+    for i, t in enumerate(parts):
+        if t is not None:
+            out[i] = t if out[i] is None else out[i].add_(t)
 
 
 def quiet_jvp(f, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]):
