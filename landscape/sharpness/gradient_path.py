@@ -58,17 +58,17 @@ def gradient_path_metrics(problem: Problem, *, etas: Sequence[float] | None = No
 def parse_etas(text: str) -> list[float]:
     """``MIN:MAX:NUM`` (a :func:`landscape.grid.parse_range` range, 0 < MIN) or a comma list of positive
     step sizes."""
-    if len(text.split(":")) == 3:
-        r = parse_range(text, "`etas`")
-        if r.lo <= 0:
-            raise LandscapeError(f"`etas` {text!r}: the step sizes must be positive (e.g. 0.05:0.4:8)")
-        return [float(v) for v in r.values()]
     try:
+        if len(text.split(":")) == 3:
+            r = parse_range(text, "`etas`")
+            if r.lo <= 0:
+                raise ValueError
+            return [float(v) for v in r.values()]
         vals = [float(v) for v in text.split(",")]
         if not vals or min(vals) <= 0:
             raise ValueError
         return vals
-    except ValueError:
+    except (ValueError, LandscapeError):  # (one message for every malformed form)
         raise LandscapeError(f"`etas` {text!r}: use MIN:MAX:NUM with 0 < MIN <= MAX (e.g. 0.05:0.4:8) "
                              "or a comma list of positive numbers") from None
 
