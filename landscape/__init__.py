@@ -12,8 +12,8 @@ Modules: ``problem`` (models, data, loss), ``batches`` (batches and outputs of a
 (the loss registry), ``params`` (named tensor arithmetic), ``directions`` (one module per kind, a registry),
 ``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (a package; ``evaluate.chain`` is its batched
 MLP path), ``autotune`` (batch size and probe budget), ``specs`` (user code by spec), ``parallel`` (MPI),
-``store``/``results`` (HDF5), ``driver`` (the run driver), ``surface``, ``paths``, ``train``, ``track``, ``curvature``,
-``sharpness``, ``layerwise``, ``plot``.
+``store``/``results`` (HDF5), ``driver`` (the run driver), ``surface``, ``paths``, ``train``, ``track``,
+``objective`` (loss and gradient at θ), ``curvature``, ``sharpness``, ``layerwise``, ``plot``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _API = {
 }
 _MODULES = ("problem", "batches", "losses", "params", "directions", "grid", "kernels", "evaluate", "autotune",
             "specs", "parallel", "store", "schema", "results", "driver", "surface", "paths", "train", "track",
-            "curvature", "sharpness",
+            "objective", "curvature", "sharpness",
             "layerwise", "plot", "zoo")
 
 __all__ = sorted(_API) + list(_MODULES) + ["__version__"]

@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import LandscapeError
+from .objective import eval_mode, loss_grad, trainable
 from .problem import Batch, Problem
+from .store import set_attrs
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 PERCENTILES = (50, 90)
@@ -88,12 +89,10 @@ def kfac_factors(problem: Problem, *, fisher: str = "empirical", seed: int = 0,
                  batches: Sequence[Batch] | None = None,
                  layers: dict[str, nn.Module] | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """``{layer: (Σ_x, Σ_δ)}`` in float64 over ``batches`` (default: the problem's), model in eval mode."""
-    from .sharpness import eval_mode
-
     if fisher not in ("empirical", "true"):
-        raise LandscapeError(f"layer-wise: fisher must be empirical or true, got {fisher!r}")
+        raise LandscapeError(f"layer-wise: `fisher` must be empirical or true, got {fisher!r}")
     if fisher == "true" and problem.loss != "cross_entropy":
-        raise LandscapeError("layer-wise: the true Fisher (sampled labels) needs --loss cross_entropy")
+        raise LandscapeError("layer-wise: the true Fisher (sampled labels) needs `loss` cross_entropy")
     batches = problem.batches if batches is None else batches
     layers = layers_of(problem.model) if layers is None else layers
     if not layers:
@@ -185,14 +184,12 @@ class LayerwiseResult:
             if path in f:
                 del f[path]
             ds = f.create_dataset(path, data=np.asarray(arr, dtype=np.float64))
-            ds.attrs["layers"] = json.dumps(self.layers)
-            for k, v in self.params.items():
-                ds.attrs[k] = v if isinstance(v, str | int | float | bool) else json.dumps(v)
+            set_attrs(ds, {"layers": self.layers, **self.params})
         if "layerwise/singular_values" in f:
             del f["layerwise/singular_values"]
         if self.singular_values:
             grp = f.create_group("layerwise/singular_values", track_order=True)
-            grp.attrs["layers"] = json.dumps(self.layers)
+            set_attrs(grp, {"layers": self.layers})
             for name, s in self.singular_values.items():
                 grp.create_dataset(name, data=np.asarray(s, dtype=np.float64))
 
@@ -216,8 +213,6 @@ def layerwise(problem: Problem, *, fisher: str = "empirical", percentiles: Seque
     ``weight_sigma_max``, ``grad_sigma_max``, ``weight_domination``, ``stable_rank``, ``effective_rank``,
     ``fan_in``, ``fan_out``.
     """
-    from .sharpness import loss_grad, trainable
-
     layers = layers_of(problem.model)
     factors = kfac_factors(problem, fisher=fisher, seed=seed, batches=batches, layers=layers)
     theta = trainable(problem.model)
@@ -257,34 +252,3 @@ def layerwise(problem: Problem, *, fisher: str = "empirical", percentiles: Seque
                                  "mean over examples"}
     return LayerwiseResult(names, {k: np.asarray(v) for k, v in q.items()}, svals, params)
 
-
-def plot_layerwise(result: LayerwiseResult, path: str, title: str = "") -> str:
-    """Per-layer plot across depth: λ_max of Σ_x, Σ_δ and their Kronecker product, κ_p90, weight domination
-    and stable/effective rank (log y). Saves to ``path`` and returns it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    depth = np.arange(1, len(result.layers) + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = [
-        ("λ_max", ("sigma_x_lambda_max", "sigma_delta_lambda_max", "kron_lambda_max")),
-        ("condition number", ("sigma_x_kappa_p90", "sigma_delta_kappa_p90", "kron_kappa_p90")),
-        ("weights", ("weight_domination", "stable_rank", "effective_rank")),
-    ]
-    for ax, (label, qs) in zip(axes, panels):
-        for qn in qs:
-            if qn in result.quantities:
-                v = np.asarray(result.quantities[qn], dtype=float)
-                ax.semilogy(depth, np.where(np.isfinite(v) & (v > 0), v, np.nan), "o-", label=qn)
-        ax.set_xlabel("layer (depth)")
-        ax.set_title(label)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

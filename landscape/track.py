@@ -143,7 +143,7 @@ class TrackSpec:
         try:
             names = [n for n in parse_metrics(self.sharpness) if n not in GROUPS["layerwise"]]
         except LandscapeError as e:  # the flag here is --sharpness
-            raise LandscapeError(str(e).replace("--metrics", "--sharpness", 1)) from None
+            raise LandscapeError(str(e).replace("`metrics`", "`sharpness`", 1)) from None
         if self.lr is None:
             names = [n for n in names if n != "eos_ratio"]
         return names

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from . import batches as B
 from . import losses as L
 from .errors import LandscapeError
+from .objective import eval_mode, loss_acc_sums
 from .problem import (
     correct_count,
     inputs_for,
@@ -75,7 +76,7 @@ def make_optimizer(params, name: str, lr: float, momentum: float = 0.0, weight_d
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise LandscapeError(f"--optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    raise LandscapeError(f"`optimizer`: {name!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 def save_state(model: nn.Module, path: str) -> str:
@@ -88,19 +89,14 @@ def save_state(model: nn.Module, path: str) -> str:
 
 
 def _evaluate(model: nn.Module, X, y: Tensor, loss: str | L.Loss, batch_size: int = 1024) -> tuple[float, float]:
-    was = model.training
-    model.eval()
-    total, correct = 0.0, 0.0
+    """Mean loss and accuracy (NaN when the loss has none) over (X, y) in eval mode, in batches of ``batch_size``."""
     fn = loss if isinstance(loss, L.Loss) else None
-    with torch.inference_mode():
-        for i in range(0, len(X), batch_size):
-            out = model(X[i : i + batch_size])
-            total += float(loss_sum(loss, out, y[i : i + batch_size]))
-            if fn is None or fn.has_accuracy(y):
-                correct += float(correct_count(out, y[i : i + batch_size], fn))
-    model.train(was)
-    acc = correct / len(X) if fn is None or fn.has_accuracy(y) else float("nan")
-    return total / len(X), acc
+    has_accuracy = fn is None or fn.has_accuracy(y)
+    batches = [(X[i: i + batch_size], y[i: i + batch_size]) for i in range(0, len(X), batch_size)]
+    with eval_mode(model):
+        total, correct = loss_acc_sums(model, batches, lambda out, t: loss_sum(loss, out, t),
+                                       (lambda out, t: correct_count(out, t, fn)) if has_accuracy else None)
+    return float(total) / len(X), (float(correct) / len(X) if has_accuracy else float("nan"))
 
 
 def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor, Tensor] = "zoo:digits", *,
@@ -118,20 +114,20 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
     """
     loss_fn = L.get_loss(loss, shift=shift_labels)
     if optimizer not in OPTIMIZERS:
-        raise LandscapeError(f"--optimizer: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        raise LandscapeError(f"`optimizer`: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if not (lr > 0 and math.isfinite(lr)):
-        raise LandscapeError(f"--lr must be a positive number, got {lr}")
+        raise LandscapeError(f"`lr` must be a positive number, got {lr}")
     if batch_size <= 0 or epochs < 0 or (steps is not None and steps < 0) or save_every < 0:
-        raise LandscapeError("--batch-size must be positive; --epochs, --steps and --save-every non-negative")
-    for flag, v in (("--momentum", momentum), ("--weight-decay", weight_decay)):
+        raise LandscapeError("`batch_size` must be positive; `epochs`, `steps` and `save_every` non-negative")
+    for name, v in (("momentum", momentum), ("weight_decay", weight_decay)):
         if not (v >= 0 and math.isfinite(v)):
-            raise LandscapeError(f"{flag} must be a finite number of 0 or more, got {v}")
+            raise LandscapeError(f"`{name}` must be a finite number of 0 or more, got {v}")
     dev = resolve_device(device)  # '--device: 'tpu' is not auto, cpu, cuda or cuda:N', before anything is made
     t0 = time.perf_counter()
-    make_output_folder(out_dir, "--out-dir", "the checkpoints")
+    make_output_folder(out_dir, "`out_dir`", "the checkpoints")
     model = load_model(model_spec, model_args, seed=seed) if isinstance(model_spec, str) else model_spec
     if init:
-        load_checkpoint(model, init, flag="--init", strip_prefix=strip_prefix)
+        load_checkpoint(model, init, flag="`init`", strip_prefix=strip_prefix)
     model = model.to(dev).eval()  # (the probes below must not move BatchNorm statistics; train() comes later)
     X, y = load_data(data_spec, target_key=target_key) if isinstance(data_spec, str) else data_spec
     X, y, _ = subsample(X, y, samples, seed)
@@ -188,7 +184,7 @@ def train(model_spec: str | nn.Module = "zoo:mlp", data_spec: str | tuple[Tensor
                 if step >= total_steps:
                     break
             if not math.isfinite(running):
-                raise LandscapeError(f"training diverged (loss {running}) at step {step}; lower --lr")
+                raise LandscapeError(f"training diverged (loss {running}) at step {step}; lower `lr`")
             le, ae = _evaluate(model, X, y, loss_fn)
             history.append({"epoch": epoch, "step": step, "batch_loss": running / max(seen, 1), "loss": le,
                             "acc": ae})

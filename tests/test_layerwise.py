@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape import layerwise as LW
+from landscape.plot.layerwise import plot_layerwise
 from landscape.problem import Problem, make_batches, make_problem
 from landscape.store import H5_KW
 
@@ -126,5 +127,5 @@ def test_true_fisher_seeded_and_bn_model(tmp_path):
     with h5py.File(path, "r", **H5_KW) as f:
         assert f["layerwise/stable_rank"].shape == (4,)
         assert f["layerwise/stable_rank"].attrs["fisher"] == "true"
-    LW.plot_layerwise(r1, str(tmp_path / "lw.png"))
+    plot_layerwise(r1, str(tmp_path / "lw.png"))
     assert "weight_domination" in r1.table()

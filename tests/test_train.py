@@ -68,9 +68,9 @@ def test_train_command(tmp_path, run_cli):
     assert code == 2
 
 
-@pytest.mark.parametrize("kw,want", [({"momentum": -0.5}, "--momentum"), ({"weight_decay": -1.0}, "--weight-decay"),
+@pytest.mark.parametrize("kw,want", [({"momentum": -0.5}, "`momentum`"), ({"weight_decay": -1.0}, "`weight_decay`"),
                                      ({"device": "tpu"}, "`device`: 'tpu' is not auto, cpu, cuda or cuda:N"),
-                                     ({"init": "/no/such.pt"}, "--init: checkpoint '/no/such.pt' does not exist")])
+                                     ({"init": "/no/such.pt"}, "`init`: checkpoint '/no/such.pt' does not exist")])
 def test_bad_arguments_are_one_line_before_anything_is_written(tmp_path, kw, want):
     with pytest.raises(LandscapeError, match=re.escape(want)):
         _run(tmp_path / "out", **kw)
@@ -80,5 +80,5 @@ def test_bad_arguments_are_one_line_before_anything_is_written(tmp_path, kw, wan
 def test_out_dir_that_is_a_file(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("x")
-    with pytest.raises(LandscapeError, match="--out-dir .* is a file"):
+    with pytest.raises(LandscapeError, match="`out_dir` .* is a file"):
         _run(f)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-import numpy as np
-
+from .. import curvature
 from ..errors import LandscapeError
+from ..parallel import all_or_abort, configure_threads, world
+from ..params import fingerprint, select
+from ..problem import check_finite_inputs
+from ..store import provenance
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
 
 
@@ -61,9 +65,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import curvature
-    from ..parallel import all_or_abort, configure_threads, world
-
     w = world()
 
     def setup():
@@ -77,8 +78,6 @@ def run(args) -> int:
             raise LandscapeError(f"--top-k {args.top_k} is more than the {op.dim} trainable parameters of the "
                                  f"model (a Hessian has one eigenvalue per parameter): the maximum is {op.dim}")
         check_budget(args, op.dim)
-        from ..problem import check_finite_inputs
-
         check_finite_inputs(problem)  # NaN inputs would be blamed on a non-deterministic loss below
         return problem, op
 
@@ -110,8 +109,6 @@ class _Progress:
     """Progress lines on stderr (rank 0): the phase, and every few seconds the products spent so far."""
 
     def __init__(self, enabled: bool, op, every: float = 5.0):
-        import time
-
         self.enabled, self.op, self.every, self._time = enabled, op, every, time.perf_counter
         self.t0 = self._last = self._time()
         self.phase = ""
@@ -139,9 +136,6 @@ class _Progress:
 
 
 def _compute_and_write(args, w, problem, op) -> int:
-    from .. import curvature
-    from ..store import base_attrs, provenance, replace_group, set_attrs, update_file, write_named
-
     # a line every 5 s at a terminal, every 30 s into a log (a long density run would fill it otherwise)
     progress = _Progress(w.is_root and not args.quiet, op, every=5.0 if sys.stderr.isatty() else 30.0)
     progress.start("check", "checking that the loss is deterministic (two forward passes)")
@@ -190,48 +184,16 @@ def _compute_and_write(args, w, problem, op) -> int:
     rows.append(("HVPs in all", str(op.matvecs)))
     if not w.is_root:  # every rank computed the same results; rank 0 writes and prints them
         return 0
-    from ..params import fingerprint, select
-
     model_fp, data_fp = fingerprint(select(problem.model, "states")), problem.info["data_fingerprint"]
-    attrs = base_attrs(command_line(), {"model": args.model, "data": args.data, "samples": args.samples,
+    where = curvature.save_curvature(
+        args.out, eig, tr, dens, operator=getattr(args, "operator", "hessian"), save_vectors=args.save_vectors,
+        command=command_line(), config={"model": args.model, "data": args.data, "samples": args.samples,
                                         "loss": args.loss, "seed": args.seed, "checkpoint": args.checkpoint},
-                       model_fp, data_fp, kind="hessian")
-    need = 8 * op.dim * (len(eig.eigenvalues) if args.save_vectors else 0) + 8 * (args.density_steps * 50)
-    with update_file(args.out, "hessian", attrs, adding="/curvature", need=need,
-                     provenance=provenance(model_fp, data_fp, args.loss, args.samples, args.seed)) as f:
-        root = _operator_group(f, getattr(args, "operator", "hessian"))
-        where = root.name
-        for name in ("eigenvalues", "smallest", "eigenvectors", "trace"):
-            if name in root:
-                del root[name]
-        ds = root.create_dataset("eigenvalues", data=np.asarray(eig.eigenvalues, dtype=np.float64))
-        set_attrs(ds, eig.to_attrs())
-        if smallest is not None:
-            root.create_dataset("smallest", data=np.float64(smallest))
-        if args.save_vectors and getattr(eig, "eigenvectors", None):
-            vecs = replace_group(root, "eigenvectors")
-            for i, v in enumerate(eig.eigenvectors):
-                write_named(vecs.create_group(str(i)), v)
-        if tr is not None:
-            ds = root.create_dataset("trace", data=np.float64(tr.estimate))
-            set_attrs(ds, {**tr.to_attrs(), "stderr": float(tr.stderr)})
-        if dens is not None:
-            g = replace_group(root, "density")
-            g.create_dataset("grid", data=np.asarray(dens.grid, dtype=np.float64))
-            g.create_dataset("values", data=np.asarray(dens.density, dtype=np.float64))
-            set_attrs(g, dens.to_attrs())
+        model_fingerprint=model_fp, data_fingerprint=data_fp,
+        provenance=provenance(model_fp, data_fp, args.loss, args.samples, args.seed))
     width = max(len(r[0]) for r in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
     print(f"→ {args.out} ({where})")
     return 0
 
-
-def _operator_group(f, operator: str):
-    """/curvature for the Hessian (as always); /curvature/ggn or /curvature/fisher beside it for the others."""
-    root = f.require_group("curvature")
-    if operator == "hessian":
-        return root
-    g = root.require_group(operator)
-    g.attrs["operator"] = operator
-    return g

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..parallel import world
+from ..train import train
 from .common import add_checkpoint_prefix_arg, add_loss_args, number, positive_float, positive_int
 
 
@@ -47,9 +49,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..parallel import world
-    from ..train import train
-
     w = world()
 
     def go():

@@ -10,8 +10,10 @@ One module per concept (science.md §2):
 :mod:`.trace`               :func:`hutchinson`, :func:`hutchpp`, :func:`hessian_trace`
 :mod:`.density`             :func:`spectral_density` (stochastic Lanczos quadrature),
                             :func:`fraction_near_zero`
-:mod:`.fisher`              :class:`EmpiricalFisherOperator`, :func:`make_operator`
-                            (``hessian`` | ``ggn`` | ``fisher`` by name)
+:mod:`.fisher`              :class:`EmpiricalFisherOperator`
+:mod:`.operators`           :func:`make_operator` (``hessian`` | ``ggn`` | ``fisher`` by name),
+                            :func:`as_operator`
+:mod:`.save`                :func:`save_curvature` (eigenvalues, trace, density into an HDF5 file)
 ==========================  ==================================================================
 
 Every function takes a :class:`~landscape.problem.Problem` (its loss Hessian), any symmetric
@@ -30,11 +32,13 @@ Example:
 
 from __future__ import annotations
 
-from ._base import MatrixOperator, as_operator
+from ._base import MatrixOperator
 from .density import DensityResult, fraction_near_zero, gaussian_density, slq_nodes, spectral_density
-from .fisher import OPERATORS, EmpiricalFisherOperator, make_operator
+from .fisher import OPERATOR_LABELS, OPERATORS, EmpiricalFisherOperator
 from .hvp import GGNOperator, HessianOperator, check_deterministic, check_deterministic_loss, hvp
 from .lanczos import EigenResult, hessian_eigenpairs, lanczos, power_iteration, smallest_eigenvalue, tridiagonal
+from .operators import as_operator, make_operator
+from .save import save_curvature
 from .trace import TraceResult, hessian_trace, hutchinson, hutchpp
 
 __all__ = [
@@ -43,5 +47,5 @@ __all__ = [
     "hessian_eigenpairs",
     "hessian_trace", "hutchinson", "hutchpp", "hvp", "lanczos", "power_iteration", "slq_nodes",
     "smallest_eigenvalue", "spectral_density", "tridiagonal",
-    "OPERATORS", "EmpiricalFisherOperator", "make_operator",
+    "OPERATORS", "OPERATOR_LABELS", "EmpiricalFisherOperator", "make_operator", "save_curvature",
 ]

@@ -4,8 +4,8 @@ Everything in :mod:`landscape.curvature` (Lanczos, power iteration, Hutchinson/H
 needs only two things from a matrix A ∈ ℝ^{P×P}: its size ``dim`` = P and the product
 ``matvec_flat(x)`` = A x on a 1-D tensor. :class:`_LinearOperator` fixes that interface and
 counts the products (``matvecs``) so that every result can say what it cost.
-:class:`MatrixOperator` wraps an explicit symmetric matrix (tests, synthetic spectra), and
-:func:`as_operator` turns a :class:`~landscape.problem.Problem`, an operator or a matrix into one.
+:class:`MatrixOperator` wraps an explicit symmetric matrix (tests, synthetic spectra);
+:func:`landscape.curvature.operators.as_operator` turns a Problem, an operator or a matrix into one.
 
 Example:
     >>> import torch
@@ -21,8 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-
-from ..errors import LandscapeError
 
 
 class _LinearOperator:
@@ -114,28 +112,6 @@ class MatrixOperator(_LinearOperator):
 def is_operator(obj: Any) -> bool:
     """Whether ``obj`` has the operator interface (``matvec_flat`` and ``dim``)."""
     return callable(getattr(obj, "matvec_flat", None)) and hasattr(obj, "dim")
-
-
-def as_operator(obj: Any, curvature: str = "hessian") -> _LinearOperator:
-    """A Problem → its :class:`~landscape.curvature.hvp.HessianOperator` (or GGN); an operator → itself;
-    a square matrix (tensor/array) → :class:`MatrixOperator`."""
-    if is_operator(obj):
-        return obj
-    if isinstance(obj, Tensor | np.ndarray):
-        return MatrixOperator(obj)
-    if hasattr(obj, "model") and hasattr(obj, "batches"):
-        from .hvp import GGNOperator, HessianOperator
-
-        if curvature == "hessian":
-            return HessianOperator(obj)
-        if curvature == "ggn":
-            return GGNOperator(obj)
-        if curvature == "fisher":
-            from .fisher import EmpiricalFisherOperator
-
-            return EmpiricalFisherOperator(obj)
-        raise LandscapeError(f"curvature must be 'hessian', 'ggn' or 'fisher', got {curvature!r}")
-    raise TypeError(f"expected a Problem, an operator (with matvec_flat and dim) or a matrix, got {type(obj).__name__}")
 
 
 def generator(seed: int | torch.Generator | None) -> torch.Generator:

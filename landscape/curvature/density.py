@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from ..errors import LandscapeError
-from ._base import as_operator, generator, rademacher, seed_value
+from ._base import generator, rademacher, seed_value
 from .lanczos import tridiagonal
+from .operators import as_operator
 
 
 @dataclass

@@ -1,4 +1,4 @@
-r"""The empirical Fisher, and one place that turns an operator's name into the operator.
+r"""The empirical Fisher, and the names of the curvature operators.
 
 The **empirical Fisher** of the mean loss over the N evaluation samples is
 
@@ -17,30 +17,27 @@ model's own predictive distribution — *is* the generalized Gauss–Newton matr
 scale). ``--operator ggn`` is therefore the true Fisher, and ``--operator fisher`` is the other one,
 the one whose spectrum Sagun et al. (2018) and Li et al. (2019) set beside the Hessian's.
 
-:func:`make_operator` builds ``hessian`` | ``ggn`` | ``fisher`` by name for the commands and the
-Python API.
+:func:`~landscape.curvature.operators.make_operator` builds ``hessian`` | ``ggn`` | ``fisher`` by name
+for the commands and the Python API.
 
 Example:
-    >>> import torch
+    >>> from landscape.curvature import hessian_eigenpairs
     >>> from landscape.problem import make_problem
-    >>> p = make_problem("zoo:mlp", data="zoo:synthetic", samples=32, device="cpu",
-    ...                  model_args={"width": 4, "depth": 1})
-    >>> F = EmpiricalFisherOperator(p)
-    >>> x = torch.randn(F.dim)
-    >>> float(x @ F.matvec_flat(x)) >= 0  # PSD
+    >>> p = make_problem("zoo:mlp", data="zoo:synthetic", samples=16, device="cpu",
+    ...                  model_args={"width": 3, "depth": 1})
+    >>> eig = hessian_eigenpairs(EmpiricalFisherOperator(p), k=1, max_iter=30, return_vectors=False)
+    >>> bool(eig.eigenvalues[0] >= 0)  # F = (1/N) Σᵢ ∇ℓᵢ∇ℓᵢᵀ is positive semi-definite
     True
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import LandscapeError
-from .hvp import GGNOperator, HessianOperator, _ProblemOperator
+from .hvp import _ProblemOperator, accumulate, quiet_jvp
 
 #: the operators a command can be asked for (``--operator``)
 OPERATORS = ("hessian", "ggn", "fisher")
@@ -57,7 +54,7 @@ def per_example_loss(loss: str, output: Tensor, target: Tensor) -> Tensor:
             target = F.one_hot(target.long(), output.shape[-1]).to(output.dtype)
         target = target.reshape(output.shape)
         return (output - target).pow(2).reshape(output.shape[0], -1).mean(dim=1)
-    raise LandscapeError(f"the empirical Fisher needs per-example losses; --loss {loss!r} is not one of "
+    raise LandscapeError(f"the empirical Fisher needs per-example losses; `loss` {loss!r} is not one of "
                          "cross_entropy, mse")
 
 
@@ -89,27 +86,9 @@ class EmpiricalFisherOperator(_ProblemOperator):
         out: list[Tensor | None] = [None] * len(v)
         primals = tuple(t.detach() for t in self._source.values())
         for x, y in self.batches:
-            with warnings.catch_warnings():  # torch's first forward-AD call scripts decompositions (deprecated jit)
-                warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
-                _, d = torch.func.jvp(lambda *ps, x=x, y=y: self._losses(list(ps), x, y), primals, tuple(v))
+            _, d = quiet_jvp(lambda *ps, x=x, y=y: self._losses(list(ps), x, y), primals, tuple(v))
             leaves = self.leaves()
             gs = torch.autograd.grad(self._losses(leaves, x, y), leaves, d.detach() / self.n_samples,
                                      allow_unused=True)
-            for i, g in enumerate(gs):
-                if g is not None:
-                    out[i] = g if out[i] is None else out[i].add_(g)
+            accumulate(out, gs)
         return out
-
-
-def make_operator(problem, operator: str = "hessian", **kwargs) -> _ProblemOperator:
-    """The curvature operator named ``operator`` (``hessian``, ``ggn`` or ``fisher``) of a Problem's mean loss.
-
-    ``kwargs`` go to the operator (``params``, ``cache``, ``batches``, ``world``).
-    """
-    if operator == "hessian":
-        return HessianOperator(problem, **kwargs)
-    if operator == "ggn":
-        return GGNOperator(problem, **kwargs)
-    if operator == "fisher":
-        return EmpiricalFisherOperator(problem, **kwargs)
-    raise LandscapeError(f"--operator: {operator!r} is not one of {', '.join(OPERATORS)}")

@@ -28,6 +28,13 @@ Example:
     >>> Hv = H.matvec(v)
     >>> sorted(Hv) == sorted(v), H.matvecs, H.dim
     (True, 1, 310)
+    >>> x, y = torch.randn(H.dim, dtype=torch.float64), torch.randn(H.dim, dtype=torch.float64)
+    >>> a, b = float(y @ H.matvec_flat(x).double()), float(x @ H.matvec_flat(y).double())
+    >>> abs(a - b) <= 1e-4 * max(abs(a), 1e-6)  # symmetric
+    True
+    >>> G = GGNOperator(p)
+    >>> float(x @ G.matvec_flat(x).double()) >= 0  # positive semi-definite
+    True
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import contextlib
 import inspect
 import math
 import os
+import sys
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -43,10 +51,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, grad, jvp
 from torch.overrides import TorchFunctionMode
 
 from ..errors import LandscapeError
+from ..objective import gradient_sums, shard
 from ..params import Named
 from ._base import _LinearOperator, gaussian, generator
 
@@ -245,7 +254,7 @@ class _ProblemOperator(_LinearOperator):
         if self.world is not None and not 0 <= self.world.rank < self.world.size:
             raise ValueError(f"world: rank {self.world.rank} is not in 0..{self.world.size - 1}")
         #: the batches this process computes (all of them without a world; batch i on rank i % size)
-        self.batches = all_batches if self.world is None else all_batches[self.world.rank::self.world.size]
+        self.batches = shard(all_batches, self.world)
         self.cache = cache
         self._cached: object | None = None
         self._cached_versions: tuple[int, ...] | None = None
@@ -365,6 +374,10 @@ class _ProblemOperator(_LinearOperator):
             return bool(self.cache)
         return estimate <= _memory_limit(self.device)
 
+    def _batch_loss(self, leaves: list[Tensor], x: Tensor, y: Tensor) -> Tensor:
+        """ℓ_b(θ)/N: batch b's summed loss over the N samples of the whole set."""
+        return self.problem.loss_sum(self._forward(leaves, x), y) / self.n_samples
+
     def _forward(self, leaves: list[Tensor], x: Tensor) -> Tensor:
         out = functional_call(self.model, ({**self.buffers, **dict(zip(self.names, leaves))},), (x,))
         if not isinstance(out, Tensor):
@@ -403,15 +416,8 @@ class _ProblemOperator(_LinearOperator):
         """
         if self._gradient is None or self._grad_versions != self._versions():
             leaves = self.leaves()
-            total, grads = 0.0, [torch.zeros_like(t) for t in leaves]
-            for x, y in self.batches:
-                loss = self.problem.loss_sum(self._forward(leaves, x), y) / self.n_samples
-                gs = torch.autograd.grad(loss, leaves, allow_unused=True)
-                for acc, g in zip(grads, gs):
-                    if g is not None:
-                        acc.add_(g)
-                total += float(loss.detach())
-            self._set_gradient(grads, total)
+            grads = [torch.zeros_like(t) for t in leaves]
+            self._set_gradient(grads, gradient_sums(self._batch_loss, leaves, self.batches, grads))
         assert self._gradient is not None
         if self.world is None:
             return self._to_named(self._gradient)
@@ -442,18 +448,7 @@ class HessianOperator(_ProblemOperator):
     product costs 1.2–1.5× a forward+backward on the MLP and 1.7–2.0× on ResNet-20, whose
     convolutions need ≈6 convolution-sized passes per product against 3 for forward+backward
     (eval-mode BatchNorm is folded into the convolutions for this, see ``_EvalBatchNormFolded``).
-
-    Example:
-        >>> import torch
-        >>> from landscape.problem import make_problem
-        >>> p = make_problem("zoo:mlp", data="zoo:synthetic", samples=32, batch_size=32, device="cpu",
-        ...                  model_args={"width": 4, "depth": 1})
-        >>> H = HessianOperator(p)
-        >>> x = torch.randn(H.dim, dtype=torch.float64)
-        >>> y = torch.randn(H.dim, dtype=torch.float64)
-        >>> a, b = float(y @ H.matvec_flat(x).double()), float(x @ H.matvec_flat(y).double())
-        >>> abs(a - b) <= 1e-4 * max(abs(a), 1e-6)  # symmetric
-        True
+    Examples: the module docstring.
     """
 
     def __init__(self, problem, params: Sequence[str] | Named | None = None, cache: bool | None = None,
@@ -479,11 +474,9 @@ class HessianOperator(_ProblemOperator):
                 self._forward_probed = True
                 return out
             except Exception as e:  # noqa: BLE001 - any model functorch cannot transform falls back
-                from ..evaluate import notice
-
-                notice(f"forward-over-reverse Hessian-vector products failed for this model "
+                print(f"landscape: forward-over-reverse Hessian-vector products failed for this model "
                        f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); "
-                       "using double backward")
+                       "using double backward", file=sys.stderr, flush=True)
                 self.method = "reverse"
         if self._ensure_cache(fresh):
             return self._cached_product(v)
@@ -492,8 +485,6 @@ class HessianOperator(_ProblemOperator):
     def _forward_over_reverse(self, v: list[Tensor]) -> list[Tensor | None]:
         """Σ_b (1/N) ∇²ℓ_b v as ``jvp(grad(ℓ_b/N), θ, v)``: one forward pass carrying dual numbers and one
         backward pass of those, per batch; no graph is kept between products (nothing to cache)."""
-        from torch.func import grad, jvp
-
         primals = tuple(t.detach() for t in self._source.values())
         tangents = tuple(v)
         argnums = tuple(range(len(primals)))
@@ -501,7 +492,7 @@ class HessianOperator(_ProblemOperator):
         loss_value, grads_sum = 0.0, [torch.zeros_like(t) for t in primals]
         for x, y in self.batches:
             def batch_loss(*ps: Tensor, x=x, y=y) -> tuple[Tensor, Tensor]:
-                loss = self.problem.loss_sum(self._forward(list(ps), x), y) / self.n_samples
+                loss = self._batch_loss(list(ps), x, y)
                 return loss, loss.detach()
 
             def gradient(*ps: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
@@ -524,7 +515,7 @@ class HessianOperator(_ProblemOperator):
         for b, (x, y) in enumerate(self.batches):
             counter = _SavedBytes()
             with counter if b == 0 else contextlib.nullcontext():
-                loss = self.problem.loss_sum(self._forward(leaves, x), y) / self.n_samples
+                loss = self._batch_loss(leaves, x, y)
                 gs = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
             if b == 0 and not self._decide_cache(counter.bytes):
                 return None
@@ -552,7 +543,7 @@ class HessianOperator(_ProblemOperator):
         out: list[Tensor | None] = [None] * len(leaves)
         loss_value, grads_sum = 0.0, [torch.zeros_like(t) for t in leaves]
         for x, y in self.batches:
-            loss = self.problem.loss_sum(self._forward(leaves, x), y) / self.n_samples
+            loss = self._batch_loss(leaves, x, y)
             gs = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
             loss_value += float(loss.detach())
             for i, g in enumerate(gs):
@@ -562,9 +553,7 @@ class HessianOperator(_ProblemOperator):
             if not idx:
                 continue
             hv = torch.autograd.grad([gs[i] for i in idx], leaves, [v[i] for i in idx], allow_unused=True)
-            for i, h in enumerate(hv):
-                if h is not None:
-                    out[i] = h if out[i] is None else out[i].add_(h)
+            accumulate(out, hv)
         self._set_gradient(grads_sum, loss_value)
         return out
 
@@ -578,16 +567,7 @@ class GGNOperator(_ProblemOperator):
     G is positive semi-definite and equals H minus the term Σᵢ (∂ℓ/∂fᵢ) ∇²fᵢ. Each product is a JVP
     (``torch.func.jvp``, forward mode) for J v, a Hessian-vector product of the loss in output space,
     and a VJP (reverse mode) for Jᵀ(·). With ``cache`` the forward graphs of the VJPs are kept.
-
-    Example:
-        >>> import torch
-        >>> from landscape.problem import make_problem
-        >>> p = make_problem("zoo:mlp", data="zoo:synthetic", samples=32, device="cpu",
-        ...                  model_args={"width": 4, "depth": 1})
-        >>> G = GGNOperator(p)
-        >>> x = torch.randn(G.dim)
-        >>> float(x @ G.matvec_flat(x)) >= 0  # PSD
-        True
+    Examples: the module docstring.
     """
 
     def _build(self) -> list[tuple[Tensor, Tensor]] | None:
@@ -631,9 +611,7 @@ class GGNOperator(_ProblemOperator):
         def f(*ps: Tensor) -> Tensor:
             return self._forward(list(ps), x)
 
-        with warnings.catch_warnings():  # torch's first forward-AD call scripts decompositions (deprecated jit)
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
-            return torch.func.jvp(f, primals, tuple(v))
+        return quiet_jvp(f, primals, tuple(v))
 
     def _product(self, v: list[Tensor], fresh: bool) -> list[Tensor | None]:
         cached = self._cached if self._ensure_cache(fresh) else None
@@ -647,10 +625,23 @@ class GGNOperator(_ProblemOperator):
                 leaves = self.leaves()
                 out, keep = self._forward(leaves, x), False
             gs = torch.autograd.grad(out, leaves, hjv, retain_graph=keep, allow_unused=True)
-            for i, g in enumerate(gs):
-                if g is not None:
-                    out_acc[i] = g if out_acc[i] is None else out_acc[i].add_(g)
+            accumulate(out_acc, gs)
         return out_acc
+
+
+def accumulate(out: list[Tensor | None], parts: Sequence[Tensor | None]) -> None:
+    """``out[i] += parts[i]`` in place, per parameter, over batches (``None``: nothing reached it yet)."""
+    for i, t in enumerate(parts):
+        if t is not None:
+            out[i] = t if out[i] is None else out[i].add_(t)
+
+
+def quiet_jvp(f, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]):
+    """``torch.func.jvp(f, primals, tangents)`` without the deprecation warning torch's first forward-AD call
+    gives (it scripts its decompositions with the deprecated jit)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+        return jvp(f, primals, tangents)
 
 
 def hvp(problem, v: Named, params: Sequence[str] | Named | None = None) -> Named:

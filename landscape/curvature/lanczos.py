@@ -47,7 +47,8 @@ import torch
 from torch import Tensor
 
 from ..errors import LandscapeError
-from ._base import as_operator, gaussian, generator, seed_value
+from ._base import gaussian, generator, seed_value
+from .operators import as_operator
 
 WHICH = ("LA", "SA", "both")
 METHODS = ("lanczos", "power")

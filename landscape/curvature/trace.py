@@ -56,7 +56,8 @@ import numpy as np
 import torch
 
 from ..errors import LandscapeError
-from ._base import as_operator, generator, rademacher, seed_value
+from ._base import generator, rademacher, seed_value
+from .operators import as_operator
 
 METHODS = ("auto", "hutch++", "hutchinson")
 #: fewest samples a standard error (and so the stopping rule) rests on
