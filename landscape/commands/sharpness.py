@@ -19,10 +19,10 @@ import warnings
 from .. import parallel
 from .. import sharpness as S
 from ..errors import LandscapeError
-from ..paths.endpoints import endpoint_states
 from ..layerwise import layerwise
 from ..parallel import all_or_abort, configure_threads, world
 from ..params import fingerprint, select
+from ..paths.endpoints import endpoint_states
 from ..plot.layerwise import plot_layerwise
 from ..store import provenance
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
