@@ -133,7 +133,7 @@ class TrackSpec:
         for it in items:
             names = METRIC_GROUPS if it == "all" else (it,) if it in METRIC_GROUPS else None
             if names is None:
-                raise LandscapeError(f"--metrics: unknown group {it!r}; choose all or some of "
+                raise LandscapeError(f"`metrics`: unknown group {it!r}; choose all or some of "
                                      f"{', '.join(METRIC_GROUPS)} (comma separated)")
             out.extend(n for n in names if n not in out)
         if "overlap" in out and "eigen" not in out:
@@ -145,8 +145,9 @@ class TrackSpec:
             return []
         try:
             names = [n for n in parse_metrics(self.sharpness) if n not in GROUPS["layerwise"]]
-        except LandscapeError as e:  # the flag here is --sharpness
-            raise LandscapeError(str(e).replace("--metrics", "--sharpness", 1)) from None
+        except LandscapeError as e:  # the parameter here is `sharpness`
+            text = str(e).replace("--metrics", "`sharpness`", 1).replace("`metrics`", "`sharpness`", 1)
+            raise LandscapeError(text) from None
         if self.lr is None:
             names = [n for n in names if n != "eos_ratio"]
         return names
@@ -217,19 +218,19 @@ def checkpoint_series(checkpoints: str | list[str]) -> tuple[list[int], list[str
         it = str(it)
         found = sorted(glob.glob(it), key=_natural_key) if glob.has_magic(it) else [it]
         if not found:
-            raise LandscapeError(f"--checkpoints: no file matches {it!r} (quote the pattern: 'run/ckpt_*.pt')")
+            raise LandscapeError(f"`checkpoints`: no file matches {it!r} (quote the pattern: 'run/ckpt_*.pt')")
         for p in found:
             if not os.path.isfile(p):
-                raise LandscapeError(f"--checkpoints: {p!r} does not exist")
+                raise LandscapeError(f"`checkpoints`: {p!r} does not exist")
             if p not in paths:
                 paths.append(p)
     if len(paths) < 1:
-        raise LandscapeError("--checkpoints: give at least one checkpoint")
+        raise LandscapeError("`checkpoints`: give at least one checkpoint")
     steps = []
     for p in paths:
         s = _step_of(p)
         if s is None:
-            raise LandscapeError(f"--checkpoints: cannot tell the training step of {p!r}: name it with its step "
+            raise LandscapeError(f"`checkpoints`: cannot tell the training step of {p!r}: name it with its step "
                                  "(ckpt_00250.pt) or save a 'step' entry beside its state_dict")
         steps.append(s)
     order = sorted(range(len(paths)), key=lambda i: (steps[i], _natural_key(paths[i])))
@@ -237,7 +238,7 @@ def checkpoint_series(checkpoints: str | list[str]) -> tuple[list[int], list[str
     paths = [paths[i] for i in order]
     for a, b in zip(range(len(steps)), range(1, len(steps))):
         if steps[a] == steps[b]:
-            raise LandscapeError(f"--checkpoints: {paths[a]!r} and {paths[b]!r} are both step {steps[a]}; give "
+            raise LandscapeError(f"`checkpoints`: {paths[a]!r} and {paths[b]!r} are both step {steps[a]}; give "
                                  "one run's checkpoints")
     return steps, paths
 
@@ -246,7 +247,7 @@ def load_states(model: torch.nn.Module, path: str, index: int, total: int, unsaf
                 strip_prefix: str | None = None) -> P.Named:
     """The floating state of checkpoint ``path`` for ``model``; a checkpoint of another architecture is a one-line
     error naming it and its place in the series."""
-    sd = read_state_dict(path, unsafe_load=unsafe_load, flag="--checkpoints", strip_prefix=strip_prefix)
+    sd = read_state_dict(path, unsafe_load=unsafe_load, flag="`checkpoints`", strip_prefix=strip_prefix)
     target = P.states(model)
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target and sd[k].is_floating_point()]
@@ -255,8 +256,8 @@ def load_states(model: torch.nn.Module, path: str, index: int, total: int, unsaf
     if missing or unexpected or shapes:
         why = (f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
                if unexpected else f"shape {'; '.join(shapes[:2])}")
-        raise LandscapeError(f"--checkpoints: {path!r} (checkpoint {index + 1} of {total}) does not match the model "
-                             f"({why}): every checkpoint of the series must come from --model with --model-args")
+        raise LandscapeError(f"`checkpoints`: {path!r} (checkpoint {index + 1} of {total}) does not match the model "
+                             f"({why}): every checkpoint of the series must come from `model` with `model_args`")
     return {k: sd[k].detach().to(device=v.device, dtype=v.dtype) for k, v in target.items()}
 
 
@@ -318,7 +319,7 @@ class CheckpointEvaluator:
         st = load_states(self.problem.model, self.paths[i], i, len(self.paths), self.unsafe_load,
                          self.strip_prefix)
         if self.fingerprints and P.fingerprint(st) != self.fingerprints[i]:
-            raise LandscapeError(f"--checkpoints: {self.paths[i]!r} changed on disk while the run went on; "
+            raise LandscapeError(f"`checkpoints`: {self.paths[i]!r} changed on disk while the run went on; "
                                  "run the command again")
         return st
 
@@ -591,15 +592,15 @@ def _existing_identity(out: str) -> dict | None:
                 return None
             g = f[GROUP]
             if "done" not in g:
-                raise LandscapeError(f"{out}: /track has no done mask; it is corrupted: pass --overwrite")
+                raise LandscapeError(f"{out}: /track has no done mask; it is corrupted: pass `overwrite`")
             done = np.asarray(g["done"][()])
             if not np.isin(done, (0, 1)).all():
                 raise LandscapeError(f"{out}: /track/done holds values other than 0 and 1; it is corrupted: "
-                                     "pass --overwrite to recompute it")
+                                     "pass `overwrite` to recompute it")
             return json.loads(g.attrs.get("identity", "{}"))
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
         raise LandscapeError(f"{out} cannot be read ({str(e).splitlines()[0]}); inspect it with 'landscape info' "
-                             "or pass --overwrite") from None
+                             "or pass `overwrite`") from None
 
 
 def _provenance(out: str, problem: Problem, fps: list[str], data_fp: str) -> dict:
@@ -625,13 +626,13 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
     spec = spec or TrackSpec()
     t0 = time.perf_counter()
     if spec.operator not in C.OPERATORS:
-        raise LandscapeError(f"--operator: {spec.operator!r} is not one of {', '.join(C.OPERATORS)}")
+        raise LandscapeError(f"`operator`: {spec.operator!r} is not one of {', '.join(C.OPERATORS)}")
     groups = spec.groups()
     spec.sharpness_metrics()
     model = problem.model
     dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if "eigen" in groups and spec.top_k > dim:
-        raise LandscapeError(f"--top-k {spec.top_k} is more than the {dim} trainable parameters of the model")
+        raise LandscapeError(f"`top_k` {spec.top_k} is more than the {dim} trainable parameters of the model")
     config = _config(problem, spec)
     config["metrics_groups"] = groups
     data_fp = problem.info.get("data_fingerprint", "")
@@ -639,7 +640,7 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
     def setup_root():
         steps, paths = checkpoint_series(checkpoints)
         # never over a checkpoint, not even with --overwrite; the default folder of the CLI is made
-        check_output_path(out, inputs={"--checkpoints": paths}, create=out == "outputs/track.h5")
+        check_output_path(out, "`out`", inputs={"`checkpoints`": paths}, create=out == "outputs/track.h5")
         fps = []
         for i, p in enumerate(paths):  # every checkpoint checked before any long work
             fps.append(P.fingerprint(load_states(model, p, i, len(paths), unsafe_load, strip_prefix)))
