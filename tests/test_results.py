@@ -8,7 +8,6 @@ tests reuse them.
 from __future__ import annotations
 
 import json
-import os
 
 import h5py
 import numpy as np

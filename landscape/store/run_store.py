@@ -124,8 +124,8 @@ class _RunStore:
                 self._close_file()
             except OSError:
                 pass
-            raise LandscapeError(f"writing {self.path} failed ({first_line(e)}); {self._saved()}: free some space (or choose "
-                                 "another `out`) and run the same command again to resume") from None
+            raise LandscapeError(f"writing {self.path} failed ({first_line(e)}); {self._saved()}: free some space "
+                                 "(or choose another `out`) and run the same command again to resume") from None
         self.done[idx] = True  # only once written (no copy of the grid-sized mask: O(new points) per flush)
         self._clear_pending()
         self._last_flush = time.monotonic()
