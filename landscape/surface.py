@@ -24,6 +24,7 @@ import numpy as np
 from . import params as P
 from .curvature.maps import CurvatureMapEvaluator
 from .directions import REBUILT_ON_RESUME, Directions, build_directions, direction_kind
+from .directions.file import load_directions
 from .driver import Output, open_output, run_config, sweep
 from .evaluate import PointEvaluator, make_evaluator
 from .grid import Grid
@@ -35,7 +36,6 @@ from .store import (
     base_attrs,
     compare_identity,
     create_surface_file,
-    load_directions,
     peek_surface,
     surface_identity,
 )

@@ -57,6 +57,7 @@ Example:
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
@@ -69,24 +70,28 @@ import h5py
 import numpy as np
 import torch
 
+from . import curvature as C
 from . import params as P
+from .commands.common import check_output_path
 from .errors import LandscapeError
 from .parallel import World, run_with_progress, world
 from .problem import Problem, read_state_dict
+from .results import first_line, open_result
+from .sharpness import GROUPS, compute_metrics, eval_mode, loss_acc_at, parse_metrics, trainable
 from .store import (
     H5_KW,
     WriterLock,
-    _first_line,
     _json,
+    _RunStore,
     atomic_create,
     base_attrs,
     check_provenance,
     check_readable,
     close_h5,
     compare_identity,
-    ensure_space,
     provenance,
     read_attrs,
+    refuse_foreign,
     write_samples,
 )
 
@@ -128,7 +133,7 @@ class TrackSpec:
         for it in items:
             names = METRIC_GROUPS if it == "all" else (it,) if it in METRIC_GROUPS else None
             if names is None:
-                raise LandscapeError(f"--metrics: unknown group {it!r}; choose all or some of "
+                raise LandscapeError(f"`metrics`: unknown group {it!r}; choose all or some of "
                                      f"{', '.join(METRIC_GROUPS)} (comma separated)")
             out.extend(n for n in names if n not in out)
         if "overlap" in out and "eigen" not in out:
@@ -138,8 +143,6 @@ class TrackSpec:
     def sharpness_metrics(self) -> list[str]:
         if not self.sharpness:
             return []
-        from .sharpness import GROUPS, parse_metrics
-
         try:
             names = [n for n in parse_metrics(self.sharpness) if n not in GROUPS["layerwise"]]
         except LandscapeError as e:  # the flag here is --sharpness
@@ -214,19 +217,19 @@ def checkpoint_series(checkpoints: str | list[str]) -> tuple[list[int], list[str
         it = str(it)
         found = sorted(glob.glob(it), key=_natural_key) if glob.has_magic(it) else [it]
         if not found:
-            raise LandscapeError(f"--checkpoints: no file matches {it!r} (quote the pattern: 'run/ckpt_*.pt')")
+            raise LandscapeError(f"`checkpoints`: no file matches {it!r} (quote the pattern: 'run/ckpt_*.pt')")
         for p in found:
             if not os.path.isfile(p):
-                raise LandscapeError(f"--checkpoints: {p!r} does not exist")
+                raise LandscapeError(f"`checkpoints`: {p!r} does not exist")
             if p not in paths:
                 paths.append(p)
     if len(paths) < 1:
-        raise LandscapeError("--checkpoints: give at least one checkpoint")
+        raise LandscapeError("`checkpoints`: give at least one checkpoint")
     steps = []
     for p in paths:
         s = _step_of(p)
         if s is None:
-            raise LandscapeError(f"--checkpoints: cannot tell the training step of {p!r}: name it with its step "
+            raise LandscapeError(f"`checkpoints`: cannot tell the training step of {p!r}: name it with its step "
                                  "(ckpt_00250.pt) or save a 'step' entry beside its state_dict")
         steps.append(s)
     order = sorted(range(len(paths)), key=lambda i: (steps[i], _natural_key(paths[i])))
@@ -234,7 +237,7 @@ def checkpoint_series(checkpoints: str | list[str]) -> tuple[list[int], list[str
     paths = [paths[i] for i in order]
     for a, b in zip(range(len(steps)), range(1, len(steps))):
         if steps[a] == steps[b]:
-            raise LandscapeError(f"--checkpoints: {paths[a]!r} and {paths[b]!r} are both step {steps[a]}; give "
+            raise LandscapeError(f"`checkpoints`: {paths[a]!r} and {paths[b]!r} are both step {steps[a]}; give "
                                  "one run's checkpoints")
     return steps, paths
 
@@ -243,7 +246,7 @@ def load_states(model: torch.nn.Module, path: str, index: int, total: int, unsaf
                 strip_prefix: str | None = None) -> P.Named:
     """The floating state of checkpoint ``path`` for ``model``; a checkpoint of another architecture is a one-line
     error naming it and its place in the series."""
-    sd = read_state_dict(path, unsafe_load=unsafe_load, flag="--checkpoints", strip_prefix=strip_prefix)
+    sd = read_state_dict(path, unsafe_load=unsafe_load, flag="`checkpoints`", strip_prefix=strip_prefix)
     target = P.states(model)
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target and sd[k].is_floating_point()]
@@ -252,8 +255,8 @@ def load_states(model: torch.nn.Module, path: str, index: int, total: int, unsaf
     if missing or unexpected or shapes:
         why = (f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
                if unexpected else f"shape {'; '.join(shapes[:2])}")
-        raise LandscapeError(f"--checkpoints: {path!r} (checkpoint {index + 1} of {total}) does not match the model "
-                             f"({why}): every checkpoint of the series must come from --model with --model-args")
+        raise LandscapeError(f"`checkpoints`: {path!r} (checkpoint {index + 1} of {total}) does not match the model "
+                             f"({why}): every checkpoint of the series must come from `model` with `model_args`")
     return {k: sd[k].detach().to(device=v.device, dtype=v.dtype) for k, v in target.items()}
 
 
@@ -315,7 +318,7 @@ class CheckpointEvaluator:
         st = load_states(self.problem.model, self.paths[i], i, len(self.paths), self.unsafe_load,
                          self.strip_prefix)
         if self.fingerprints and P.fingerprint(st) != self.fingerprints[i]:
-            raise LandscapeError(f"--checkpoints: {self.paths[i]!r} changed on disk while the run went on; "
+            raise LandscapeError(f"`checkpoints`: {self.paths[i]!r} changed on disk while the run went on; "
                                  "run the command again")
         return st
 
@@ -324,9 +327,6 @@ class CheckpointEvaluator:
         return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
     def one(self, i: int) -> dict[str, np.ndarray]:
-        from . import curvature as C
-        from .sharpness import compute_metrics, eval_mode, loss_acc_at, trainable
-
         spec, prob, model = self.spec, self.problem, self.problem.model
         P.assign_(P.states(model), self._load(i))
         out: dict[str, np.ndarray] = {n: np.asarray(np.nan) for n in self.scalars}
@@ -467,84 +467,44 @@ def _beside(lock: WriterLock, build_group):
     return build
 
 
-class _TrackStore:
+class _TrackStore(_RunStore):
     """Rows of ``/track`` datasets, written at most every ``flush_every`` seconds; the done mask last.
 
-    Like :class:`~landscape.store.GridStore` (whose flat, one-name-per-metric rows do not fit the track's
-    nested datasets) every write goes through the descriptor of ``lock``, held since the file was created
-    or opened, never through the path."""
+    The lock, the done mask and the flush order are :class:`~landscape.store._RunStore`'s; the rows of the
+    track's nested datasets go through HDF5 (a checkpoint's row is one write per dataset)."""
+
+    unit = "checkpoints"
 
     def __init__(self, path: str, names: list[str], n: int, flush_every: float, lock: WriterLock):
-        self.path, self.names, self.n, self.flush_every = path, names, n, flush_every
+        self.names, self.n = names, n
         self._pending: dict[int, dict[str, np.ndarray]] = {}
-        self._last = time.monotonic()
-        self._lock = lock
-        f = lock.h5("r")
-        try:
-            self.done = np.asarray(f[f"{GROUP}/done"][()], dtype=bool)
-        finally:
-            close_h5(f)
-
-    def h5(self) -> h5py.File:
-        """The locked file, open for writing (close it with :func:`~landscape.store.close_h5`)."""
-        return self._lock.h5("r+")
-
-    def todo(self) -> np.ndarray:
-        return np.flatnonzero(~self.done)
-
-    @property
-    def n_done(self) -> int:
-        return int(self.done.sum())
+        super().__init__(path, f"{GROUP}/done", flush_every, lock)
 
     def add(self, indices: np.ndarray, values: dict[str, np.ndarray]) -> None:
         for j, i in enumerate(indices):
             self._pending[int(i)] = {k: v[j] for k, v in values.items()}
-        if time.monotonic() - self._last >= self.flush_every:
+        if self._due():
             self.flush()
 
-    def flush(self) -> None:
-        if not self._pending:
-            self._last = time.monotonic()
-            return
-        done = self.done.copy()
-        try:
-            ensure_space(self.path, 0)  # the rows rewrite pre-allocated bytes; the margin keeps HDF5 off a full disk
-        except LandscapeError as e:
-            raise LandscapeError(f"{e}; the {self.n_done} checkpoints saved before are intact: run the same command "
-                                 "again to resume once there is space") from None
-        try:
-            f = self.h5()
-            try:
-                g = f[GROUP]
-                for i, row in sorted(self._pending.items()):
-                    for name, v in row.items():
-                        if name in g:
-                            g[name][i] = v
-                    done[i] = True
-                f.flush()
-                g["done"][...] = done.astype(np.uint8)
-            finally:
-                close_h5(f)
-        except OSError as e:
-            raise LandscapeError(f"writing {self.path} failed ({_first_line(e)}); the {self.n_done} "
-                                 "checkpoints saved before are intact: free some space (or choose another --out) "
-                                 "and run the same command again to resume") from None
-        self.done = done
+    def _pending_count(self) -> int:
+        return len(self._pending)
+
+    def _write_values(self) -> np.ndarray:
+        f = self._h5()
+        g = f[GROUP]
+        for i, row in sorted(self._pending.items()):
+            for name, v in row.items():
+                if name in g:
+                    g[name][i] = v
+        f.flush()  # the rows on disk before the mask claims them
+        return np.asarray(sorted(self._pending), dtype=np.int64)
+
+    def _clear_pending(self) -> None:
         self._pending.clear()
-        self._last = time.monotonic()
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._pending.clear()
-            self._lock.release()
 
 
 def read_track(path: str) -> dict[str, np.ndarray]:
     """Every dataset of ``/track`` (rows not done are NaN), plus ``config`` and ``checkpoints``."""
-    from .results import open_result
-
     r = open_result(path)
     if not r.track:
         raise LandscapeError(f"{path} holds no /track; make one with 'landscape track ... --out {path}'")
@@ -554,13 +514,11 @@ def read_track(path: str) -> dict[str, np.ndarray]:
 def _finish(store: _TrackStore, spec: TrackSpec) -> None:
     """With every checkpoint done: subspace overlaps of consecutive checkpoints and the density on one grid
     (written through the store's lock)."""
-    from .curvature.density import gaussian_density
-
     groups = spec.groups()
     try:
         f = store.h5()
     except OSError as e:
-        raise LandscapeError(f"writing {store.path} failed ({_first_line(e)}); its checkpoints are saved: run the "
+        raise LandscapeError(f"writing {store.path} failed ({first_line(e)}); its checkpoints are saved: run the "
                              "same command again to finish it") from None
     try:
         g = f[GROUP]
@@ -583,12 +541,12 @@ def _finish(store: _TrackStore, spec: TrackSpec) -> None:
                 spread = hi - lo
                 sigma = 0.01 * (spread if spread > 0 else max(abs(hi), 1.0))
                 grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, DENSITY_GRID_POINTS)
-                vals = np.stack([gaussian_density(nodes[i], weights[i], grid, sigma) for i in range(len(nodes))])
+                vals = np.stack([C.gaussian_density(nodes[i], weights[i], grid, sigma) for i in range(len(nodes))])
                 g["density/grid"][...] = grid
                 g["density/values"][...] = vals
                 g["density/sigma"][()] = sigma
     except OSError as e:
-        raise LandscapeError(f"writing {store.path} failed ({_first_line(e)}); its checkpoints are saved: free some "
+        raise LandscapeError(f"writing {store.path} failed ({first_line(e)}); its checkpoints are saved: free some "
                              "space and run the same command again to finish it") from None
     finally:
         close_h5(f)
@@ -619,8 +577,6 @@ def _identity(config: dict, steps: list[int], fingerprints: list[str], data_fp: 
 
 
 def _short_hash(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -635,15 +591,15 @@ def _existing_identity(out: str) -> dict | None:
                 return None
             g = f[GROUP]
             if "done" not in g:
-                raise LandscapeError(f"{out}: /track has no done mask; it is corrupted: pass --overwrite")
+                raise LandscapeError(f"{out}: /track has no done mask; it is corrupted: pass `overwrite`")
             done = np.asarray(g["done"][()])
             if not np.isin(done, (0, 1)).all():
                 raise LandscapeError(f"{out}: /track/done holds values other than 0 and 1; it is corrupted: "
-                                     "pass --overwrite to recompute it")
+                                     "pass `overwrite` to recompute it")
             return json.loads(g.attrs.get("identity", "{}"))
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
         raise LandscapeError(f"{out} cannot be read ({str(e).splitlines()[0]}); inspect it with 'landscape info' "
-                             "or pass --overwrite") from None
+                             "or pass `overwrite`") from None
 
 
 def _provenance(out: str, problem: Problem, fps: list[str], data_fp: str) -> dict:
@@ -665,22 +621,17 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
     or, when it is another kind of landscape file (a surface), gets a ``/track`` group beside its contents.
     ``overwrite`` replaces an existing ``/track`` (the rest of the file is kept).
     """
-    from .commands.common import check_output_path
-    from .store import refuse_foreign
-
     w = w or world()
     spec = spec or TrackSpec()
     t0 = time.perf_counter()
-    from .curvature import OPERATORS
-
-    if spec.operator not in OPERATORS:
-        raise LandscapeError(f"--operator: {spec.operator!r} is not one of {', '.join(OPERATORS)}")
+    if spec.operator not in C.OPERATORS:
+        raise LandscapeError(f"`operator`: {spec.operator!r} is not one of {', '.join(C.OPERATORS)}")
     groups = spec.groups()
     spec.sharpness_metrics()
     model = problem.model
     dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if "eigen" in groups and spec.top_k > dim:
-        raise LandscapeError(f"--top-k {spec.top_k} is more than the {dim} trainable parameters of the model")
+        raise LandscapeError(f"`top_k` {spec.top_k} is more than the {dim} trainable parameters of the model")
     config = _config(problem, spec)
     config["metrics_groups"] = groups
     data_fp = problem.info.get("data_fingerprint", "")
@@ -688,7 +639,7 @@ def run_track(problem: Problem, checkpoints: str | list[str], spec: TrackSpec | 
     def setup_root():
         steps, paths = checkpoint_series(checkpoints)
         # never over a checkpoint, not even with --overwrite; the default folder of the CLI is made
-        check_output_path(out, inputs={"--checkpoints": paths}, create=out == "outputs/track.h5")
+        check_output_path(out, "`out`", inputs={"`checkpoints`": paths}, create=out == "outputs/track.h5")
         fps = []
         for i, p in enumerate(paths):  # every checkpoint checked before any long work
             fps.append(P.fingerprint(load_states(model, p, i, len(paths), unsafe_load, strip_prefix)))

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 from ..errors import LandscapeError
+from ..parallel import world
+from ..plot.vtk import export
+from ..results import open_result
 from .common import check_output_path
 
 
@@ -23,10 +26,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..parallel import world
-    from ..plot.vtk import export
-    from ..results import open_result
-
     if not world().is_root:
         return 0
     check_output_path(args.out, example=None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ..parallel import world
+from ..results import describe, open_result
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="what a result file holds, how it was made, what is missing")
@@ -10,9 +13,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..parallel import world
-    from ..results import describe, open_result
-
     if not world().is_root:
         return 0
     print(describe(open_result(args.file)), flush=True)

@@ -8,7 +8,22 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .common import add_plot_options, check_output_path, open_in_browser, plot_options, positive_int
+import matplotlib.image as mpimg
+from matplotlib.figure import Figure
+
+from ..errors import LandscapeError
+from ..parallel import world
+from ..plot.html import write_page
+from ..plot.report import make_report
+from ..results import open_result
+from .common import (
+    add_plot_options,
+    check_output_path,
+    open_in_browser,
+    plot_options,
+    positive_int,
+    show_figures,
+)
 
 
 def add_parser(sub) -> None:
@@ -41,18 +56,12 @@ def print_warnings(command: str) -> Iterator[None]:
 
 
 def run(args) -> int:
-    from ..parallel import world
-    from ..plot.report import make_report
-    from ..results import open_result
-
     if not world().is_root:
         return 0
     check_output_path(args.out, file_name=False)  # --out is a name stem: .png and .pdf are added
     opts = plot_options(args)
     result = open_result(args.file)
     if getattr(args, "track", None):
-        from ..errors import LandscapeError
-
         try:
             other = open_result(args.track)
         except LandscapeError as e:
@@ -64,8 +73,6 @@ def run(args) -> int:
     with print_warnings("report"):
         paths = make_report(result, args.out, opts)
         if args.html:
-            from ..plot.html import write_page
-
             paths.append(write_page(result, os.path.splitext(paths[0])[0] + ".html", opts))
     for path in paths:
         print(path, flush=True)
@@ -73,17 +80,12 @@ def run(args) -> int:
         if args.html:
             open_in_browser(paths[-1], "report")
         else:
-            from .common import show_figures
-
             show_figures([_image_figure(paths[0])], "report")
     return 0
 
 
 def _image_figure(png: str):
     """The saved report PNG in a figure of its own size (the report figure itself is released on saving)."""
-    import matplotlib.image as mpimg
-    from matplotlib.figure import Figure
-
     img = mpimg.imread(png)
     fig = Figure(figsize=(img.shape[1] / 100, img.shape[0] / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..curvature import OPERATORS
+from ..parallel import configure_threads, world
+from ..track import METRIC_GROUPS, TrackSpec, run_track, summary_lines
 from .common import add_problem_args, command_line, number, positive_float, positive_int, problem_from_args
 
 
 def add_parser(sub) -> None:
-    from ..curvature import OPERATORS
-    from ..track import METRIC_GROUPS
 
     p = sub.add_parser(
         "track", help="the landscape along training: λ_max vs 2/η, spectra, gradient/eigenspace overlaps",
@@ -58,8 +59,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..parallel import configure_threads, world
-    from ..track import TrackSpec, run_track, summary_lines
 
     w = world()
     spec = TrackSpec(metrics=args.metrics, operator=args.operator, lr=args.lr, top_k=args.top_k, tol=args.tol,

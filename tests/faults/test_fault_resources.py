@@ -103,8 +103,8 @@ def test_memory_error_is_one_line_too(tmp_path, monkeypatch):
 def test_disk_full_during_a_flush_keeps_the_last_good_state(tmp_path, monkeypatch, fail_at):
     """ENOSPC on the n-th raw write (values or mask) of any flush: one line, and the file as of the last flush.
 
-    The writes counted are ``Dataset.__setitem__`` and, since flushes write point selections (issue 18),
-    ``landscape.store.write_points``."""
+    The writes counted are ``Dataset.__setitem__`` and, since flushes write new points as raw bytes at their
+    place (issue 18), ``landscape.store.RawDataset.write``."""
     base = ["surface", "--model", "zoo:mlp", "--model-args", "width=8,depth=1", "--data", "zoo:synthetic",
             "--samples", "32", "--x=-1:1:9", "--chunk-size", "1", "--points-per-batch", "1", "--no-progress"]
     ref = str(tmp_path / "ref.h5")
@@ -127,24 +127,24 @@ def test_disk_full_during_a_flush_keeps_the_last_good_state(tmp_path, monkeypatc
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, key, value)
 
-    import landscape.store as store_module
+    from landscape.store import RawDataset
 
-    real_points = store_module.write_points
+    real_raw = RawDataset.write
 
-    def write_points(ds, idx, values):  # flushes write their points as one point selection (issue 18)
-        if is_out(ds.file):
+    def write_raw(self, fd, idx, values):  # flushes write new points as raw bytes at their place (issue 18)
+        if os.path.exists(out) and os.fstat(fd).st_ino == os.stat(out).st_ino:
             calls["n"] += 1
             if calls["n"] >= fail_at:
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return real_points(ds, idx, values)
+        return real_raw(self, fd, idx, values)
 
     monkeypatch.setattr(h5py.Dataset, "__setitem__", setitem)
-    monkeypatch.setattr(store_module, "write_points", write_points)
+    monkeypatch.setattr(RawDataset, "write", write_raw)
     code, _, err = cli(*base, "--flush-every", "0.000001", "--out", out)
     line = one_line_error(code, err, err)
     assert "No space left on device" in line and "run the same command again" in line, line
     monkeypatch.setattr(h5py.Dataset, "__setitem__", real)
-    monkeypatch.setattr(store_module, "write_points", real_points)
+    monkeypatch.setattr(RawDataset, "write", real_raw)
     state = read_all(out)  # still a valid file
     done = state["surfaces/done"].astype(bool)
     assert done.sum() == (fail_at - 1) // 3  # three writes per flush: two metrics, then the mask
