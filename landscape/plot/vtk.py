@@ -12,6 +12,7 @@ it) and get the lowest finite height, so the mesh stays valid; ``computed`` (0/1
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -130,8 +131,6 @@ def _point_arrays(result: Result) -> dict[str, np.ndarray]:
 
 def _b64(a: np.ndarray) -> str:
     """VTK XML ``format="binary"`` data: base64 of a UInt64 byte count followed by the raw little-endian bytes."""
-    import base64
-
     raw = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
     return base64.b64encode(np.uint64(len(raw)).tobytes() + raw).decode("ascii")
 
