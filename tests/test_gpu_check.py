@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py: its CPU-side logic (no GPU is needed or used)."""
+"""benchmarks/speed/gpu_check.py: its CPU-side logic (no GPU is needed or used)."""
 
 from __future__ import annotations
 

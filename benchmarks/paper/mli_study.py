@@ -9,15 +9,20 @@ print per setting the fraction of non-monotonic runs (largest bump Δ > 1e-3), t
 number of bumps, the mean relative distance ‖θ_T − θ₀‖/‖θ₀‖ and the final training loss, as a
 Markdown table (benchmarks/README.md, "Monotonic linear interpolation").
 
-    python benchmarks/mli_study.py [--seeds 5] [--epochs 20] [--alphas 51]
+    python benchmarks/paper/mli_study.py [--seeds 5] [--epochs 20] [--alphas 51]
+    python benchmarks/paper/mli_study.py --smoke    # smallest run: does it work
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
+import _common  # noqa: F401 - puts this repository first on sys.path
 import numpy as np
 import torch
 
@@ -36,7 +41,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--tolerance", type=float, default=1e-3)
+    ap.add_argument("--smoke", action="store_true", help="the smallest run: 1 seed, 1 epoch, 5 values of α")
     args = ap.parse_args()
+    if args.smoke:
+        args.seeds, args.epochs, args.alphas, args.width = 1, 1, 5, 8
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead (and fight other processes)
     t0 = time.perf_counter()
     X, y = load_data("zoo:digits:train")
