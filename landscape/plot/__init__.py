@@ -73,7 +73,7 @@ def plot_kind(result: Result, kind: str, out_dir: str, fmt: str = "png", surface
     is a :class:`LandscapeError` naming the kinds it can; an option the kind cannot use is refused by name."""
     opts = opts or Options()
     if fmt not in FORMATS:
-        raise LandscapeError(f"`fmt` {fmt!r}: choose png, pdf or svg")
+        raise LandscapeError(f"`format` {fmt!r}: choose png, pdf or svg")
     k = check_kind(result, kind, surface)
     check_options([kind], opts)
     if k.write is not None:  # several figures (track: EoS, spectrum evolution, overlaps)

@@ -46,7 +46,7 @@ def _surface(result: Result, name: str | None) -> tuple[str, np.ndarray]:
     name = name or result.default_surface()
     if name is None or name not in result.surfaces:
         have = ", ".join(result.surface_names()) or "none"
-        raise LandscapeError(f"{result.path} has no surface {name!r}; choose --surface among: {have}")
+        raise LandscapeError(f"{result.path} has no surface {name!r}; choose `surface` among: {have}")
     z = result.surfaces[name]
     if not np.isfinite(z).any():
         raise LandscapeError(f"{result.path}: {name} has no computed finite value yet; wait for the run (or resume "
@@ -419,7 +419,7 @@ def _curvature_figure(result: Result, opts: Options):
             draw_curvature(ax, result, n, Options(log=False, levels=opts.levels, cmap=opts.cmap))
             ax.set_title(label_of(n))
     else:
-        raise LandscapeError("curvature maps of a 3D volume: plot them one at a time with --kind volume "
-                             "--surface train_lambda_max")
+        raise LandscapeError("curvature maps of a 3D volume: plot them one at a time with `kind` volume "
+                             "and `surface` train_lambda_max")
     suptitle(fig, opts.title or result.title("curvature maps (Li et al. 2018, Fig. 7)"))
     return fig
