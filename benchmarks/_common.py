@@ -13,6 +13,7 @@ importable here too.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -26,7 +27,18 @@ if ROOT not in sys.path:
 
 from tests.launch import launcher, subprocess_env  # noqa: E402
 
-__all__ = ["ROOT", "launcher", "subprocess_env", "write_section", "run_marked", "peak_rss"]
+__all__ = ["ROOT", "launcher", "subprocess_env", "parse_args", "write_section", "run_marked", "peak_rss"]
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None = None, what: str = "", **smallest):
+    """``ap.parse_args(argv)`` with ``--smoke``: the script's smallest run (does it still work?), which sets the
+    options ``smallest`` (``what`` describes what else it makes smaller)."""
+    sizes = ", ".join([f"--{k.replace('_', '-')} {v}" for k, v in smallest.items()] + ([what] if what else []))
+    ap.add_argument("--smoke", action="store_true", help=f"the smallest run ({sizes})")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        vars(args).update(smallest)
+    return args
 
 
 def write_section(lines: list[str], readme: str | None = None) -> str:

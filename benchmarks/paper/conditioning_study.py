@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
-from _common import write_section
+from _common import parse_args, write_section
 from torch import nn
 
 from landscape.layerwise import layerwise
@@ -97,10 +97,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--readme", help="append the markdown section to this file")
-    ap.add_argument("--smoke", action="store_true", help="the smallest run: depth 3, width 8, 5 steps")
-    a = ap.parse_args()
-    if a.smoke:
-        a.depth, a.width, a.steps = 3, 8, 5
+    a = parse_args(ap, depth=3, width=8, steps=5)
     X, y = load_data("zoo:digits")
     t0 = time.perf_counter()
     res, losses = {}, {}

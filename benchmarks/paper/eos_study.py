@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
-from _common import write_section
+from _common import parse_args, write_section
 
 from landscape.problem import load_data, make_problem
 from landscape.sharpness import curvature_metrics
@@ -66,10 +66,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--readme", help="append the markdown section to this file")
-    ap.add_argument("--smoke", action="store_true", help="the smallest run: η = 1, 20 steps, width 8")
-    a = ap.parse_args()
-    if a.smoke:
-        a.lrs, a.steps, a.every, a.width = "1.0", 20, 10, 8
+    a = parse_args(ap, lrs="1.0", steps=20, every=10, width=8)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = [run(float(lr), a.steps, a.every, a.width, a.depth, a.seed) for lr in a.lrs.split(",")]
     lines = ["## Edge of stability", "",

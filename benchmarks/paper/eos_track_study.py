@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
-from _common import write_section
+from _common import parse_args, write_section
 
 from landscape.problem import make_problem
 from landscape.results import open_result
@@ -57,10 +57,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join("outputs", "eos_track"))
     ap.add_argument("--readme", help="append the markdown section to this file")
-    ap.add_argument("--smoke", action="store_true", help="the smallest run: η = 1, 10 steps")
-    a = ap.parse_args()
-    if a.smoke:
-        a.runs, a.every = "1.0:10", 10
+    a = parse_args(ap, runs="1.0:10", every=10)
     os.makedirs(a.out, exist_ok=True)
     results = []
     for item in a.runs.split(","):

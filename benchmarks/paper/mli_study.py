@@ -22,9 +22,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
-import _common  # noqa: F401 - puts this repository first on sys.path
 import numpy as np
 import torch
+from _common import parse_args
 
 from landscape.interpolation import endpoint_states, evaluate_path, param_distance, path_summary
 from landscape.problem import load_data, make_problem
@@ -41,10 +41,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--tolerance", type=float, default=1e-3)
-    ap.add_argument("--smoke", action="store_true", help="the smallest run: 1 seed, 1 epoch, 5 values of α")
-    args = ap.parse_args()
-    if args.smoke:
-        args.seeds, args.epochs, args.alphas, args.width = 1, 1, 5, 8
+    args = parse_args(ap, seeds=1, epochs=1, alphas=5, width=8)
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead (and fight other processes)
     t0 = time.perf_counter()
     X, y = load_data("zoo:digits:train")

@@ -39,7 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
-from _common import ROOT, subprocess_env, write_section
+from _common import ROOT, parse_args, subprocess_env, write_section
 
 _REFERENCE = r"""
 import sys, time, json
@@ -141,9 +141,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each command's fastest is kept)")
     ap.add_argument("--quick", action="store_true", help="5×5 grids only")
-    ap.add_argument("--smoke", action="store_true", help="smallest run: 1-epoch MLP, 256 samples, 3×3, once")
     ap.add_argument("--readme", help="append the table to this markdown file")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "the MLP after 1 epoch, 256 samples, 3×3, once")
     tmp = tempfile.mkdtemp()
     ckpt = trained_mlp(tmp, epochs=1 if args.smoke else 30)
     settings = [("demo MLP, random", "zoo:mlp", None, None), ("demo MLP, trained", "zoo:mlp", ckpt, None),

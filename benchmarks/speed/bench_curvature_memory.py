@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
-from _common import peak_rss
+from _common import parse_args, peak_rss
 
 
 def main(argv=None) -> int:
@@ -30,10 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--steps", default="10,80", help="two --density-steps values: small,large")
     ap.add_argument("--runs", type=int, default=2, help="--density-runs")
-    ap.add_argument("--smoke", action="store_true", help="the smallest run (a width-32 MLP, 3 and 6 steps, 1 run)")
-    args = ap.parse_args(argv)
-    if args.smoke:
-        args.width, args.depth, args.samples, args.steps, args.runs = 32, 2, 16, "3,6", 1
+    args = parse_args(ap, argv, width=32, depth=2, samples=16, steps="3,6", runs=1)
     small, large = (int(s) for s in args.steps.split(","))
     model_args = f"width={args.width},depth={args.depth}"
     from landscape.problem import load_model

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
-import _common  # noqa: F401 - puts this repository first on sys.path
+from _common import parse_args  # (it also puts this repository first on sys.path)
 
 from landscape import zoo  # noqa: E402
 from landscape.curvature import HessianOperator, lanczos, power_iteration  # noqa: E402
@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="mlp,resnet20")
     ap.add_argument("--samples", default="512,1024")
     ap.add_argument("--timings-only", action="store_true", help="only (b), the HVP timings (skip the eigenvalues)")
-    ap.add_argument("--smoke", action="store_true", help="the smallest run: --quick with N=64 and the shortest runs")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "--quick with N=64 and the shortest runs")
     args.quick = args.quick or args.smoke
     torch.set_num_threads(args.threads)
     models = args.models.split(",")

@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
-from _common import peak_rss, write_section
+from _common import parse_args, peak_rss, write_section
 
 
 def surface_rss(n: int, out: str) -> float:
@@ -33,13 +33,10 @@ def surface_rss(n: int, out: str) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--smoke", action="store_true", help="the smallest run: 2×2 against 5×5, once")
     ap.add_argument("--readme")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "2×2 against 5×5", repeats=1)
     out = os.path.join(tempfile.mkdtemp(), "s.h5")
     sizes = (2, 5) if args.smoke else (5, 61)
-    if args.smoke:
-        args.repeats = 1
     rows = []
     for r in range(args.repeats):
         small, large = surface_rss(sizes[0], out), surface_rss(sizes[1], out)

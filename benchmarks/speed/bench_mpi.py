@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import h5py
 import numpy as np
 import torch
-from _common import run_marked
+from _common import parse_args, run_marked
 
 from landscape.parallel import configure_threads, world
 from landscape.problem import make_problem
@@ -101,11 +101,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--mpiexec-args", default="", help="extra launcher options, e.g. '--bind-to core'")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--smoke", action="store_true", help="the smallest run (3×3 grid, 64 samples, once)")
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.smoke:
-        args.samples, args.grid, args.repeats = 64, 3, 1
+    args = parse_args(ap, samples=64, grid=3, repeats=1)
     if args.worker:
         worker(args)
         return

@@ -41,7 +41,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
-from _common import run_marked
+from _common import parse_args, run_marked
 
 from landscape.parallel import auto_chunk_size, run_points, world
 
@@ -113,11 +113,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per mpiexec run")
     ap.add_argument("--mpiexec-args", default="", help="extra launcher options")
     ap.add_argument("--json", help="also write the rows to this JSON file")
-    ap.add_argument("--smoke", action="store_true", help="the smallest run (2 ranks, 10 points each of 1 ms)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.smoke:
-        args.ranks, args.point_ms, args.points_per_rank = "2", 1.0, 10
+    args = parse_args(ap, ranks="2", point_ms=1.0, points_per_rank=10)
     if args.worker:
         args.chunk_size = int(args.chunk_size)
         worker(args)

@@ -48,7 +48,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
-from _common import subprocess_env
+from _common import parse_args, subprocess_env
 
 from landscape import evaluate as E
 from landscape.directions import make_random_directions
@@ -340,13 +340,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer points and rounds (about 40 s)")
     ap.add_argument("--volume", action="store_true", help="also the peak RSS of a 41³ volume (slow)")
-    ap.add_argument("--smoke", action="store_true", help="the smallest run: the MLP on 256 digits, one round")
     ap.add_argument("--readme", metavar="MD", help="append a '## Surface performance' section to this file")
     ap.add_argument("--threads", default="1",
                     help="torch thread counts, comma-separated (e.g. 1,2: every setting is measured with each, in "
                          "this one run); 1 by default: on a shared 2-core machine the second core comes and goes, "
                          "which moves 2-thread ratios between runs")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "the MLP on 256 digits, one round")
     try:
         threads = [int(v) for v in args.threads.split(",")]
         if any(n < 1 for n in threads):

@@ -43,7 +43,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
-from _common import ROOT, launcher, subprocess_env
+from _common import ROOT, launcher, parse_args, subprocess_env
 
 MARK = "GPU_CHECK_PROBE "
 
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per command")
     ap.add_argument("--probe-devices", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="auto", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, cpu=True, quick=True, skip_compile=True, conv="zoo:cnn", reps=2)
     args.samples = args.samples or (128 if args.quick else 1797)
     args.grid = args.grid or (3 if args.quick else 11)
     if args.probe_devices:
