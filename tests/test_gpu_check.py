@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py: its CPU-side logic (no GPU is needed or used)."""
+"""benchmarks/speed/gpu_check.py: its CPU-side logic (no GPU is needed or used)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from tests.mpi_helpers import HAVE_MPI, ROOT, subprocess_env
 
-SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.py")
+SCRIPT = os.path.join(ROOT, "benchmarks", "speed", "gpu_check.py")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the script would run its checks")

@@ -178,7 +178,7 @@ def test_refused_by_name_where_meaningless(files, option, value):
         if kind in APPLIES[option]:
             continue
         r = files["one"] if kind == "curvature" else _result_for(files, kind)
-        with pytest.raises(LandscapeError, match=f"--{option} does not apply to --kind {kind}"):
+        with pytest.raises(LandscapeError, match=f"`{option}` does not apply to --kind {kind}"):
             figure(r, kind, **{option: value})
 
 
@@ -242,7 +242,7 @@ def test_report_options_and_layout(files, tmp_path):
     p = open_result(write_ours(str(tmp_path / "p.h5"), ndim=0, paths=True))
     fig = report_figure(p)
     assert len([a for a in fig.axes if a.get_visible()]) == 2  # the path and its accuracy twin
-    with pytest.raises(LandscapeError, match="--elev does not apply"):
+    with pytest.raises(LandscapeError, match="`elev` does not apply"):
         report_figure(p, Options(elev=10))
     # full metric parameters: nothing cut
     m = open_result(write_ours(str(tmp_path / "m.h5"), ndim=0, metrics=True))

@@ -1,7 +1,7 @@
 """``landscape demo``: train a small MLP on scikit-learn's digits, then draw its landscape.
 
-Everything runs through the same subcommands a user would type, so the demo doubles as an
-end-to-end check of the tool.
+Every step runs a subcommand as a user would type it (its own parser, then its ``run``), so the demo
+doubles as an end-to-end check of the tool.
 """
 
 from __future__ import annotations
@@ -13,6 +13,13 @@ import sys
 import time
 
 from ..errors import LandscapeError
+from ..plot.browser import find_browser, missing_reason, screenshot
+from ..store import make_output_folder
+from . import hessian, interpolate, plot, report, sharpness, surface, track, train, view
+
+#: the subcommands the demo runs
+_STEPS = {m.__name__.rsplit(".", 1)[-1]: m for m in (train, surface, interpolate, plot, hessian, sharpness, report,
+                                                      view, track)}
 
 
 def add_parser(sub) -> None:
@@ -31,24 +38,28 @@ def _step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def _call(*argv: str) -> None:
-    from ..cli import main
-
-    code = main([str(a) for a in argv])
+def _call(command: str, *argv) -> None:
+    """``landscape COMMAND ARGV...``: the subcommand's own parser, then its ``run`` (not through the CLI's
+    entry point, which is the demo's caller)."""
+    parser = argparse.ArgumentParser(prog="landscape")
+    _STEPS[command].add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([command, *map(str, argv)])
+    try:
+        code = args.func(args)
+    except LandscapeError as e:
+        raise LandscapeError(f"demo step 'landscape {command}' failed: {e}") from None
     if code:
-        raise LandscapeError(f"demo step 'landscape {' '.join(map(str, argv[:1]))}' failed (exit {code})")
+        raise LandscapeError(f"demo step 'landscape {command}' failed (exit {code})")
 
 
-def _have(command: str) -> bool:
-    from ..cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return command in sub.choices
+def _surface_2d(model: list, data: list, checkpoint: str, grid: str, seed: int, out: str, quiet: list) -> None:
+    """The 2D filter-normalized surface around ``checkpoint`` on ``grid`` × ``grid``, and its pictures."""
+    _call("surface", *model, *data, "--checkpoint", checkpoint, f"--x={grid}", f"--y={grid}", "--seed", seed,
+          "--out", out, "--overwrite", *quiet)
+    _call("plot", out)
 
 
 def run(args) -> int:
-    from ..store import make_output_folder
-
     t0 = time.perf_counter()
     out = args.out
     make_output_folder(out, "--out", "the demo's files")
@@ -79,9 +90,7 @@ def run(args) -> int:
 
     _step(f"3/7 2D filter-normalized surface ({grid2d.split(':')[-1]}×{grid2d.split(':')[-1]})")
     two = os.path.join(out, "surface_2d.h5")
-    _call("surface", *model, *data, "--checkpoint", final, f"--x={grid2d}", f"--y={grid2d}", "--seed", args.seed,
-          "--out", two, "--overwrite", *quiet)
-    _call("plot", two)
+    _surface_2d(model, data, final, grid2d, args.seed, two, quiet)
 
     _step("4/7 linear interpolation init → final")
     mli = os.path.join(out, "interpolation.h5")
@@ -131,8 +140,6 @@ def _view_page(result: str, out: str) -> None:
         return
     page = os.path.join(out, "surface_2d.html")
     _call("view", result, "--out", page)
-    from ..plot.browser import find_browser, missing_reason, screenshot
-
     if find_browser() is None:
         print(f"(no screenshot of the page: {missing_reason()})", flush=True)
         return
@@ -158,9 +165,7 @@ def _run_lm(args, out: str, t0: float) -> int:
 
     _step(f"2/5 2D filter-normalized surface of the token-level loss ({grid.split(':')[-1]}² points)")
     two = os.path.join(out, "lm_surface_2d.h5")
-    _call("surface", *model, *data, "--checkpoint", final, f"--x={grid}", f"--y={grid}", "--seed", args.seed,
-          "--out", two, "--overwrite", *quiet)
-    _call("plot", two)
+    _surface_2d(model, data, final, grid, args.seed, two, quiet)
 
     _step("3/5 linear interpolation init → final")
     mli = os.path.join(out, "lm_interpolation.h5")

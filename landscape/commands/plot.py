@@ -6,18 +6,20 @@ from __future__ import annotations
 import os
 
 from ..errors import LandscapeError
-from .common import add_plot_options, plot_options, positive_int, show_figures
+from ..parallel import world
+from ..plot import FORMATS, available_kinds, figure, fitting, kind_names, plot_all, plot_kind
+from ..results import open_result
+from ..store import make_output_folder
+from .common import add_plot_options, check_writable_folder, plot_options, positive_int, show_figures
 from .report import print_warnings
 
 
 def add_parser(sub) -> None:
-    from ..plot import FORMATS, KINDS
-
     p = sub.add_parser("plot", help="draw a result file: contours, heatmaps, 3D surfaces, lines, paths, spectra",
                        description="Draw a result file; writes FILE_<surface>_<kind>.<format> next to the input "
                                    "(or in --out-dir) and prints each path written.")
     p.add_argument("file", metavar="FILE.h5", help="result file (landscape's or Li et al.'s)")
-    p.add_argument("--kind", default="all", choices=("all", *KINDS),
+    p.add_argument("--kind", default="all", choices=("all", *kind_names()),
                    help="what to draw (default: all, every kind the file can give)")
     p.add_argument("--surface", metavar="NAME", help="surface to draw (default: train_loss, else the first loss)")
     p.add_argument("--format", default="png", choices=FORMATS, help="picture format (default: png)")
@@ -28,12 +30,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..parallel import world
-    from ..plot import available_kinds, figure, plot_all, plot_kind
-    from ..results import open_result
-    from ..store import make_output_folder
-    from .common import check_writable_folder
-
     if not world().is_root:  # under mpirun only rank 0 draws
         return 0
     opts = plot_options(args)
@@ -54,14 +50,12 @@ def run(args) -> int:
         print(path, flush=True)
     if args.show:
         kinds = available_kinds(result) if args.kind == "all" else [args.kind]
-        o = {k: v for k, v in vars(opts).items() if k != "dpi"}
         with print_warnings("plot"):
-            show_figures([figure(result, k, args.surface, **_fitting(k, o, args.kind == "all")) for k in kinds],
-                         "plot")
+            show_figures([figure(result, k, args.surface, **_figure_options(k, opts, args.kind == "all"))
+                          for k in kinds], "plot")
     return 0
 
 
-def _fitting(kind: str, opts: dict, every: bool) -> dict:
-    from ..plot import APPLIES
-
-    return {k: v for k, v in opts.items() if not every or k not in APPLIES or kind in APPLIES[k]}
+def _figure_options(kind: str, opts, every: bool) -> dict:
+    """``figure``'s keywords: with ``--kind all``, only the options ``kind`` can use."""
+    return {k: v for k, v in vars(fitting(kind, opts) if every else opts).items() if k != "dpi"}

@@ -4,6 +4,10 @@ metrics); opens offline in any browser."""
 
 from __future__ import annotations
 
+from ..errors import LandscapeError
+from ..parallel import world
+from ..plot.html import write_page
+from ..results import open_result
 from .common import add_plot_options, check_output_path, open_in_browser, plot_options
 from .report import print_warnings
 
@@ -19,11 +23,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import LandscapeError
-    from ..parallel import world
-    from ..plot.html import write_page
-    from ..results import open_result
-
     if not world().is_root:
         return 0
     check_output_path(args.out, example="page.html")

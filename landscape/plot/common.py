@@ -8,11 +8,16 @@ SVG by itself), and a figure is freed as soon as it is saved and dropped.
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import matplotlib
 import numpy as np
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.transforms import ScaledTranslation
 
 #: publication defaults: readable at column width, vector-friendly fonts, light grids
 STYLE = {
@@ -23,22 +28,20 @@ STYLE = {
 }
 FORMATS = ("png", "pdf", "svg")
 SPLIT_COLORS = {"train": "#1f77b4", "test": "#d62728"}
+#: the curvature operators a file can hold (its ``operator`` attributes), as figures name them
+OPERATOR_LABELS = {"hessian": "Hessian", "ggn": "Gauss–Newton (GGN)", "fisher": "empirical Fisher"}
 _warned: set[tuple[str, str]] = set()
 
 
 @contextmanager
 def style() -> Iterator[None]:
     """The project's rcParams for the duration of one figure (the user's own settings are left alone)."""
-    import matplotlib
-
     extra = {}
     if matplotlib.rcParams.get("text.usetex") and not _have_latex():
         # a matplotlibrc asking for LaTeX where none is installed: draw with mathtext instead of failing
         key = ("usetex", "")
         if key not in _warned:
             _warned.add(key)
-            import warnings
-
             warnings.warn("the matplotlibrc sets text.usetex: True but latex/dvipng are not installed; drawing "
                           "with matplotlib's own text instead", stacklevel=3)
         extra["text.usetex"] = False
@@ -47,15 +50,11 @@ def style() -> Iterator[None]:
 
 
 def _have_latex() -> bool:
-    import shutil
-
     return all(shutil.which(tool) for tool in ("latex", "dvipng"))
 
 
 def new_figure(width: float, height: float, layout: str | None = "constrained"):
     """A pyplot-free figure of ``width`` × ``height`` inches (its pixel size is exactly that × dpi)."""
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), layout=layout)
 
 
@@ -84,8 +83,6 @@ def outside_legend(ax, handles: list, ncols: int | None = None, fontsize: float 
     """The legend under the axes, below the tick labels and the x label, so it never covers data (a
     ``loc="best"`` legend still crosses curves when they fill the box). Constrained layout counts it,
     making room for it below the axes."""
-    from matplotlib.transforms import ScaledTranslation
-
     handles = [h for h in handles if h.get_label() and not h.get_label().startswith("_")]
     if not handles:
         return None
@@ -166,8 +163,6 @@ def make_levels(lo: float, hi: float, n: int, log: bool) -> np.ndarray:
 
 
 def make_norm(lo: float, hi: float, log: bool):
-    from matplotlib.colors import LogNorm, Normalize
-
     return LogNorm(vmin=lo, vmax=hi) if log else Normalize(vmin=lo, vmax=hi)
 
 

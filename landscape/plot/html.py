@@ -28,11 +28,18 @@ import math
 import os
 from typing import Any
 
+import h5py
 import numpy as np
+from matplotlib import colormaps
 
 from ..errors import LandscapeError
-from ..results import Result, describe, label_of
-from .surface import Options, curvature_surfaces, shared_units
+from ..results import H5_KW, Result, describe, label_of
+from .kinds import available_kinds, check_options
+from .options import Options
+from .path import _at, _loss_key, has_trajectory, path_bumps
+from .report import full_text
+from .spectrum import FLOOR, has_spectrum
+from .surface import curvature_surfaces, shared_units
 
 #: pixels per inch for ``--figsize`` (CSS pixels)
 PX = 96
@@ -56,8 +63,6 @@ def _list(a) -> Any:
 
 def colorscale(name: str | None, default: str = "viridis") -> list:
     """A matplotlib colormap as a plotly colorscale, so ``--cmap`` means the same in both."""
-    from matplotlib import colormaps
-
     cmap = colormaps[name or default]
     return [[float(t), "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * np.asarray(cmap(t)[:3])))]
             for t in np.linspace(0, 1, 11)]
@@ -313,8 +318,6 @@ def fig_isosurface(r: Result, opts: Options) -> dict:
 
 # ---------------------------------------------------------------------------- path, spectrum, layers
 def fig_path(r: Result, name: str, opts: Options) -> dict:
-    from .path import _at, _loss_key, path_bumps
-
     p = r.paths[name]
     alpha = np.asarray(p["alpha"], dtype=float)
     colors = {"train": "#1f77b4", "test": "#d62728"}
@@ -361,8 +364,6 @@ def fig_path(r: Result, name: str, opts: Options) -> dict:
 
 
 def fig_density(r: Result, opts: Options, top: int = 10) -> dict:
-    from .spectrum import FLOOR
-
     c = r.curvature or {}
     data, shapes, notes = [], [], []
     if "density" in c and "grid" in c["density"] and "values" in c["density"]:
@@ -419,10 +420,6 @@ def fig_layerwise(r: Result, opts: Options) -> dict:
 def read_track(path: str) -> dict[str, np.ndarray] | None:
     """Every numeric dataset under ``/track`` (nested names joined by '/'), or None without a track. Read
     here, not in :mod:`landscape.results`, so the page shows tracks whatever their exact layout."""
-    import h5py
-
-    from ..results import H5_KW
-
     out: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r", **H5_KW) as f:
@@ -484,8 +481,6 @@ def track_figures(track: dict[str, np.ndarray], opts: Options) -> tuple[list[tup
 
 # ---------------------------------------------------------------------------- the page
 def metric_table(r: Result) -> str:
-    from .report import full_text
-
     if not r.metrics:
         return ""
     rows = []
@@ -499,9 +494,6 @@ def metric_table(r: Result) -> str:
 
 def sections(r: Result, opts: Options, track: dict | None = None) -> list[tuple[str, str, dict | str]]:
     """``(id, heading, figure dict or HTML)`` for every part of ``r``, in reading order."""
-    from .path import has_trajectory
-    from .spectrum import has_spectrum
-
     out: list[tuple[str, str, dict | str]] = []
     surf = r.default_surface()
     has_surf = surf is not None and r.has_values(surf)
@@ -591,8 +583,6 @@ def html_path(result_path: str, out: str | None = None) -> str:
 def write_page(r: Result, out: str | None = None, opts: Options | None = None) -> str:
     """Write the page of ``r`` to ``out`` (default: ``FILE.html`` beside the input); returns the path.
     Written to a temporary name first and renamed, so a page being opened is never half written."""
-    from . import available_kinds, check_options
-
     if available_kinds(r):  # an option no section can use is refused by name, as in plot and report
         check_options(available_kinds(r), opts or Options(), every=False)
     path = html_path(r.path, out)

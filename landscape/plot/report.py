@@ -20,9 +20,11 @@ import numpy as np
 from ..errors import LandscapeError
 from ..results import Result, label_of
 from .common import new_figure, outside_legend, save, style, suptitle, twin
+from .kinds import available_kinds, check_options
 from .path import draw_path, draw_trajectory, has_trajectory
 from .spectrum import draw_density, has_spectrum
 from .surface import Options, curvature_surfaces, draw_contour, draw_heatmap, draw_line, draw_slices, draw_surface3d
+from .track import track_panels
 
 Panel = tuple[str, str, Callable]  # (title, projection or "", draw(ax))
 
@@ -73,8 +75,6 @@ def _panels(r: Result, opts: Options) -> list[Panel]:
         panels.append(("Hessian spectral density", "", lambda ax: draw_density(ax, r)))
     if _layer_quantities(r):
         panels.append(("per-layer conditioning (K-FAC)", "", lambda ax: draw_layerwise(ax, r)))
-    from .track import track_panels
-
     panels += track_panels(r)  # type: ignore[arg-type]
     return panels
 
@@ -204,8 +204,6 @@ def report_paths(result_path: str, out: str | None = None, formats: tuple[str, .
 
 def report_options(result: Result, opts: Options) -> None:
     """Refuse an option that no panel of this report can use (each applies to the panels that can)."""
-    from . import available_kinds, check_options
-
     kinds = [k for k in available_kinds(result) if k not in ("contourf", "heatmap", "curvature")]
     if kinds:
         check_options(kinds, opts, every=False)

@@ -11,14 +11,14 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..results import Result
-from .common import new_figure, outside_legend, save, style, suptitle
+from .common import OPERATOR_LABELS, new_figure, outside_legend, save, style, suptitle
 
 #: densities below this are drawn as this (a log axis cannot show 0; SLQ tails underflow)
 FLOOR = 1e-12
 
 
 #: /curvature/<operator> groups of ``landscape hessian --operator ggn|fisher`` (overlaid on the Hessian's density)
-OTHER_OPERATORS = {"ggn": ("Gauss–Newton (GGN)", "#ff7f0e"), "fisher": ("empirical Fisher", "#9467bd")}
+OTHER_OPERATORS = {"ggn": (OPERATOR_LABELS["ggn"], "#ff7f0e"), "fisher": (OPERATOR_LABELS["fisher"], "#9467bd")}
 
 
 def other_spectra(result: Result) -> dict[str, dict]:

@@ -11,9 +11,10 @@ functions make, save and release a whole figure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 from ..errors import LandscapeError
 from ..results import Result, label_of
@@ -30,30 +31,9 @@ from .common import (
     twin,
     value_range,
 )
+from .options import Options
 
 CURVATURE_SURFACES = ("train_lambda_max", "train_lambda_min", "train_convexity")
-
-
-@dataclass
-class Options:
-    """What the user may change about a picture (the flags shared by ``landscape plot``, ``report`` and
-    ``view``). ``vmin``/``vmax`` bound the colour scale of 2D kinds and the value axis of 1D ones;
-    ``figsize`` (inches) and ``title`` replace the defaults; ``elev``/``azim`` turn 3D views (degrees)."""
-
-    log: bool = False
-    vmin: float | None = None
-    vmax: float | None = None
-    levels: int = 30
-    dpi: int = 150
-    cmap: str | None = None
-    figsize: tuple[float, float] | None = None
-    title: str | None = None
-    elev: float | None = None
-    azim: float | None = None
-
-    def given(self) -> list[str]:
-        """The options set away from their defaults, by flag name (for refusing those a kind cannot use)."""
-        return [k for k, v in vars(self).items() if k != "dpi" and v != getattr(Options, k)]
 
 
 def value_limits(ax, opts: Options | None) -> None:
@@ -66,7 +46,7 @@ def _surface(result: Result, name: str | None) -> tuple[str, np.ndarray]:
     name = name or result.default_surface()
     if name is None or name not in result.surfaces:
         have = ", ".join(result.surface_names()) or "none"
-        raise LandscapeError(f"{result.path} has no surface {name!r}; choose --surface among: {have}")
+        raise LandscapeError(f"{result.path} has no surface {name!r}; choose `surface` among: {have}")
     z = result.surfaces[name]
     if not np.isfinite(z).any():
         raise LandscapeError(f"{result.path}: {name} has no computed finite value yet; wait for the run (or resume "
@@ -83,8 +63,6 @@ def _need2d(result: Result, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _colorbar(ax, mappable, name: str, log: bool):
     """A labelled colorbar with a handful of ticks (a contour set would otherwise tick every level)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
-
     cb = ax.figure.colorbar(mappable, ax=ax)
     cb.set_label(_cbar_label(name, log))
     if log:  # 1-2-5 steps, written as plain numbers: a loss range rarely spans many decades
@@ -243,9 +221,6 @@ def draw_surface3d(ax, result: Result, surface: str | None = None, opts: Options
     # Colours per cell from the mean of its four corners, transparent where a corner is missing; the
     # missing vertices get a finite height only so the mesh stays drawable (their cells are invisible).
     # (Letting plot_surface drop NaN cells itself can shift the colours of the remaining ones.)
-    from matplotlib import colormaps
-    from matplotlib.colors import Normalize
-
     missing = ~np.isfinite(zz)
     cell = 0.25 * (zz[:-1, :-1] + zz[1:, :-1] + zz[:-1, 1:] + zz[1:, 1:]) if min(zz.shape) > 1 else zz
     colors = np.zeros(zz.shape + (4,))
@@ -259,8 +234,6 @@ def draw_surface3d(ax, result: Result, surface: str | None = None, opts: Options
     ax.set_xlabel(result.axis_label("x"), labelpad=6)
     ax.set_ylabel(result.axis_label("y"), labelpad=6)
     ax.set_zlabel(("log₁₀ " if opts.log else "") + label_of(name), labelpad=6)
-    from matplotlib.ticker import MaxNLocator
-
     for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
         axis.set_major_locator(MaxNLocator(5))
     ax.view_init(elev=30 if opts.elev is None else opts.elev, azim=-60 if opts.azim is None else opts.azim)
@@ -276,8 +249,6 @@ def draw_curvature(ax, result: Result, name: str, opts: Options | None = None):
 # ---------------------------------------------------------------------------- helpers
 def _norm_for(name: str, lo: float, hi: float, log: bool):
     if name.endswith("lambda_min") and not log and lo < 0 < hi:
-        from matplotlib.colors import TwoSlopeNorm
-
         return TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi)
     return make_norm(lo, hi, log)
 
@@ -448,7 +419,7 @@ def _curvature_figure(result: Result, opts: Options):
             draw_curvature(ax, result, n, Options(log=False, levels=opts.levels, cmap=opts.cmap))
             ax.set_title(label_of(n))
     else:
-        raise LandscapeError("curvature maps of a 3D volume: plot them one at a time with --kind volume "
-                             "--surface train_lambda_max")
+        raise LandscapeError("curvature maps of a 3D volume: plot them one at a time with `kind` volume "
+                             "and `surface` train_lambda_max")
     suptitle(fig, opts.title or result.title("curvature maps (Li et al. 2018, Fig. 7)"))
     return fig

@@ -12,11 +12,12 @@ the overlap curves.
 
 from __future__ import annotations
 
+import matplotlib.colors as mcolors
 import numpy as np
 
 from ..errors import LandscapeError
 from ..results import Result
-from .common import new_figure, output_path, save, style, suptitle
+from .common import OPERATOR_LABELS, new_figure, output_path, save, style, suptitle
 
 FLOOR = 1e-8
 
@@ -34,8 +35,6 @@ def _track(result: Result) -> dict:
 
 
 def _operator(t: dict) -> str:
-    from ..curvature.fisher import OPERATOR_LABELS
-
     op = t.get("attrs", {}).get("operator", "hessian")
     return OPERATOR_LABELS.get(op, str(op))
 
@@ -84,8 +83,6 @@ def draw_spectrum_evolution(ax, result: Result) -> None:
     if "density/values" not in t or not np.isfinite(np.asarray(t["density/values"], dtype=float)).any():
         raise LandscapeError(f"{result.path}: /track has no spectral density yet (run the track to the end, with "
                              "--metrics including density)")
-    import matplotlib.colors as mcolors
-
     step = np.asarray(t["step"], dtype=float)
     grid = np.asarray(t["density/grid"], dtype=float)
     vals = np.maximum(np.asarray(t["density/values"], dtype=float), FLOOR)

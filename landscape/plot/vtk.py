@@ -12,6 +12,7 @@ it) and get the lowest finite height, so the mesh stays valid; ``computed`` (0/1
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -99,7 +100,7 @@ def height(result: Result, surface: str | None = None, log: bool = False,
     value at ``(x[i], y[j])`` and missing points filled with the lowest finite height (``missing`` marks them)."""
     name = surface or result.default_surface()
     if name not in result.surfaces:
-        raise LandscapeError(f"{result.path} has no surface {name!r}; choose --surface among "
+        raise LandscapeError(f"{result.path} has no surface {name!r}; choose `surface` among "
                              f"{', '.join(result.surface_names())}")
     h = np.array(result.surfaces[name], dtype=np.float64)
     if log:
@@ -130,8 +131,6 @@ def _point_arrays(result: Result) -> dict[str, np.ndarray]:
 
 def _b64(a: np.ndarray) -> str:
     """VTK XML ``format="binary"`` data: base64 of a UInt64 byte count followed by the raw little-endian bytes."""
-    import base64
-
     raw = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
     return base64.b64encode(np.uint64(len(raw)).tobytes() + raw).decode("ascii")
 
@@ -146,8 +145,8 @@ def write_vts(result: Result, path: str, surface: str | None = None, log: bool =
     as its (x, y, z) lattice, every surface and ``computed`` as point data. Written directly (meshio has no
     structured-grid writer); ParaView and VisIt open it."""
     if result.ndim not in (2, 3):
-        raise LandscapeError(f"--format vts needs a 2D or 3D surface; {result.path} is {result.ndim}D: use "
-                             "--format csv or npz")
+        raise LandscapeError(f"`format` vts needs a 2D or 3D surface; {result.path} is {result.ndim}D: use "
+                             "`format` csv or npz")
     h = height(result, surface, log, zmax)[0] if result.ndim == 2 else None
     pts = _points(result, h)
     dims = list(result.shape) + [1] * (3 - result.ndim)
@@ -179,8 +178,8 @@ def write_mesh(result: Result, path: str, fmt: str, surface: str | None = None, 
     try:
         import meshio
     except ImportError:
-        raise LandscapeError(f"--format {fmt} needs meshio: pip install 'landscape[mesh]' (or pip install meshio); "
-                             "--format vtk needs nothing") from None
+        raise LandscapeError(f"`format` {fmt} needs meshio: pip install 'landscape[mesh]' (or pip install meshio); "
+                             "`format` vtk needs nothing") from None
     if fmt == "vtu" and result.ndim == 3:
         nx, ny, nz = result.shape
         pts = _points(result, None)
@@ -191,12 +190,12 @@ def write_mesh(result: Result, path: str, fmt: str, surface: str | None = None, 
         mesh.write(path, file_format="vtu", binary=True)
         return path
     if result.ndim != 2:
-        raise LandscapeError(f"--format {fmt} needs a 2D surface (a height field); {result.path} is "
-                             f"{result.ndim}D" + (": use --format vtu, vts or vtk" if result.ndim == 3 else
-                                                  ": use --format csv or npz"))
+        raise LandscapeError(f"`format` {fmt} needs a 2D surface (a height field); {result.path} is "
+                             f"{result.ndim}D" + (": use `format` vtu, vts or vtk" if result.ndim == 3 else
+                                                  ": use `format` csv or npz"))
     nx, ny = result.shape
     if nx < 2 or ny < 2:
-        raise LandscapeError(f"--format {fmt}: a mesh needs at least 2 points along x and y; {result.path} has "
+        raise LandscapeError(f"`format` {fmt}: a mesh needs at least 2 points along x and y; {result.path} has "
                              f"{nx}×{ny}")
     h, missing = height(result, surface, log, zmax)
     pts = _points(result, h)
@@ -280,7 +279,7 @@ def write_csv(result: Result, path: str) -> str:
                                   and np.shape(v) == np.shape(p["alpha"]))
         header, cols = keys, [np.asarray(p[k]).reshape(-1) for k in keys]
     else:
-        raise LandscapeError(f"{result.path} has no surface or path to write as CSV; use --format npz for its "
+        raise LandscapeError(f"{result.path} has no surface or path to write as CSV; use `format` npz for its "
                              "metrics and curvature")
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -294,7 +293,7 @@ def export(result: Result, fmt: str, out: str | None = None, **kw) -> str:
     """Write ``result`` as ``fmt`` (vtk, npz, csv) to ``out`` (default: beside the input, same stem)."""
     ext = {f: f".{f}" for f in ("vtk", "npz", "csv", *MESH_FORMATS)}
     if fmt not in ext:
-        raise LandscapeError(f"--format {fmt!r}: choose {', '.join(ext)}")
+        raise LandscapeError(f"`format` {fmt!r}: choose {', '.join(ext)}")
     path = out or os.path.splitext(result.path)[0] + ext[fmt]
     if fmt == "vtk":
         return write_vtk(result, path, **kw)

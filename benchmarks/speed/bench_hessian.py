@@ -20,8 +20,9 @@ For trained nets on ``zoo:digits`` (the demo MLP; ResNet-20 when the zoo has it)
 
 Usage::
 
-    python benchmarks/bench_hessian.py            # MLP and ResNet-20, N = 512 and 1024 (~5 min)
-    python benchmarks/bench_hessian.py --quick    # MLP only, N = 256, a smoke run (~20 s)
+    python benchmarks/speed/bench_hessian.py            # MLP and ResNet-20, N = 512 and 1024 (~5 min)
+    python benchmarks/speed/bench_hessian.py --quick    # MLP only, N = 256 (~20 s)
+    python benchmarks/speed/bench_hessian.py --smoke    # smallest run: does it work
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
+from _common import parse_args  # (it also puts this repository first on sys.path)
 
 from landscape import zoo  # noqa: E402
 from landscape.curvature import HessianOperator, lanczos, power_iteration  # noqa: E402
@@ -148,25 +150,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="mlp,resnet20")
     ap.add_argument("--samples", default="512,1024")
     ap.add_argument("--timings-only", action="store_true", help="only (b), the HVP timings (skip the eigenvalues)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "--quick with N=64 and the shortest runs")
+    args.quick = args.quick or args.smoke
     torch.set_num_threads(args.threads)
     models = args.models.split(",")
     samples = [int(s) for s in args.samples.split(",")]
     if args.quick:
-        models, samples = ["mlp"], [256]
+        models, samples = ["mlp"], [64 if args.smoke else 256]
     notes = []
     if "resnet20" in models and "resnet20" not in zoo.MODELS:
         models.remove("resnet20")
         notes.append("zoo:resnet20 is not registered: MLP only")
     cfg = {"mlp": dict(train_steps=100 if args.quick else 400, lr=0.1, ref_steps=60 if args.quick else 120,
                        power_cap=100, power5=True, rounds=5 if args.quick else 15),
+           "smoke": dict(train_steps=10, lr=0.1, ref_steps=30, power_cap=20, power5=False, rounds=1),
            "resnet20": dict(train_steps=150, lr=0.05, ref_steps=45, power_cap=60, power5=True, rounds=5)}
     t_start = time.perf_counter()
     print(f"torch {torch.__version__}, {args.threads} thread(s), float32, CPU; target: top-5 to {RTOL:g} in ≤ 30 "
           "HVPs, HVP ≤ 2× forward+backward")
     eig_rows, time_rows = [], []
     for name in models:
-        c = cfg.get(name, cfg["mlp"])
+        c = cfg["smoke"] if args.smoke else cfg.get(name, cfg["mlp"])
         t = time.perf_counter()
         model = train(name, c["train_steps"], c["lr"])
         print(f"[{name}] trained {c['train_steps']} SGD steps in {time.perf_counter() - t:.1f}s", flush=True)

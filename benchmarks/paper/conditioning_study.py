@@ -11,17 +11,21 @@ initialization they are 0/1, which would make eval-mode BN the identity).
 Check (the paper's finding): in the plain net the values fall by orders of magnitude with depth (Σ_x,
 forward) or towards the input (Σ_δ, backward), while BatchNorm keeps each within about one order.
 
-    python benchmarks/conditioning_study.py [--readme benchmarks/README.md]
+    python benchmarks/paper/conditioning_study.py [--readme benchmarks/README.md]
+    python benchmarks/paper/conditioning_study.py --smoke    # smallest run: does it work
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
-from _common import write_section
+from _common import parse_args, write_section
 from torch import nn
 
 from landscape.layerwise import layerwise
@@ -93,7 +97,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--readme", help="append the markdown section to this file")
-    a = ap.parse_args()
+    a = parse_args(ap, depth=3, width=8, steps=5)
     X, y = load_data("zoo:digits")
     t0 = time.perf_counter()
     res, losses = {}, {}
@@ -108,7 +112,7 @@ def main() -> None:
              f"every hidden Linear; λ_max of the K-FAC factors per layer from `landscape.layerwise` (empirical "
              f"Fisher, BN in eval mode with running statistics estimated on the data) at initialization and after "
              f"{a.steps} SGD steps (lr {a.lr}, momentum 0.9, batch {a.batch}; final train loss plain "
-             f"{losses[False]:.3f}, BN {losses[True]:.3f}). `python benchmarks/conditioning_study.py`, "
+             f"{losses[False]:.3f}, BN {losses[True]:.3f}). `python benchmarks/paper/conditioning_study.py`, "
              f"{secs:.0f} s.", ""]
     for phase in ("init", "trained"):
         lines += [f"**{'At initialization' if phase == 'init' else 'After training'}**", "",

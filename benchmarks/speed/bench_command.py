@@ -19,9 +19,10 @@ pass over the same samples in the batches the command used (measured in this pro
 "÷ ideal" divides the whole command by (points × bare forward). The last column is auto ÷ K=1 end to end
 (the issue's target: ≤ 1.05 on every row).
 
-    python benchmarks/bench_command.py                    # about 10 minutes on 2 idle cores
-    python benchmarks/bench_command.py --rounds 2 --quick # 5×5 grids only
-    python benchmarks/bench_command.py --readme benchmarks/README.md
+    python benchmarks/speed/bench_command.py                    # about 10 minutes on 2 idle cores
+    python benchmarks/speed/bench_command.py --rounds 2 --quick # 5×5 grids only
+    python benchmarks/speed/bench_command.py --smoke            # smallest run: does it work
+    python benchmarks/speed/bench_command.py --readme benchmarks/README.md
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, parse_args, subprocess_env, write_section
 
 _REFERENCE = r"""
 import sys, time, json
@@ -90,9 +91,8 @@ def run_ours(model: str, ckpt: str | None, samples: int | None, n: int, k: str, 
            "--overwrite", "--no-progress"]
     cmd += ["--checkpoint", ckpt] if ckpt else []
     cmd += ["--samples", str(samples)] if samples else []
-    env = {**os.environ, "LANDSCAPE_TIMINGS": "1", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(LANDSCAPE_TIMINGS=1), cwd=ROOT)
     wall = time.perf_counter() - t
     if res.returncode:
         raise RuntimeError(res.stderr[-2000:])
@@ -104,10 +104,9 @@ def run_ours(model: str, ckpt: str | None, samples: int | None, n: int, k: str, 
 
 
 def run_reference(model: str, ckpt: str | None, samples: int | None, n: int, out: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", _REFERENCE, model, ckpt or "", str(samples or ""), str(n), out],
-                         capture_output=True, text=True, env=env, cwd=ROOT)
+                         capture_output=True, text=True, env=subprocess_env(), cwd=ROOT)
     wall = time.perf_counter() - t
     if res.returncode:
         raise RuntimeError(res.stderr[-2000:])
@@ -131,10 +130,10 @@ def bare_forward(model: str, ckpt: str | None, samples: int | None, reps: int = 
     return best
 
 
-def trained_mlp(folder: str) -> str:
+def trained_mlp(folder: str, epochs: int = 30) -> str:
     from landscape.train import train
 
-    res = train("zoo:mlp", "zoo:digits", epochs=30, batch_size=64, out_dir=folder, log=None)
+    res = train("zoo:mlp", "zoo:digits", epochs=epochs, batch_size=64, out_dir=folder, log=None)
     return res.final
 
 
@@ -143,12 +142,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each command's fastest is kept)")
     ap.add_argument("--quick", action="store_true", help="5×5 grids only")
     ap.add_argument("--readme", help="append the table to this markdown file")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "the MLP after 1 epoch, 256 samples, 3×3, once")
     tmp = tempfile.mkdtemp()
-    ckpt = trained_mlp(tmp)
+    ckpt = trained_mlp(tmp, epochs=1 if args.smoke else 30)
     settings = [("demo MLP, random", "zoo:mlp", None, None), ("demo MLP, trained", "zoo:mlp", ckpt, None),
                 ("ResNet-20, 512 digits", "zoo:resnet20", None, 512)]
     grids = {"zoo:mlp": (5,) if args.quick else (5, 41), "zoo:resnet20": (5,)}
+    if args.smoke:
+        settings, grids, args.rounds = [("demo MLP, trained", "zoo:mlp", ckpt, 256)], {"zoo:mlp": (3,)}, 1
     rows = []
     for name, model, ck, samples in settings:
         bare = bare_forward(model, ck, samples)
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
             best = {k: min(v, key=lambda r: r["total"]) for k, v in rec.items()}
             rows.append((name, n, bare, best))
             print(name, n, json.dumps(best), flush=True)
-    lines = [f"## Whole command\n\n`python benchmarks/bench_command.py` ({datetime.date.today()}, "
+    lines = [f"## Whole command\n\n`python benchmarks/speed/bench_command.py` ({datetime.date.today()}, "
              f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
              f"{args.rounds} interleaved rounds, fastest of each; load average at the end "
              f"{os.getloadavg()[0]:.1f}). Seconds per phase; ÷ bare: points phase per point ÷ one bare forward "
@@ -182,8 +183,6 @@ def main(argv=None) -> int:
     worst = max(best["auto"]["total"] / best["K=1"]["total"] for *_, best in rows)
     verdict = 'met' if worst <= 1.05 else 'not met'
     lines.append(f"\nauto ÷ K=1 end to end, worst row: {worst:.3f} (target ≤ 1.05: {verdict})")
-    from _common import write_section
-
     write_section(lines, args.readme)
     return 0
 

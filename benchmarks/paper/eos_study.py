@@ -7,18 +7,22 @@ Every ``--every`` steps the sharpness λ_max of the training loss is measured wi
 λ_max rises (progressive sharpening) until it reaches ≈ 2/η and then hovers there while the loss keeps
 falling non-monotonically. The late-phase λ_max is printed next to 2/η.
 
-    python benchmarks/eos_study.py                   # ~1 min on 2 cores (η = 0.5 and 1.0)
-    python benchmarks/eos_study.py --readme benchmarks/README.md   # also append the table there
+    python benchmarks/paper/eos_study.py                   # ~1 min on 2 cores (η = 0.5 and 1.0)
+    python benchmarks/paper/eos_study.py --readme benchmarks/README.md   # also append the table there
+    python benchmarks/paper/eos_study.py --smoke     # smallest run: does it work
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
-from _common import write_section
+from _common import parse_args, write_section
 
 from landscape.problem import load_data, make_problem
 from landscape.sharpness import curvature_metrics
@@ -62,13 +66,13 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--readme", help="append the markdown section to this file")
-    a = ap.parse_args()
+    a = parse_args(ap, lrs="1.0", steps=20, every=10, width=8)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = [run(float(lr), a.steps, a.every, a.width, a.depth, a.seed) for lr in a.lrs.split(",")]
     lines = ["## Edge of stability", "",
              f"Full-batch GD on all 1,797 digits, tanh MLP (depth {a.depth}, width {a.width}), squared loss, "
              f"float64, {a.steps} steps; λ_max measured with `landscape.sharpness.curvature_metrics` every "
-             f"{a.every} steps (`python benchmarks/eos_study.py`). Cohen et al. (2021): λ_max rises to ≈ 2/η "
+             f"{a.every} steps (`python benchmarks/paper/eos_study.py`). Cohen et al. (2021): λ_max rises to ≈ 2/η "
              "and stays there.", ""]
     head = "| step | " + " | ".join(f"loss (η={r['lr']:g}) | λ_max (η={r['lr']:g})" for r in results) + " |"
     lines += [head, "|" + "---|" * (1 + 2 * len(results))]

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The GPU paths end to end, in one command and one table.
 
-    python benchmarks/gpu_check.py                 # on a CUDA machine: ~2-5 minutes
-    python benchmarks/gpu_check.py --cpu --quick   # the same checks on the CPU (to test this script)
+    python benchmarks/speed/gpu_check.py                 # on a CUDA machine: ~2-5 minutes
+    python benchmarks/speed/gpu_check.py --cpu --quick   # the same checks on the CPU (to test this script)
 
 On a machine without CUDA it prints one line saying so and exits 0 (nothing to check). With CUDA
 it runs the ``landscape surface`` command as a user would (``python -m landscape.cli``, this tree
@@ -42,27 +42,17 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
+from _common import ROOT, launcher, parse_args, subprocess_env
+
 MARK = "GPU_CHECK_PROBE "
 
 
 # ---------------------------------------------------------------------------- helpers
-def env(**extra) -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = ROOT + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-    e.pop("OMP_NUM_THREADS", None)
-    e.pop("LANDSCAPE_NUM_THREADS", None)
-    e.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
-             PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe")
-    e.update({k: str(v) for k, v in extra.items()})
-    return e
-
-
 def run(cmd: list[str], timeout: float, ranks: int = 0, **extra_env) -> tuple[float, subprocess.CompletedProcess]:
-    if ranks:
-        cmd = [shutil.which("mpiexec") or "mpiexec", "-n", str(ranks), *cmd]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env(**extra_env), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([*launcher(ranks), *cmd], env=subprocess_env(**extra_env), cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
     return time.perf_counter() - t, proc
 
 
@@ -216,7 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per command")
     ap.add_argument("--probe-devices", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="auto", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, cpu=True, quick=True, skip_compile=True, conv="zoo:cnn", reps=2)
     args.samples = args.samples or (128 if args.quick else 1797)
     args.grid = args.grid or (3 if args.quick else 11)
     if args.probe_devices:

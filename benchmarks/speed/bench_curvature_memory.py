@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Curvature memory: does ``landscape hessian --density`` hold memory that grows with the SLQ steps?
 
-    python benchmarks/bench_curvature_memory.py            # ~1-3 minutes on 2 cores
+    python benchmarks/speed/bench_curvature_memory.py            # ~1-3 minutes on 2 cores
+    python benchmarks/speed/bench_curvature_memory.py --smoke    # smallest run: does it work
 
 Runs ``landscape hessian --density --density-steps S`` for S = 10 and S = 80 (``--steps``) on an MLP of
 ≥ 2M parameters (``--width``, ``--depth``), each as its own process, and reads each process's peak
@@ -15,26 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def peak_rss(cmd: list[str]) -> tuple[int, str]:
-    """(peak resident bytes of the process, its stderr tail); exits on failure."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        tail = err.read()[-2000:]
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
-    return usage.ru_maxrss * 1024, tail  # KiB on Linux
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
+from _common import parse_args, peak_rss
 
 
 def main(argv=None) -> int:
@@ -44,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--steps", default="10,80", help="two --density-steps values: small,large")
     ap.add_argument("--runs", type=int, default=2, help="--density-runs")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, width=32, depth=2, samples=16, steps="3,6", runs=1)
     small, large = (int(s) for s in args.steps.split(","))
     model_args = f"width={args.width},depth={args.depth}"
     from landscape.problem import load_model

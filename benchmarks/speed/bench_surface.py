@@ -27,10 +27,11 @@ and prints time per point ÷ bare forward, the batched speed-up over per-point a
 the reference loop, then each of the issue's targets with the ratio measured for it. Then peak RSS of a
 41×41 surface vs a 5×5 one (fresh processes), and with ``--volume`` of a 41³ volume.
 
-    python benchmarks/bench_surface.py            # about 3 minutes on 2 cores (--volume: 30 s more)
-    python benchmarks/bench_surface.py --quick    # about 40 s
-    python benchmarks/bench_surface.py --threads 1,2   # every setting with 1, then 2 torch threads
-    python benchmarks/bench_surface.py --readme benchmarks/README.md   # append the table there
+    python benchmarks/speed/bench_surface.py            # about 3 minutes on 2 cores (--volume: 30 s more)
+    python benchmarks/speed/bench_surface.py --quick    # about 40 s
+    python benchmarks/speed/bench_surface.py --smoke    # smallest run: does it work
+    python benchmarks/speed/bench_surface.py --threads 1,2   # every setting with 1, then 2 torch threads
+    python benchmarks/speed/bench_surface.py --readme benchmarks/README.md   # append the table there
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
+from _common import parse_args, subprocess_env
 
 from landscape import evaluate as E
 from landscape.directions import make_random_directions
@@ -249,7 +252,7 @@ print(json.dumps({"before_kib": before, "peak_kib": resource.getrusage(resource.
 
 def peak_rss(x: str, y: str, z: str | None = None) -> dict:
     args = [sys.executable, "-c", _CHILD, x, y, z or "", str(torch.get_num_threads())]
-    out = subprocess.run(args, capture_output=True, text=True, check=True)
+    out = subprocess.run(args, capture_output=True, text=True, check=True, env=subprocess_env())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -342,7 +345,7 @@ def main(argv=None) -> int:
                     help="torch thread counts, comma-separated (e.g. 1,2: every setting is measured with each, in "
                          "this one run); 1 by default: on a shared 2-core machine the second core comes and goes, "
                          "which moves 2-thread ratios between runs")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, "the MLP on 256 digits, one round")
     try:
         threads = [int(v) for v in args.threads.split(",")]
         if any(n < 1 for n in threads):
@@ -356,6 +359,12 @@ def main(argv=None) -> int:
     sections = []
     for i, n in enumerate(threads):
         torch.set_num_threads(n)
+        if args.smoke:
+            results = [bench_setting("demo MLP (zoo:mlp), 256 digits", "zoo:mlp", 256, rounds=1, sweep=(4,),
+                                     per_point_points=2, ref_points=1, vmap_sweep=(4,))]
+            mem = [("3×3", peak_rss("-1:1:3", "-1:1:3")), ("5×5", peak_rss("-1:1:5", "-1:1:5"))]
+            sections.append((n, table(results, mem) + "\n\n" + targets(results, mem)))
+            continue
         results = [
             bench_setting("demo MLP (zoo:mlp), 1,797 digits", "zoo:mlp", None, rounds=15 if q else 60,
                           sweep=(8, 32) if q else (4, 8, 16, 32, 64), per_point_points=16, ref_points=2,
@@ -387,7 +396,7 @@ def main(argv=None) -> int:
             pass
         flags = (" --quick" if q else "") + (" --volume" if args.volume else "") + \
             (f" --threads {args.threads}" if args.threads != "1" else "")
-        head = (f"\n## Surface performance\n\n`python benchmarks/bench_surface.py{flags}`, "
+        head = (f"\n## Surface performance\n\n`python benchmarks/speed/bench_surface.py{flags}`, "
                 f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
                 "CPU, float32. Time per grid point (train loss and accuracy) ÷ one bare forward pass over the same "
                 "batches (batch 512); fastest of many short interleaved rounds of one run, each path timed right "

@@ -1,19 +1,19 @@
 #!/usr/bin/env python
 """MPI scaling on one node: the same 2D surface with 1 rank × 1 thread, 1 rank × 2 threads and 2 ranks × 1 thread.
 
-    python benchmarks/bench_mpi.py                  # ~2-3 minutes on a 2-core machine
-    python benchmarks/bench_mpi.py --grid 12 --repeats 1   # quick look
+    python benchmarks/speed/bench_mpi.py                  # ~2-3 minutes on a 2-core machine
+    python benchmarks/speed/bench_mpi.py --grid 12 --repeats 1   # quick look
+    python benchmarks/speed/bench_mpi.py --smoke                 # smallest run: does it work (~20 s)
 
 Each configuration runs as its own process tree (``mpiexec -n 2`` for the 2-rank one) and times
-the scheduling phase of :func:`landscape.surface.run_surface` (its ``run_with_progress`` call:
+the scheduling phase of :func:`landscape.surface.run_surface` (``SurfaceResult.phases["points"]``:
 from the first chunk to the last result written; start-up, data loading and file creation are
-reported separately). Inside it,
-every rank also times its ``compute`` calls (writing the weights of a point + forward passes over
-the evaluation samples). Printed:
+reported separately). Inside it, every rank also times the forward passes of its model over the
+evaluation samples (forward hooks on the model). Printed:
 
 * speed-up = T(1 rank × 1 thread) / T(config), efficiency = speed-up / cores used (ideal 1.0);
-* overhead = 1 − (time in compute, summed over ranks) / (ranks × phase time): scheduling,
-  messages, the writer, and ranks idle at the end (target < 5 %).
+* overhead = 1 − (time in forward passes, summed over ranks) / (ranks × phase time): writing the
+  weights of each point, scheduling, messages, the writer, and ranks idle at the end (target < 5 %).
 
 Each configuration runs ``--repeats`` times, interleaved; the best time is kept (the machine may
 be shared). Results are checked to be equal across configurations.
@@ -24,97 +24,69 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
+import h5py
+import numpy as np
+import torch
+from _common import parse_args, run_marked
+
+from landscape.parallel import configure_threads, world
+from landscape.problem import make_problem
+from landscape.surface import SurfaceSpec, run_surface
+
 MARK = "BENCH_MPI_RESULT "
 
 
 # ---------------------------------------------------------------------------- one run (every rank)
 def worker(args) -> None:
-    import numpy as np
-    import torch
-
-    import landscape.driver as D
-    import landscape.surface as S
-    from landscape.parallel import configure_threads, world
-    from landscape.problem import make_problem
-
-    t_start = time.perf_counter()
     w = world()
+    t_start = time.perf_counter()
     problem = make_problem(args.model, data=args.data, samples=args.samples, device="cpu", local_rank=w.local_rank)
     threads = configure_threads(w, problem.device)
-    stats = {"compute_s": 0.0, "points": 0, "phase_s": 0.0}
-    make_compute, run_with_progress = S.make_compute, D.run_with_progress
+    stats = {"compute_s": 0.0, "forwards": 0}
+    started: list[float] = []
 
-    def timed_make_compute(*a, **k):
-        compute = make_compute(*a, **k)
+    # the time in the model's forward passes, from its own hooks (the public surface of the evaluators:
+    # nothing inside landscape is patched)
+    def before(module, inputs):
+        started.append(time.perf_counter())
 
-        def timed(indices):
-            t = time.perf_counter()
-            out = compute(indices)
-            stats["compute_s"] += time.perf_counter() - t
-            stats["points"] += len(indices)
-            return out
+    def after(module, inputs, output):
+        stats["compute_s"] += time.perf_counter() - started.pop()
+        stats["forwards"] += 1
 
-        timed.points_per_batch = getattr(compute, "points_per_batch", 1)  # run_surface reads the evaluator's K
-        return timed
-
-    def timed_run(*a, **k):
-        w.barrier()  # every rank starts the clock together
-        t = time.perf_counter()
-        out = run_with_progress(*a, **k)  # ends with a barrier: the clock stops once every rank is done
-        stats["phase_s"] = time.perf_counter() - t
-        return out
-
-    # run_surface (through the driver) calls these module globals: wrap them to time the scheduling phase and
-    # the compute calls
-    S.make_compute, D.run_with_progress = timed_make_compute, timed_run
-    spec = S.SurfaceSpec(x=f"-1:1:{args.grid}", y=f"-1:1:{args.grid}", points_per_batch=args.points_per_batch,
-                         flush_every=args.flush_every, chunk_size=args.chunk_size)
-    res = S.run_surface(problem, spec, args.out, overwrite=True, progress=False, w=w)
+    problem.model.register_forward_pre_hook(before)
+    problem.model.register_forward_hook(after)
+    spec = SurfaceSpec(x=f"-1:1:{args.grid}", y=f"-1:1:{args.grid}", points_per_batch=args.points_per_batch,
+                       flush_every=args.flush_every, chunk_size=args.chunk_size)
+    w.barrier()
+    res = run_surface(problem, spec, args.out, overwrite=True, progress=False, w=w)
+    stats["phase_s"] = res.phases["points"]  # the scheduling phase: first chunk to last result written
     total = time.perf_counter() - t_start
     gathered = w.comm.gather(stats, root=0) if w.comm is not None else [stats]
     if w.is_root:
-        import h5py
-
         with h5py.File(args.out, "r", locking=False) as f:
             loss = np.asarray(f["surfaces/train_loss"][()])
         print(MARK + json.dumps({
             "ranks": w.size, "threads": threads, "torch_threads": torch.get_num_threads(), "points": res.computed,
             "phase_s": max(s["phase_s"] for s in gathered), "compute_s": [s["compute_s"] for s in gathered],
-            "points_per_rank": [s["points"] for s in gathered], "total_s": total, "loss": loss.tolist(),
+            "forwards_per_rank": [s["forwards"] for s in gathered], "total_s": total, "loss": loss.tolist(),
         }), flush=True)
 
 
 # ---------------------------------------------------------------------------- driver
 def launch(ranks: int, threads: int, args, out: str) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["OMP_NUM_THREADS"] = str(threads)  # configure_threads honours it under MPI; torch reads it at start
-    env.pop("LANDSCAPE_NUM_THREADS", None)
-    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")  # Open MPI in a root container
-    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--out", out, "--model", args.model,
            "--data", args.data, "--samples", str(args.samples), "--grid", str(args.grid),
            "--points-per-batch", str(args.points_per_batch), "--flush-every", str(args.flush_every)]
     if args.chunk_size:
         cmd += ["--chunk-size", str(args.chunk_size)]
-    if ranks > 1:
-        cmd = [shutil.which("mpiexec") or "mpiexec", *args.mpiexec_args.split(), "-n", str(ranks), *cmd]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith(MARK))
-    r = json.loads(line[len(MARK):])
-    r["process_wall_s"] = wall
-    return r
+    # OMP_NUM_THREADS: configure_threads honours it under MPI; torch reads it at start
+    return run_marked(cmd, MARK, ranks if ranks > 1 else 0, args.mpiexec_args, OMP_NUM_THREADS=threads)
 
 
 def main() -> None:
@@ -130,7 +102,7 @@ def main() -> None:
     ap.add_argument("--mpiexec-args", default="", help="extra launcher options, e.g. '--bind-to core'")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse_args(ap, samples=64, grid=3, repeats=1)
     if args.worker:
         worker(args)
         return
@@ -149,12 +121,11 @@ def main() -> None:
                 if (ranks, threads) not in best or r["phase_s"] < best[(ranks, threads)]["phase_s"]:
                     best[(ranks, threads)] = r
 
-    import numpy as np
-
     base = best[(1, 1)]
     ref = np.asarray(base["loss"])
     print()
-    print("| config | phase (s) | speed-up vs 1×1 | efficiency | overhead | points per rank | start-up + setup (s) |")
+    print("| config | phase (s) | speed-up vs 1×1 | efficiency | overhead | forward passes per rank "
+          "| start-up + setup (s) |")
     print("|---|---|---|---|---|---|---|")
     for ranks, threads in configs:
         r = best[(ranks, threads)]
@@ -164,12 +135,13 @@ def main() -> None:
         r.update(speedup=speedup, efficiency=eff, overhead=overhead)
         setup = r["process_wall_s"] - r["phase_s"]
         print(f"| {ranks} rank × {threads} thread | {r['phase_s']:.2f} | {speedup:.2f} | {eff:.2f} | "
-              f"{100 * overhead:.1f} % | {'/'.join(map(str, r['points_per_rank']))} | {setup:.1f} |")
+              f"{100 * overhead:.1f} % | {'/'.join(map(str, r['forwards_per_rank']))} | {setup:.1f} |")
         np.testing.assert_allclose(np.asarray(r["loss"]), ref, rtol=1e-5, atol=1e-6)
     two = best[(2, 1)]
-    per = ", ".join(f"rank {i}: {p} points, {1000 * c / max(1, p):.1f} ms/pt in compute, busy {c / two['phase_s']:.0%}"
-                    for i, (p, c) in enumerate(zip(two["points_per_rank"], two["compute_s"])))
-    print(f"\n2 ranks, per rank: {per}; 1 rank × 1 thread: {1000 * base['compute_s'][0] / base['points']:.1f} ms/point")
+    per = ", ".join(f"rank {i}: {n} forward passes, {1000 * c / max(1, n):.2f} ms each, busy {c / two['phase_s']:.0%}"
+                    for i, (n, c) in enumerate(zip(two["forwards_per_rank"], two["compute_s"])))
+    one = 1000 * base["compute_s"][0] / max(1, base["forwards_per_rank"][0])
+    print(f"\n2 ranks, per rank: {per}; 1 rank × 1 thread: {one:.2f} ms per forward pass")
     print()
     print(f"2 ranks × 1 thread: speed-up {two['speedup']:.2f} (ideal 2), parallel efficiency {two['efficiency']:.2f} "
           f"(target ≥ 0.85: {'PASS' if two['efficiency'] >= 0.85 else 'MISS'}), "

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """The scheduler at many ranks, with a fixed-duration stand-in for the evaluator.
 
-    python benchmarks/bench_scheduler.py                          # 2..64 ranks, ~5-10 minutes on 2 cores
-    python benchmarks/bench_scheduler.py --ranks 2,4 --point-ms 10 # quick look
+    python benchmarks/speed/bench_scheduler.py                          # 2..64 ranks, ~5-10 minutes on 2 cores
+    python benchmarks/speed/bench_scheduler.py --ranks 2,4 --point-ms 10 # quick look
+    python benchmarks/speed/bench_scheduler.py --smoke                    # smallest run: does it work
 
 Every rank runs the real :func:`landscape.parallel.run_points` (the protocol the surface command
 uses), but ``compute`` only sleeps ``--point-ms`` per point and returns one float64 per metric
@@ -35,21 +36,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
+import numpy as np
+from _common import parse_args, run_marked
+
+from landscape.parallel import auto_chunk_size, run_points, world
+
 MARK = "BENCH_SCHED_RESULT "
 
 
 # ---------------------------------------------------------------------------- one run (every rank)
 def worker(args) -> None:
-    import numpy as np
-
-    from landscape.parallel import auto_chunk_size, run_points, world
-
     w = world()
     n = args.points_per_rank * w.size
     dt = args.point_ms / 1000.0
@@ -96,26 +96,10 @@ def worker(args) -> None:
 
 # ---------------------------------------------------------------------------- driver
 def launch(ranks: int, chunk: int, args) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["OMP_NUM_THREADS"] = "1"
-    env.pop("LANDSCAPE_NUM_THREADS", None)
-    # Open MPI: allow root and more ranks than cores (MPICH oversubscribes by default); see tests/mpi_helpers.py
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
-               PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--point-ms", str(args.point_ms),
            "--points-per-rank", str(args.points_per_rank), "--metrics", str(args.metrics),
            "--chunk-size", str(chunk)]
-    cmd = [shutil.which("mpiexec") or "mpiexec", *args.mpiexec_args.split(), "-n", str(ranks), *cmd]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith(MARK))
-    r = json.loads(line[len(MARK):])
-    r["process_wall_s"] = wall
-    return r
+    return run_marked(cmd, MARK, ranks, args.mpiexec_args, args.timeout, OMP_NUM_THREADS=1)
 
 
 def main() -> None:
@@ -130,7 +114,7 @@ def main() -> None:
     ap.add_argument("--mpiexec-args", default="", help="extra launcher options")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse_args(ap, ranks="2", point_ms=1.0, points_per_rank=10)
     if args.worker:
         args.chunk_size = int(args.chunk_size)
         worker(args)

@@ -7,18 +7,21 @@ depth 2 and width 64, mean squared error, no momentum) saving a checkpoint every
 (progressive sharpening) until it reaches ≈ 2/η and then hovers there. The late-phase λ_max (mean over the
 second half of the steps) is printed next to 2/η, and the EoS figure of each run is written to ``--out``.
 
-    python benchmarks/eos_track_study.py                  # η = 1.0 (1000 steps) and 0.5 (2000 steps), ~2 min
-    python benchmarks/eos_track_study.py --readme benchmarks/README.md
+    python benchmarks/paper/eos_track_study.py                  # η = 1.0 (1000 steps) and 0.5 (2000 steps), ~2 min
+    python benchmarks/paper/eos_track_study.py --readme benchmarks/README.md
+    python benchmarks/paper/eos_track_study.py --smoke --out /tmp/eos   # smallest run: does it work
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
-from _common import write_section
+from _common import parse_args, write_section
 
 from landscape.problem import make_problem
 from landscape.results import open_result
@@ -54,7 +57,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join("outputs", "eos_track"))
     ap.add_argument("--readme", help="append the markdown section to this file")
-    a = ap.parse_args()
+    a = parse_args(ap, runs="1.0:10", every=10)
     os.makedirs(a.out, exist_ok=True)
     results = []
     for item in a.runs.split(","):
@@ -64,7 +67,7 @@ def main() -> None:
              "Full-batch GD (`landscape train --optimizer sgd --momentum 0 --batch-size 1797 --loss mse`) on all "
              "1,797 digits, tanh MLP (depth 2, width 64), float32, a checkpoint every "
              f"{a.every} steps; `landscape track --lr η --metrics eigen --top-k 1` over the checkpoints "
-             "(`python benchmarks/eos_track_study.py`).", ""]
+             "(`python benchmarks/paper/eos_track_study.py`).", ""]
     for r in results:
         idx = np.linspace(0, len(r["steps"]) - 1, min(len(r["steps"]), 11)).round().astype(int)
         lines += [f"η = {r['lr']:g}: " + ", ".join(f"step {int(r['steps'][i])}: {r['lam'][i]:.3f}" for i in idx), ""]

@@ -9,17 +9,22 @@ print per setting the fraction of non-monotonic runs (largest bump Δ > 1e-3), t
 number of bumps, the mean relative distance ‖θ_T − θ₀‖/‖θ₀‖ and the final training loss, as a
 Markdown table (benchmarks/README.md, "Monotonic linear interpolation").
 
-    python benchmarks/mli_study.py [--seeds 5] [--epochs 20] [--alphas 51]
+    python benchmarks/paper/mli_study.py [--seeds 5] [--epochs 20] [--alphas 51]
+    python benchmarks/paper/mli_study.py --smoke    # smallest run: does it work
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
 import numpy as np
 import torch
+from _common import parse_args
 
 from landscape.paths import endpoint_states, evaluate_path, param_distance, path_summary
 from landscape.problem import load_data, make_problem
@@ -36,7 +41,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--tolerance", type=float, default=1e-3)
-    args = ap.parse_args()
+    args = parse_args(ap, seeds=1, epochs=1, alphas=5, width=8)
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead (and fight other processes)
     t0 = time.perf_counter()
     X, y = load_data("zoo:digits:train")

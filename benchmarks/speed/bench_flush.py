@@ -26,7 +26,8 @@ import h5py
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _common
+import _common  # noqa: E402, F401 - puts this repository first on sys.path
 
 from landscape.directions import Directions  # noqa: E402
 from landscape.store import GridStore, create_surface_file, write_points  # noqa: E402
