@@ -72,7 +72,6 @@ import torch
 
 from . import curvature as C
 from . import params as P
-from .commands.common import check_output_path
 from .errors import LandscapeError
 from .parallel import World, run_with_progress, world
 from .problem import Problem, read_state_dict
@@ -85,6 +84,7 @@ from .store import (
     _RunStore,
     atomic_create,
     base_attrs,
+    check_output_path,
     check_provenance,
     check_readable,
     close_h5,

@@ -12,8 +12,8 @@ import sys
 from ..grid import parse_range
 from ..parallel import configure_threads, world
 from ..paths.analysis import verdict_line
-from ..paths.endpoints import has_batchnorm
 from ..paths.run import interpolate
+from ..states import has_batchnorm
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
 from .surface import add_progress_and_plot, plot_when_done
 

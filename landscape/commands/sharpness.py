@@ -22,8 +22,8 @@ from ..errors import LandscapeError
 from ..layerwise import layerwise
 from ..parallel import all_or_abort, configure_threads, world
 from ..params import fingerprint, select
-from ..paths.endpoints import endpoint_states
 from ..plot.layerwise import plot_layerwise
+from ..states import endpoint_states
 from ..store import provenance
 from .common import add_problem_args, check_output_path, command_line, positive_float, positive_int, problem_from_args
 

@@ -15,8 +15,8 @@ from torch import nn
 from .. import params as P
 from ..errors import LandscapeError
 from ..params import Named
-from ..paths.endpoints import endpoint_states, has_batchnorm
 from ..problem import Problem
+from ..states import endpoint_states, has_batchnorm
 from ._base import Directions, DirectionSpec, normalize_direction, orthogonalize, random_direction
 
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from .. import params as P
 from ..errors import LandscapeError
-from ..paths.endpoints import endpoint_states
 from ..problem import Problem
+from ..states import endpoint_states
 from ._base import Directions, DirectionSpec
 from .interp import warn_batchnorm
 

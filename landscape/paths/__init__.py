@@ -26,12 +26,12 @@ from .analysis import (
 )
 
 #: names of the torch modules, imported on first use: ``import landscape.paths.analysis`` (the plots) stays
-#: numpy-only, and the direction kinds can import :mod:`.endpoints` while :mod:`landscape.evaluate` (which
+#: numpy-only, and the direction kinds can import :mod:`landscape.states` while :mod:`landscape.evaluate` (which
 #: :mod:`.evaluator` needs) is still initialising
-_LAZY = {"batchnorm_layers": "endpoints", "endpoint_states": "endpoints", "has_batchnorm": "endpoints",
-         "param_distance": "endpoints", "PathEvaluator": "evaluator", "evaluate_path": "evaluator",
-         "reestimate_bn": "evaluator",
-         "PathResult": "run", "interpolate": "run"}
+_LAZY = {"batchnorm_layers": "..states", "endpoint_states": "..states", "has_batchnorm": "..states",
+         "param_distance": "..states", "PathEvaluator": ".evaluator", "evaluate_path": ".evaluator",
+         "reestimate_bn": ".evaluator",
+         "PathResult": ".run", "interpolate": ".run"}
 
 __all__ = [
     "DEFAULT_TOLERANCE", "Bump", "PathEvaluator", "PathResult", "barrier", "batchnorm_layers", "endpoint_states",
@@ -42,5 +42,5 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'landscape.paths' has no attribute {name!r}")

@@ -29,7 +29,7 @@ from ..errors import LandscapeError
 from ..evaluate import evaluate_batches
 from ..params import Named
 from ..problem import Problem
-from .endpoints import batchnorm_layers, endpoint_states, has_batchnorm
+from ..states import batchnorm_layers, endpoint_states, has_batchnorm
 
 
 def reestimate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:

@@ -22,6 +22,7 @@ from ..grid import parse_range
 from ..parallel import World, world
 from ..params import Named
 from ..problem import Problem
+from ..states import endpoint_states, has_batchnorm, param_distance
 from ..store import (
     H5_KW,
     GridStore,
@@ -36,7 +37,6 @@ from ..store import (
     write_samples,
 )
 from .analysis import DEFAULT_TOLERANCE, path_summary
-from .endpoints import endpoint_states, has_batchnorm, param_distance
 from .evaluator import PathEvaluator
 
 

@@ -17,6 +17,7 @@ from ..errors import LandscapeError
 from ..paths.analysis import path_bumps
 from ..results import Result, label_of
 from .common import SPLIT_COLORS, finite_masked, new_figure, outside_legend, save, style, suptitle, twin
+from .surface import Options, draw_contour
 
 
 def _path(result: Result, name: str | None) -> tuple[str, dict]:
@@ -127,8 +128,6 @@ def _draw_barrier(ax, alpha: np.ndarray, loss: np.ndarray, p: dict, handles: lis
 
 def path_figure(result: Result, name: str | None = None, opts=None):
     """The figure of one interpolation path (not saved)."""
-    from .surface import Options
-
     opts = opts or Options()
     fig = new_figure(*(opts.figsize or (6.0, 4.6)))
     ax = fig.add_subplot()
@@ -140,8 +139,6 @@ def path_figure(result: Result, name: str | None = None, opts=None):
 
 def plot_path(result: Result, path: str, name: str | None = None, log: bool = False, dpi: int = 150,
               opts=None) -> str:
-    from .surface import Options
-
     with style():
         return save(path_figure(result, name, opts or Options(log=log, dpi=dpi)), path, dpi)
 
@@ -155,8 +152,6 @@ def has_trajectory(result: Result) -> bool:
 def draw_trajectory(ax, result: Result, surface: str | None = None, opts=None) -> None:
     """The loss contours of the PCA plane (when the file has a 2D surface) with the optimizer's path: one
     marker per checkpoint, coloured by order, first and last labelled; explained variance on the axes."""
-    from .surface import Options, draw_contour
-
     if not has_trajectory(result):
         raise LandscapeError(f"{result.path} holds no trajectory; make one with 'landscape surface --directions pca "
                              "--trajectory \"DIR/ckpt_*.pt\"'")
@@ -186,8 +181,6 @@ def draw_trajectory(ax, result: Result, surface: str | None = None, opts=None) -
 
 
 def trajectory_figure(result: Result, surface: str | None = None, opts=None):
-    from .surface import Options
-
     opts = opts or Options()
     fig = new_figure(*(opts.figsize or (6.0, 5.0)))
     ax = fig.add_subplot()

@@ -29,7 +29,9 @@ from .files import (
     _claim,
     _human,
     atomic_create,
+    check_output_path,
     check_readable,
+    check_writable_folder,
     ensure_space,
     file_size_limit,
     foreign_kind,
@@ -46,11 +48,11 @@ from .raw import CHUNK_ELEMENTS, CHUNK_MIN_POINTS, RawDataset, chunk_shape, writ
 from .run_store import GridStore, _RunStore, create_surface_file
 
 __all__ = [
-    "CHUNK_ELEMENTS", "CHUNK_MIN_POINTS", "FREE_MARGIN", "H5_KW", "GridStore", "Locked", "RawDataset", "WriterLock",
-    "_RunStore", "_claim", "_first_line", "_human", "_json", "atomic_create", "base_attrs", "check_provenance",
-    "check_readable", "chunk_shape", "close_h5", "compare_identity", "create_surface_file", "ensure_space",
-    "existing_attrs", "file_size_limit", "foreign_kind", "make_output_folder", "peek_surface",
-    "provenance", "read_attrs", "read_directions", "read_named", "refuse_foreign", "remove_stale_temporaries",
-    "replace_group", "set_attrs", "surface_identity", "surface_problems", "update_file", "write_named",
-    "write_points", "write_samples",
+    "_claim", "_first_line", "_human", "_json", "_RunStore", "atomic_create", "base_attrs", "check_output_path",
+    "check_provenance", "check_readable", "check_writable_folder", "CHUNK_ELEMENTS", "CHUNK_MIN_POINTS",
+    "chunk_shape", "close_h5", "compare_identity", "create_surface_file", "ensure_space", "existing_attrs",
+    "file_size_limit", "foreign_kind", "FREE_MARGIN", "GridStore", "H5_KW", "Locked", "make_output_folder",
+    "peek_surface", "provenance", "RawDataset", "read_attrs", "read_directions", "read_named", "refuse_foreign",
+    "remove_stale_temporaries", "replace_group", "set_attrs", "surface_identity", "surface_problems",
+    "update_file", "write_named", "write_points", "write_samples", "WriterLock",
 ]

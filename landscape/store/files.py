@@ -18,6 +18,7 @@ import glob
 import io
 import os
 import shutil
+import tempfile
 
 import h5py
 
@@ -236,3 +237,40 @@ def refuse_foreign(path: str) -> None:
     if kind:
         raise LandscapeError(f"{path} is {kind}, not a landscape result file; `overwrite` only replaces landscape "
                              "result files: choose another `out` (or delete the file yourself if you mean it)")
+
+
+def check_output_path(path: str | None, flag: str = "`out`", example: str | None = "run.h5",
+                      file_name: bool = True, *, inputs: dict | None = None, create: bool = False) -> None:
+    """An output path given with ``flag``: its folder must exist (``create``: it is made, as for the default
+    ``outputs/``) and be writable, have some free space, and, with ``file_name``, the path must not itself be a
+    folder (the message then suggests ``path/example``), nor one of the run's ``inputs`` (``{flag: path}``,
+    e.g. ``{"--checkpoint": "final.pt"}``): landscape never writes over its inputs. Nothing to check without a
+    path."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        if not create:
+            raise LandscapeError(f"{flag}: folder {folder!r} does not exist (create it first or choose another path)")
+        make_output_folder(folder, flag, "the output")
+    if file_name and os.path.isdir(path):
+        such = f" such as {os.path.join(path, example)}" if example else ""
+        raise LandscapeError(f"{flag}: {path!r} is a folder; give a file name{such}")
+    for in_flag, in_path in (inputs or {}).items():
+        for one in ([in_path] if isinstance(in_path, str) else list(in_path or [])):
+            if one and os.path.exists(path) and os.path.exists(one) and os.path.samefile(path, one):
+                raise LandscapeError(f"{flag} {path!r} is the {in_flag} of this run; landscape never writes over its "
+                                     f"inputs (not even with --overwrite): choose another {flag}")
+    check_writable_folder(folder, flag)
+    ensure_space(path, 0, what=flag)
+
+
+def check_writable_folder(folder: str, flag: str) -> None:
+    """One line if ``folder`` cannot take new files (read-only, or not ours): tried by creating a file in it."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".landscape-probe-", dir=folder)
+    except OSError as e:
+        raise LandscapeError(f"{flag}: cannot write in {folder!r} ({e.strerror or e}); choose a folder you can "
+                             "write to") from None
+    os.close(fd)
+    os.remove(probe)

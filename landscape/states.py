@@ -1,4 +1,5 @@
-"""The two ends of a path: checkpoint states checked against the model, their distance, and whether the model
+"""Weights given as a checkpoint or as named tensors (the two ends of a path, the models of a plane), checked
+against the model, their distance, and whether the model
 has BatchNorm statistics to care about (science.md §4).
 
 **Distances**: ``‖θ₁ − θ₀‖`` and ``‖θ₁ − θ₀‖ / ‖θ₀‖`` over the parameters (not the BatchNorm
@@ -11,10 +12,10 @@ import os
 
 from torch import nn
 
-from .. import params as P
-from ..errors import LandscapeError
-from ..params import Named
-from ..problem import read_state_dict
+from . import params as P
+from .errors import LandscapeError
+from .params import Named
+from .problem import read_state_dict
 
 _BN = nn.modules.batchnorm._BatchNorm
 
