@@ -12,7 +12,8 @@ Modules: ``problem`` (models, data, loss), ``batches`` (batches and outputs of a
 (the loss registry), ``params`` (named tensor arithmetic), ``directions`` (one module per kind, a registry),
 ``grid``, ``kernels`` (accurate loss/accuracy kernels), ``evaluate`` (a package; ``evaluate.chain`` is its batched
 MLP path), ``autotune`` (batch size and probe budget), ``specs`` (user code by spec), ``parallel`` (MPI),
-``store``/``results`` (HDF5), ``driver`` (the run driver), ``surface``, ``paths``, ``train``, ``track``,
+``store``/``results`` (HDF5), ``driver`` (the run driver), ``surface``, ``paths``, ``states`` (weights from
+checkpoints), ``train``, ``track``,
 ``objective`` (loss and gradient at θ), ``curvature``, ``sharpness``, ``layerwise``, ``plot``.
 """
 
@@ -38,10 +39,15 @@ _API = {
     "SurfaceSpec": "surface", "run_surface": "surface",
     "TrackSpec": "track", "TrackResult": "track", "run_track": "track", "checkpoint_series": "track",
     "open_result": "results", "open": "results",
+    "register_metric": "sharpness", "compute_metrics": "sharpness", "save_results": "sharpness",
+    "register_plot_kind": "plot", "PlotKind": "plot",
+    "hessian_eigenpairs": "curvature", "hessian_trace": "curvature", "spectral_density": "curvature",
+    "HessianOperator": "curvature", "save_curvature": "curvature",
+    "loss_at": "objective", "loss_grad": "objective", "endpoint_states": "states",
     "LandscapeError": "errors",
 }
 _MODULES = ("problem", "batches", "losses", "params", "directions", "grid", "kernels", "evaluate", "autotune",
-            "specs", "parallel", "store", "schema", "results", "driver", "surface", "paths", "train", "track",
+            "specs", "parallel", "store", "schema", "results", "driver", "surface", "paths", "states", "train", "track",
             "objective", "curvature", "sharpness",
             "layerwise", "plot", "zoo")
 

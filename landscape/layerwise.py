@@ -1,6 +1,6 @@
-"""Layer-wise conditioning and degeneracy (science.md §5), for every Linear and Conv layer.
+"""Layer-wise conditioning and degeneracy (docs/layerwise.md), for every Linear and Conv layer.
 
-**K-FAC factors** (Martens & Grosse 2015; Huang, Yang, Zhou, Liu, Shao, ECCV 2020). For a layer
+**K-FAC factors** (Martens & Grosse 2015; Huang, Qin, Liu, Zhu, Shao, ECCV 2020). For a layer
 h = W x (+ b), the Fisher block is approximated by F ≈ Σ_x ⊗ Σ_δ with
 
     Σ_x = E[x xᵀ]   (x the layer input, with a 1 appended when the layer has a bias),
@@ -207,7 +207,7 @@ class LayerwiseResult:
 
 def layerwise(problem: Problem, *, fisher: str = "empirical", percentiles: Sequence[float] = PERCENTILES,
               seed: int = 0, batches: Sequence[Batch] | None = None, singular_values: bool = True) -> LayerwiseResult:
-    """All §5 quantities for every Linear/Conv layer (see the module docstring for the definitions).
+    """All quantities of docs/layerwise.md for every Linear/Conv layer (see the module docstring for the definitions).
 
     Quantities: ``{sigma_x, sigma_delta, kron}_{lambda_max, lambda_min, kappa, kappa_p<p>}``,
     ``weight_sigma_max``, ``grad_sigma_max``, ``weight_domination``, ``stable_rank``, ``effective_rank``,

@@ -1,6 +1,6 @@
 """Weights given as a checkpoint or as named tensors (the two ends of a path, the models of a plane), checked
 against the model, their distance, and whether the model
-has BatchNorm statistics to care about (science.md §4).
+has BatchNorm statistics to care about (docs/paths.md).
 
 **Distances**: ``‖θ₁ − θ₀‖`` and ``‖θ₁ − θ₀‖ / ‖θ₀‖`` over the parameters (not the BatchNorm
 buffers).

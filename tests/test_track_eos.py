@@ -1,6 +1,6 @@
 """The edge of stability through ``landscape train`` + ``landscape track`` (Cohen et al. 2021): full-batch GD at
 η = 1 on all 1,797 digits (tanh MLP, squared loss) drives λ_max to 2/η and keeps it there. The η = 0.5 run and
-longer ones are in ``benchmarks/eos_track_study.py``."""
+longer ones are in ``benchmarks/paper/eos_track_study.py``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Layer-wise conditioning with and without BatchNorm (Huang, Yang, Zhou, Liu, Shao, ECCV 2020, in small).
+"""Layer-wise conditioning with and without BatchNorm (Huang, Qin, Liu, Zhu, Shao, ECCV 2020, in small).
 
 A 10-layer plain MLP (9 hidden Linear → ReLU layers of width 64, then the output layer; no biases, so
 Σ_x holds only the activations) and the same net with BatchNorm after every hidden Linear, on all 1,797

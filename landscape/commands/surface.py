@@ -116,7 +116,7 @@ def run(args) -> int:
     if w.is_root:
         print(f"{res.path}: {res.done}/{_size(res.shape)} points done ({res.computed} computed now, "
               f"{res.seconds:.1f} s)")
-        if os.environ.get("LANDSCAPE_TIMINGS"):  # benchmarks/bench_command.py reads this line
+        if os.environ.get("LANDSCAPE_TIMINGS"):  # benchmarks/speed/bench_command.py reads this line
             print("landscape surface: timings " + json.dumps({k: round(v, 4) for k, v in res.phases.items()}),
                   file=sys.stderr, flush=True)
         if args.plot:

@@ -1,6 +1,6 @@
 """Curvature of the loss: Hessian/GGN-vector products, extreme eigenpairs, trace and spectral density.
 
-One module per concept (science.md §2):
+One module per concept (docs/curvature.md):
 
 ==========================  ==================================================================
 :mod:`.hvp`                 :class:`HessianOperator`, :class:`GGNOperator`, :func:`hvp`,

@@ -126,7 +126,8 @@ def spectral_density(problem, runs: int = 5, steps: int = 60, sigma: float | Non
 
     Args:
         runs: n_v, the number of random (Rademacher, normalized) start vectors.
-        steps: m, Lanczos steps per run (full reorthogonalization); costs runs·steps products.
+        steps: m, Lanczos steps per run (full reorthogonalization while the basis fits in 64 MiB, local beyond);
+            costs runs·steps products.
         sigma: Gaussian width; None → 1% of the spread of the nodes (max τ − min τ).
         grid_points: size of the evenly spaced grid over [min τ − 5σ, max τ + 5σ] (unless ``grid``).
         seed: seed (or generator) of the start vectors.

@@ -68,7 +68,7 @@ CACHE_FRACTION_GPU = 0.5
 #: how :class:`HessianOperator` differentiates twice: double backward (``reverse``, its gradient graph
 #: cached when it fits) or forward-over-reverse (``forward``: ``torch.func.jvp`` of ``torch.func.grad``)
 HVP_METHODS = ("auto", "reverse", "forward")
-#: what ``auto`` means: the faster of the two in ``benchmarks/bench_hessian.py`` (HVP ÷ forward+backward,
+#: what ``auto`` means: the faster of the two in ``benchmarks/speed/bench_hessian.py`` (HVP ÷ forward+backward,
 #: MLP and ResNet-20 on the CPU: see benchmarks/README.md)
 DEFAULT_HVP_METHOD = "reverse"
 
@@ -444,7 +444,7 @@ class HessianOperator(_ProblemOperator):
     Reverse-over-reverse has a second advantage: the graph of g(θ) = ∇L can be *kept*, and then
     every product H v = ∇_θ(g·v) is a single backward pass through it, with g and L as free
     by-products. That cache is used when it fits in memory (``cache``). Measured by
-    ``benchmarks/bench_hessian.py`` (N = 512/1024 digits, one batch or batches of 128): a cached
+    ``benchmarks/speed/bench_hessian.py`` (N = 512/1024 digits, one batch or batches of 128): a cached
     product costs 1.2–1.5× a forward+backward on the MLP and 1.7–2.0× on ResNet-20, whose
     convolutions need ≈6 convolution-sized passes per product against 3 for forward+backward
     (eval-mode BatchNorm is folded into the convolutions for this, see ``_EvalBatchNormFolded``).

@@ -1,4 +1,4 @@
-"""Directions in weight space (science.md §1), as named tensor dicts like the weights: the base every
+"""Directions in weight space (docs/directions.md), as named tensor dicts like the weights: the base every
 direction kind builds on.
 
 ``random_direction`` draws d ~ N(0, I) from a CPU generator (bitwise identical on every machine

@@ -1,4 +1,4 @@
-"""The interpolation plane (``directions="interp"``, science.md §1, §4).
+"""The interpolation plane (``directions="interp"``, docs/directions.md, docs/paths.md).
 
 **Planes for surfaces**. ``--directions interp``: centre θ₀, x direction d₁ = θ₁ − θ₀ (x = 0 is
 θ₀, x = 1 is θ₁, the path is the x axis), y (and z) a seeded random direction normalized like

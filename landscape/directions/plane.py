@@ -1,4 +1,4 @@
-"""The plane through three models (``plane=[A, B, C]``, Garipov et al. 2018; science.md §1).
+"""The plane through three models (``plane=[A, B, C]``, Garipov et al. 2018; docs/directions.md).
 
 ``--plane A B C`` (Garipov et al. 2018): centre θ_A, d₁ = θ_B − θ_A, d₂ = θ_C − θ_A Gram–Schmidt'ed
 against d₁ (not rescaled), so A = (0, 0), B = (1, 0) and C = (⟨θ_C − θ_A, d₁⟩/‖d₁‖², 1); the three

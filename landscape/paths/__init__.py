@@ -1,4 +1,4 @@
-"""Paths between two sets of weights (science.md §4): the numpy-only analysis (bumps, barrier, verdict) in
+"""Paths between two sets of weights (docs/paths.md): the numpy-only analysis (bumps, barrier, verdict) in
 :mod:`.analysis`, the two ends in :mod:`.endpoints`, the evaluator (θ_α, BatchNorm re-estimation) in
 :mod:`.evaluator`, and the resumable, MPI-parallel run in :mod:`.run`.
 

@@ -1,4 +1,4 @@
-"""The analysis of a loss path (numpy only): its bumps, largest rise, barrier and verdict (science.md §4).
+"""The analysis of a loss path (numpy only): its bumps, largest rise, barrier and verdict (docs/paths.md).
 
 The verdict of ``landscape interpolate`` and the path figure (:mod:`landscape.plot.path`) both take their
 bumps from here, so a figure marks exactly the bumps the verdict counts.

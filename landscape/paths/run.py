@@ -1,5 +1,5 @@
 """``interpolate``: a linear path θ_α = (1 − α)·θ₀ + α·θ₁ computed into a resumable result file
-(``/paths/<name>``) with its verdict (science.md §4): the evaluator (:mod:`.evaluator`) on the run driver
+(``/paths/<name>``) with its verdict (docs/paths.md): the evaluator (:mod:`.evaluator`) on the run driver
 (:mod:`landscape.driver`), the verdict from :mod:`.analysis`.
 """
 

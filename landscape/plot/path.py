@@ -1,4 +1,4 @@
-"""Paths through weight space: linear interpolation θ_α = (1−α)θ₀ + αθ₁ (science.md §4) and the
+"""Paths through weight space: linear interpolation θ_α = (1−α)θ₀ + αθ₁ (docs/paths.md) and the
 training trajectory projected on its PCA plane over the loss contours (Li et al. 2018, Sec. 7).
 
 On the interpolation plot the endpoints are marked (α = 0 is θ₀, α = 1 is θ₁), every bump the

@@ -1,4 +1,4 @@
-"""The Hessian's spectral density (SLQ, science.md §2) on a log y axis, with the top eigenvalues marked.
+"""The Hessian's spectral density (SLQ, docs/curvature.md) on a log y axis, with the top eigenvalues marked.
 
 A log axis because the density of a network's Hessian is a bulk near zero holding almost all the
 mass plus a few outliers whose density is orders of magnitude smaller (Ghorbani et al. 2019,

@@ -1,4 +1,4 @@
-"""Sharpness metrics of a trained model (science.md §3), each available alone: one module per family.
+"""Sharpness metrics of a trained model (docs/sharpness.md), each available alone: one module per family.
 
 Notation: θ the trainable parameters, L(θ) = (1/N) Σ_b Σ_{i∈b} ℓ_i(θ) the mean loss over the
 problem's batches, g = ∇L(θ), H = ∇²L(θ).

@@ -7,7 +7,7 @@ plus ``flat index × item size``; for a chunked one the offset of its chunk plus
 (full-sized, even at the grid's edge) chunk. :class:`RawDataset` reads those offsets once, when a run
 starts, and a flush then writes each new value as ``item size`` bytes with ``pwrite`` through the locked
 descriptor: no HDF5 call, no chunk read back and rewritten, no index lookup, so a flush costs in proportion to
-the points it adds, whatever the grid's size (``benchmarks/bench_flush.py``). Only raw bytes inside the
+the points it adds, whatever the grid's size (``benchmarks/speed/bench_flush.py``). Only raw bytes inside the
 allocated storage change, never HDF5 metadata, so the file is valid after a kill at any moment.
 
 Where a dataset cannot be written this way (filters, chunks not allocated: not a file landscape made),

@@ -147,7 +147,7 @@ class GridStore(_RunStore):
     ``names`` are dataset paths (``surfaces/train_loss``) of pre-allocated arrays of ``shape``; ``done`` is the
     mask's dataset path. Used by surfaces (the grid) and paths (the α line). A flush writes each new value as
     raw bytes at its place (:class:`~landscape.store.raw.RawDataset`): its cost is proportional to the new
-    points, not to the grid (``benchmarks/bench_flush.py``).
+    points, not to the grid (``benchmarks/speed/bench_flush.py``).
     """
 
     def __init__(self, path: str, names: list[str], done: str, shape: tuple[int, ...], flush_every: float = 10.0,
