@@ -1,5 +1,6 @@
 """``landscape sharpness``: sharpness metrics (docs/sharpness.md) and layer-wise conditioning
-(docs/layerwise.md), printed as a table and stored under /metrics and /layerwise (added to an existing landscape file, or a new one).
+(docs/layerwise.md), printed as a table and stored under /metrics and /layerwise (added to an existing
+landscape file, or a new one).
 
 Under ``mpiexec``/``mpirun``/``srun`` every rank computes: losses, gradients and Hessian-vector products over
 the data set are sums over batches, so batch i is computed by rank i % size and the partial sums are added up
