@@ -25,20 +25,13 @@ from ..results import H5_KW, surface_problems
 from ..results import first_line as _first_line
 from .directions_file import read_directions
 from .files import (
-    FREE_MARGIN,
-    _claim,
-    _human,
     atomic_create,
     check_output_path,
     check_readable,
     check_writable_folder,
-    ensure_space,
-    file_size_limit,
-    foreign_kind,
     make_output_folder,
     read_attrs,
     refuse_foreign,
-    remove_stale_temporaries,
 )
 from .h5io import _json, base_attrs, read_named, replace_group, set_attrs, write_named, write_samples
 from .identity import compare_identity, existing_attrs, peek_surface, surface_identity
@@ -48,11 +41,10 @@ from .raw import CHUNK_ELEMENTS, CHUNK_MIN_POINTS, RawDataset, chunk_shape, writ
 from .run_store import GridStore, _RunStore, create_surface_file
 
 __all__ = [
-    "_claim", "_first_line", "_human", "_json", "_RunStore", "atomic_create", "base_attrs", "check_output_path",
-    "check_provenance", "check_readable", "check_writable_folder", "CHUNK_ELEMENTS", "CHUNK_MIN_POINTS",
-    "chunk_shape", "close_h5", "compare_identity", "create_surface_file", "ensure_space", "existing_attrs",
-    "file_size_limit", "foreign_kind", "FREE_MARGIN", "GridStore", "H5_KW", "Locked", "make_output_folder",
-    "peek_surface", "provenance", "RawDataset", "read_attrs", "read_directions", "read_named", "refuse_foreign",
-    "remove_stale_temporaries", "replace_group", "set_attrs", "surface_identity", "surface_problems",
+    "_first_line", "_json", "_RunStore", "atomic_create", "base_attrs", "check_output_path", "check_provenance",
+    "check_readable", "check_writable_folder", "CHUNK_ELEMENTS", "CHUNK_MIN_POINTS", "chunk_shape", "close_h5",
+    "compare_identity", "create_surface_file", "existing_attrs", "GridStore", "H5_KW", "Locked",
+    "make_output_folder", "peek_surface", "provenance", "RawDataset", "read_attrs", "read_directions",
+    "read_named", "refuse_foreign", "replace_group", "set_attrs", "surface_identity", "surface_problems",
     "update_file", "write_named", "write_points", "write_samples", "WriterLock",
 ]
