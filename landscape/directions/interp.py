@@ -12,6 +12,7 @@ import sys
 import torch
 from torch import nn
 
+from .. import parallel
 from .. import params as P
 from ..errors import LandscapeError
 from ..params import Named
@@ -62,8 +63,9 @@ def interp_directions(problem: Problem, spec: DirectionSpec, ndim: int) -> Direc
 def warn_batchnorm(model: nn.Module, dir_type: str) -> None:
     """One note on stderr: with ``dir_type="weights"`` a model's BatchNorm statistics stay the centre's."""
     if dir_type == "weights" and has_batchnorm(model):
-        print("landscape: note: with --dir-type weights the BatchNorm running statistics stay those of the centre "
-              "model at every point; --dir-type states moves them along with the weights", file=sys.stderr)
+        note = ("landscape: note: with `dir_type` weights the BatchNorm running statistics stay those of the centre "
+                "model at every point; `dir_type` states moves them along with the weights")
+        print(parallel.render_message(note), file=sys.stderr)
 
 
 build = interp_directions

@@ -31,6 +31,7 @@ import sys
 import numpy as np
 import torch
 
+from .. import parallel
 from .. import params as P
 from ..errors import LandscapeError
 from ..params import Named
@@ -105,12 +106,12 @@ def pca_directions(problem: Problem, spec: DirectionSpec, ndim: int) -> Directio
     if problem.info.get("checkpoint"):
         final_named, center_from = like, str(problem.info["checkpoint"])
     else:
-        final_named = {k: v for k, v in read_state_dict(files[-1], flag="--trajectory").items() if k in like}
+        final_named = {k: v for k, v in read_state_dict(files[-1], flag="`trajectory`").items() if k in like}
         center_from = files[-1]
     final = _row(like, final_named, center_from)
     rows = torch.empty((len(files), final.numel()), dtype=torch.float64)
     for i, f in enumerate(files):
-        rows[i] = _row(like, read_state_dict(f, flag="--trajectory"), f)
+        rows[i] = _row(like, read_state_dict(f, flag="`trajectory`"), f)
     k = max(ndim, 2)
     V, coords, ratio, rank = pca(rows, final, min(k, len(files)))
     if rank < ndim:
@@ -134,9 +135,9 @@ def pca_directions(problem: Problem, spec: DirectionSpec, ndim: int) -> Directio
     extras = {"trajectory/coords": (coords, attrs), "trajectory/explained_variance": (ev, {})}
     lo, hi = coords.min(axis=0), coords.max(axis=0)
     span = ", ".join(f"{a} ∈ [{lo[i]:.3g}, {hi[i]:.3g}]" for i, a in enumerate("xy"))
-    print(f"landscape: PCA of {len(files)} checkpoints: explained variance "
+    print(parallel.render_message(f"landscape: PCA of {len(files)} checkpoints: explained variance "
           f"{', '.join(f'{100 * e:.1f}%' for e in ev[:k])}; the trajectory spans {span} "
-          "(unit-norm directions: choose --x/--y to cover it)", file=sys.stderr, flush=True)
+          "(unit-norm directions: choose `x`/`y` to cover it)"), file=sys.stderr, flush=True)
     center = {n: final_named[n].detach().to(device=t.device, dtype=t.dtype).clone() for n, t in like.items()}
     return Directions(center, vectors, spec.dir_type, meta, extras)
 

@@ -50,7 +50,7 @@ def _surface(result: Result, name: str | None) -> tuple[str, np.ndarray]:
     z = result.surfaces[name]
     if not np.isfinite(z).any():
         raise LandscapeError(f"{result.path}: {name} has no computed finite value yet; wait for the run (or resume "
-                             "it by re-running its command), or choose another --surface")
+                             "it by re-running its command), or choose another `surface`")
     return name, z
 
 
@@ -170,7 +170,7 @@ def draw_contour(ax, result: Result, surface: str | None = None, opts: Options |
     x, y = _need2d(result, "a contour plot")
     if len(x) < 2 or len(y) < 2:
         raise LandscapeError(f"a contour plot needs at least 2 points along x and y; {result.path} has "
-                             f"{len(x)}×{len(y)}: use --kind heatmap")
+                             f"{len(x)}×{len(y)}: use `kind` heatmap")
     name, z = _surface(result, surface)
     zm = finite_masked(z, name, result.path, opts.log, result.done)
     lo, hi = value_range(zm, opts.vmin, opts.vmax, opts.log)

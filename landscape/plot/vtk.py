@@ -61,7 +61,7 @@ def write_vtk(result: Result, path: str, surface: str | None = None, log: bool =
     geometry only; point data always hold the raw values."""
     if result.ndim not in (2, 3):
         raise LandscapeError(f"VTK export needs a 2D or 3D surface; {result.path} is "
-                             f"{result.ndim}D: use --format csv or npz")
+                             f"{result.ndim}D: use `format` csv or npz")
     title = result.title().encode("ascii", "replace").decode()[:250]
     lines = ["# vtk DataFile Version 3.0", title or "landscape", "ASCII"]
     x, y = result.coords["x"], result.coords["y"]

@@ -260,7 +260,7 @@ def check_output_path(path: str | None, flag: str = "`out`", example: str | None
         for one in ([in_path] if isinstance(in_path, str) else list(in_path or [])):
             if one and os.path.exists(path) and os.path.exists(one) and os.path.samefile(path, one):
                 raise LandscapeError(f"{flag} {path!r} is the {in_flag} of this run; landscape never writes over its "
-                                     f"inputs (not even with --overwrite): choose another {flag}")
+                                     f"inputs (not even with `overwrite`): choose another {flag}")
     check_writable_folder(folder, flag)
     ensure_space(path, 0, what=flag)
 
