@@ -69,16 +69,17 @@ def test_surface_flush_touches_only_new_chunks(tmp_path):
     assert done.sum() == 3 and done[idx].all()
 
 
-def test_large_surface_files_are_chunked_small_ones_contiguous(tmp_path):
-    """``create_surface_file``: a 3D grid over the threshold gets 8³ chunks (values NaN, mask 0), a 2D one stays
-    contiguous; GridStore fills either the same way."""
+def test_surface_files_are_contiguous_at_every_size(tmp_path):
+    """``create_surface_file``: every grid, large or small, is one contiguous extent per dataset (values NaN,
+    mask 0), so the consecutive points of a run share disk pages; GridStore fills it in place. (Chunked files
+    of earlier versions are filled the same way: ``test_surface_flush_touches_only_new_chunks``.)"""
     import torch
 
     from landscape.directions import Directions
     from landscape.store import create_surface_file
 
-    for shape, chunks in (((42, 42, 42), (8, 8, 8)), ((21, 11), None)):
-        path = str(tmp_path / f"{len(shape)}.h5")
+    for shape, chunks in (((42, 42, 42), None), ((300, 300), None), ((21, 11), None)):
+        path = str(tmp_path / ('x'.join(map(str, shape)) + '.h5'))
         coords = tuple(np.linspace(-1, 1, n) for n in shape)
         dirs = Directions({"w": torch.zeros(3)}, [{"w": torch.ones(3)} for _ in shape], "weights", [{} for _ in shape])
         lock = create_surface_file(path, attrs={}, identity={}, coords=coords, directions=dirs, metrics=["train_loss"])

@@ -25,8 +25,8 @@ import os
 import h5py
 import numpy as np
 
-#: elements per chunk of a surface dataset (4 KiB of float64, a disk page): small chunks keep a file made in
-#: memory compact and the HDF5 fallback (:func:`write_points`, which rewrites whole chunks) cheap
+#: elements per chunk of the chunked surface datasets that earlier versions wrote (4 KiB of float64, a disk page;
+#: files are contiguous now, see :func:`~landscape.store.create_surface_file`); still read and resumed
 CHUNK_ELEMENTS = 512
 #: grids smaller than this stay contiguous (the file keeps the simplest layout, one extent per dataset)
 CHUNK_MIN_POINTS = 1 << 16
@@ -34,7 +34,8 @@ CHUNK_MIN_POINTS = 1 << 16
 
 def chunk_shape(shape: tuple[int, ...], target: int = CHUNK_ELEMENTS,
                 min_points: int = CHUNK_MIN_POINTS) -> tuple[int, ...] | None:
-    """HDF5 chunk shape of a grid dataset: about ``target`` elements, the same length along every axis
+    """The HDF5 chunk shape earlier versions gave a grid dataset (landscape still resumes their files):
+    about ``target`` elements, the same length along every axis
     (512 for a line, 23×23 for a surface, 8×8×8 for a volume), capped by the grid's own size; None
     (contiguous) for grids of fewer than ``min_points`` points."""
     if int(np.prod(shape, dtype=np.int64)) < min_points:

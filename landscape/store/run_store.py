@@ -26,7 +26,7 @@ from ..schema import AXES
 from .files import atomic_create, ensure_space
 from .h5io import _json, write_named, write_samples
 from .lock import WriterLock, close_h5
-from .raw import RawDataset, chunk_shape, write_points
+from .raw import RawDataset, write_points
 
 
 class _RunStore:
@@ -188,6 +188,11 @@ def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple
     :func:`atomic_create`, also for ``replacing``).
 
     ``info``: the problem's ``info`` (its ``<split>_indices`` are written to ``/samples``).
+
+    Every surface dataset is contiguous, whatever the grid's size: flushes write raw bytes in place
+    (:mod:`~landscape.store.raw`), and a run's consecutive points then share disk pages, which a flush finds
+    still dirty in the page cache (chunks of 8³ scattered them: 1.4–2.2× instead of 2.6–3.4× for a run's flush on
+    201³ against 51², ``benchmarks/speed/bench_flush.py``).
     """
     shape = tuple(len(c) for c in coords)
 
@@ -204,9 +209,8 @@ def create_surface_file(path: str, *, attrs: dict, identity: dict, coords: tuple
             ds = f.create_dataset(name, data=np.asarray(data))
             for k, v in (dattrs or {}).items():
                 ds.attrs[k] = v if isinstance(v, str | int | float | bool | np.ndarray) else _json(v)
-        chunks = chunk_shape(shape)  # large grids in 4 KiB chunks (every chunk allocated: see store.raw)
         for m in metrics:
-            f.create_dataset(f"surfaces/{m}", data=np.full(shape, np.nan), chunks=chunks, track_times=False)
-        f.create_dataset("surfaces/done", data=np.zeros(shape, np.uint8), chunks=chunks, track_times=False)
+            f.create_dataset(f"surfaces/{m}", data=np.full(shape, np.nan), track_times=False)
+        f.create_dataset("surfaces/done", data=np.zeros(shape, np.uint8), track_times=False)
 
     return atomic_create(path, build, replacing=replacing, keep_lock=True)
