@@ -17,8 +17,8 @@ readers: :mod:`landscape.results`. Changing anything here bumps ``FORMAT_VERSION
                               split ∈ {train, test}; metric ∈ {loss, acc, lambda_max,
                               lambda_min, convexity}
     /surfaces/done            uint8, grid shape, 1 where a point is computed
-                              (these datasets are HDF5-chunked, ~512 elements per chunk, for grids of
-                              65,536 points or more; contiguous below)
+                              (these datasets are contiguous and allocated whole; files of earlier
+                              versions have ~512-element chunks for grids of 65,536 points or more)
     /samples/<split>          int64 (n,): with --samples, the indices of the evaluated examples
                               in the data set (sorted); attrs: of (the data set's size), seed.
                               Absent when every example is used.
