@@ -4,6 +4,8 @@ are compared with."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -73,3 +75,17 @@ def dense_ggn(problem: Problem) -> torch.Tensor:
     J = torch.func.jacrev(f)(theta).reshape(out.numel(), -1)
     Hl = torch.func.hessian(lambda o: problem.loss_sum(o.reshape(out.shape), Y) / len(X))(out.reshape(-1))
     return J.T @ Hl @ J
+
+
+def dense_loss_acc_grad(problem: Problem) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """Mean cross-entropy, accuracy and gradient in float64 over all examples at once (torch.func)."""
+    model = copy.deepcopy(problem.model).double().eval()
+    X = torch.cat([x for x, _ in problem.batches]).double()
+    Y = torch.cat([y for _, y in problem.batches])
+    theta = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p):
+        return torch.nn.functional.cross_entropy(functional_call(model, p, (X,)), Y)
+
+    acc = float((functional_call(model, theta, (X,)).argmax(1) == Y).double().mean())
+    return float(loss(theta)), acc, torch.func.grad(loss)(theta)

@@ -4,18 +4,16 @@
 
 from __future__ import annotations
 
-import copy
-
 import h5py
 import pytest
 import torch
-from torch.func import functional_call
 
 from landscape import params as P
 from landscape import sharpness as S
 from landscape.objective import loss_grad, trainable
 from landscape.problem import make_problem
 from landscape.sharpness import Family, Metric, Option
+from tests.curvature_models import dense_loss_acc_grad
 
 
 # ---------------------------------------------------------------- the toy metric module (as in the README)
@@ -48,15 +46,7 @@ def _problem():
 
 def _dense_grad_norm(problem) -> float:
     """‖∇L‖ in float64 by torch.func.grad of the whole mean loss (all batches at once)."""
-    model = copy.deepcopy(problem.model).double().eval()
-    X = torch.cat([x for x, _ in problem.batches]).double()
-    Y = torch.cat([y for _, y in problem.batches])
-    theta = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p):
-        return torch.nn.functional.cross_entropy(functional_call(model, p, (X,)), Y)
-
-    g = torch.func.grad(loss)(theta)
+    g = dense_loss_acc_grad(problem)[2]
     return float(torch.sqrt(sum((t ** 2).sum() for t in g.values())))
 
 

@@ -3,17 +3,15 @@ sharding, and the loops that sharpness, curvature and train share."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
 
 from landscape import objective as O
 from landscape.curvature import HessianOperator
 from landscape.problem import make_problem
 from landscape.train import _evaluate
+from tests.curvature_models import dense_loss_acc_grad
 
 
 def _problem(seed=0):
@@ -21,25 +19,11 @@ def _problem(seed=0):
                         model_args={"width": 5, "depth": 1})
 
 
-def _dense(problem):
-    """Mean loss, accuracy and gradient in float64 over all examples at once (torch.func)."""
-    model = copy.deepcopy(problem.model).double().eval()
-    X = torch.cat([x for x, _ in problem.batches]).double()
-    Y = torch.cat([y for _, y in problem.batches])
-    theta = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p):
-        return torch.nn.functional.cross_entropy(functional_call(model, p, (X,)), Y)
-
-    acc = float((functional_call(model, theta, (X,)).argmax(1) == Y).double().mean())
-    return float(loss(theta)), acc, torch.func.grad(loss)(theta)
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_loss_accuracy_gradient_against_dense_float64(seed):
     prob = _problem(seed)
     theta = O.trainable(prob.model)
-    ref_loss, ref_acc, ref_g = _dense(prob)  # batches of 16, 16, 16, 2: the short last one weighs 2/50
+    ref_loss, ref_acc, ref_g = dense_loss_acc_grad(prob)  # batches of 16, 16, 16, 2: the short last one weighs 2/50
     loss, acc = O.loss_acc_at(prob, theta)
     assert loss == pytest.approx(ref_loss, rel=1e-6) and acc == pytest.approx(ref_acc, abs=1e-12)
     assert O.loss_at(prob, theta) == pytest.approx(ref_loss, rel=1e-6)
