@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from landscape.parallel import world
+from landscape.zoo.models import MLP
 from tests.launch import (  # noqa: F401 - the tests import the launcher from here
     HAVE_MPI,
     MPIEXEC,
@@ -45,8 +46,6 @@ class _FailLater(nn.Module):
 
     def __init__(self, after: int):
         super().__init__()
-        from landscape.zoo.models import MLP
-
         self.net = MLP()
         self.after = after
         self.calls = 0
@@ -63,15 +62,14 @@ def failing_model():
     return _FailLater(after=int(os.environ.get("LANDSCAPE_TEST_FAIL_AFTER", "3")))
 
 
-class _Slow(nn.Module):
-    """An MLP whose forward pass also sleeps (a slow run that leaves the cores free)."""
+class SleepyModel(nn.Module):
+    """``net`` whose forward pass also sleeps ``LANDSCAPE_TEST_SLEEP`` seconds (default 0.05): a slow run that
+    leaves the cores free."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, net: nn.Module):
         super().__init__()
-        from landscape.zoo.models import MLP
-
-        self.net = MLP()
-        self.seconds = seconds
+        self.net = net
+        self.seconds = float(os.environ.get("LANDSCAPE_TEST_SLEEP", "0.05"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         time.sleep(self.seconds)
@@ -80,4 +78,4 @@ class _Slow(nn.Module):
 
 def slow_model():
     """MLP + ``LANDSCAPE_TEST_SLEEP`` seconds (default 0.05) per forward pass, for the kill/restart test."""
-    return _Slow(float(os.environ.get("LANDSCAPE_TEST_SLEEP", "0.05")))
+    return SleepyModel(MLP())

@@ -5,10 +5,11 @@ checkpoint series from random weights to a trained minimum (loss ≤ 1e-4)."""
 from __future__ import annotations
 
 import os
-import time
 
 import torch
 from torch import nn
+
+from tests.mpi_helpers import SleepyModel
 
 N, D_IN, WIDTH, D_OUT = 8, 3, 8, 2
 
@@ -83,17 +84,6 @@ def tiny_data_f32():
     return X.float(), Y.float()
 
 
-class _Slow(nn.Module):
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.net = tiny_model()
-        self.seconds = seconds
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds)
-        return self.net(x)
-
-
 def slow_tiny_model() -> nn.Module:
     """:func:`tiny_model` whose forward pass also sleeps ``LANDSCAPE_TEST_SLEEP`` seconds (kill -9 tests)."""
-    return _Slow(float(os.environ.get("LANDSCAPE_TEST_SLEEP", "0.05")))
+    return SleepyModel(tiny_model())

@@ -64,6 +64,21 @@ def one_line_error(code, err: str, shown: str) -> str:
     return lines[0]
 
 
+def race(cmd_a: list[str], cmd_b: list[str], timeout: float, env_a: dict, env_b: dict) -> list[str]:
+    """Start ``cmd_a``, then ``cmd_b`` a second later, on the same new ``--out``: exactly one succeeds and the other
+    is refused in one line naming the other process. Returns the winner's command."""
+    a = start(cmd_a, **env_a)
+    time.sleep(1.0)
+    b = start(cmd_b, **env_b)
+    rc_a, _, err_a = finish(a, timeout)
+    rc_b, _, err_b = finish(b, timeout)
+    assert sorted([rc_a == 0, rc_b == 0]) == [False, True], f"A: {rc_a}\n{err_a}\nB: {rc_b}\n{err_b}"
+    loser_err, winner = (err_b, cmd_a) if rc_a == 0 else (err_a, cmd_b)
+    line = one_line_error(2 if "error:" in loser_err else rc_a + rc_b, loser_err, loser_err)
+    assert "another landscape process" in line or "made by another run" in line, line
+    return winner
+
+
 def same_content(a: dict, b: dict) -> bool:
     if sorted(a) != sorted(b):
         return False

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from tests.faults.fault_helpers import done_count, read_all
-from tests.faults.test_fault_files import cli, one_line_error
+from tests.faults.test_fault_files import cli, one_line_error, race
 from tests.mpi_helpers import HAVE_MPI, ROOT, finish, start, subprocess_env
 
 MLP8 = ["--model", "zoo:mlp", "--model-args", "width=8,depth=1", "--data", "zoo:synthetic", "--samples", "32"]
@@ -133,15 +133,7 @@ def test_1_two_runs_racing_on_one_new_out_never_mix(tmp_path):
     grid = ["--x=-1:1:7", "--y=-1:1:7", "--flush-every", "0.2"]
     cmd_a = ["surface", *SLOW, *grid, "--directions", "hessian", "--seed", "0", "--out", out]
     cmd_b = ["surface", *SLOW, *grid, "--seed", "1", "--out", out]
-    a = start(cmd_a, LANDSCAPE_FAULT_SLEEP="0.1")
-    time.sleep(1.0)
-    b = start(cmd_b, LANDSCAPE_FAULT_SLEEP="0.05")
-    rc_a, _, err_a = finish(a, 400)
-    rc_b, _, err_b = finish(b, 400)
-    assert sorted([rc_a == 0, rc_b == 0]) == [False, True], f"A: {rc_a}\n{err_a}\nB: {rc_b}\n{err_b}"
-    loser_err, winner = (err_b, cmd_a) if rc_a == 0 else (err_a, cmd_b)
-    line = one_line_error(2 if "error:" in loser_err else rc_a + rc_b, loser_err, loser_err)
-    assert "another landscape process" in line or "made by another run" in line, line
+    winner = race(cmd_a, cmd_b, 400, {"LANDSCAPE_FAULT_SLEEP": "0.1"}, {"LANDSCAPE_FAULT_SLEEP": "0.05"})
     state = read_all(out)
     assert state["surfaces/done"].all()
     ref = str(tmp_path / "ref.h5")

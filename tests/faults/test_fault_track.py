@@ -8,15 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from tests.faults.test_fault_files import cli, one_line_error
-from tests.mpi_helpers import ROOT, finish, start, subprocess_env
+from tests.faults.test_fault_files import cli, one_line_error, race
+from tests.mpi_helpers import ROOT, subprocess_env
 from tests.track_models import tiny_data, tiny_model, write_series
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -50,15 +49,7 @@ def test_two_track_runs_racing_on_one_new_out_never_mix(tmp_path):
     out = str(tmp_path / "race.h5")
     cmd_a = [*slow, "--top-k", "2", "--out", out]
     cmd_b = [*slow, "--top-k", "1", "--out", out]
-    a = start(cmd_a, LANDSCAPE_TEST_SLEEP="0.05")
-    time.sleep(1.0)
-    b = start(cmd_b, LANDSCAPE_TEST_SLEEP="0.02")
-    rc_a, _, err_a = finish(a, 300)
-    rc_b, _, err_b = finish(b, 300)
-    assert sorted([rc_a == 0, rc_b == 0]) == [False, True], f"A: {rc_a}\n{err_a}\nB: {rc_b}\n{err_b}"
-    loser_err, winner = (err_b, cmd_a) if rc_a == 0 else (err_a, cmd_b)
-    line = one_line_error(2 if "error:" in loser_err else rc_a + rc_b, loser_err, loser_err)
-    assert "another landscape process" in line or "made by another run" in line, line
+    winner = race(cmd_a, cmd_b, 300, {"LANDSCAPE_TEST_SLEEP": "0.05"}, {"LANDSCAPE_TEST_SLEEP": "0.02"})
     state = _track(out)
     ref = str(tmp_path / "ref.h5")
     r = subprocess.run([*CLI, *[ref if x == out else x for x in winner]], cwd=ROOT, capture_output=True, text=True,
