@@ -12,7 +12,7 @@ import webbrowser
 import matplotlib
 
 from ..errors import LandscapeError
-from ..plot.surface import Options
+from ..plot.options import Options, check_colormap
 from ..problem import make_problem
 from ..store import check_output_path, check_writable_folder  # noqa: F401 - the commands' own checks
 
@@ -161,10 +161,7 @@ def plot_options(args, dpi: int | None = None):
         raise LandscapeError(f"--vmin {args.vmin:g} must be below --vmax {args.vmax:g}")
     if args.log and args.vmin is not None and args.vmin <= 0:
         raise LandscapeError(f"--log needs a positive --vmin (got {args.vmin:g})")
-    if args.cmap is not None:
-        if args.cmap not in matplotlib.colormaps:
-            raise LandscapeError(f"--cmap {args.cmap!r} is not a matplotlib colormap (try viridis, magma, cividis, "
-                                 "RdBu_r, ...)")
+    check_colormap(args.cmap)
     return Options(log=args.log, vmin=args.vmin, vmax=args.vmax, levels=args.levels or 30,
                    dpi=dpi or getattr(args, "dpi", 150), cmap=args.cmap, figsize=args.figsize, title=args.title,
                    elev=args.elev, azim=args.azim)

@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..errors import LandscapeError
 from ..results import Result
-from .options import Options
+from .options import Options, check_colormap
 from .path import has_trajectory, path_figure, trajectory_figure
 from .spectrum import density_figure, has_spectrum
 from .surface import curvature_surfaces, surface_figure
@@ -94,9 +93,8 @@ def check_options(kinds: list[str] | tuple[str, ...], opts: Options, every: bool
     """Refuse, by name, an option that means nothing for the kind(s) drawn (``every``: for each of them;
     else, ``--kind all`` or a report: for all of them, the option then applying where it can)."""
     for name in opts.given():
-        if name == "cmap" and opts.cmap not in matplotlib.colormaps:
-            raise LandscapeError(f"`cmap` {opts.cmap!r} is not a matplotlib colormap (try viridis, magma, "
-                                 "cividis, RdBu_r, ...)")
+        if name == "cmap":
+            check_colormap(opts.cmap)
         if name in EVERY_KIND:
             continue
         bad = [k for k in kinds if name not in PLOT_KINDS[k].options]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import matplotlib
+
+from ..errors import LandscapeError
+
 
 @dataclass
 class Options:
@@ -25,3 +29,9 @@ class Options:
     def given(self) -> list[str]:
         """The options set away from their defaults, by flag name (for refusing those a kind cannot use)."""
         return [k for k, v in vars(self).items() if k != "dpi" and v != getattr(Options, k)]
+
+
+def check_colormap(cmap: str | None) -> None:
+    """One line when ``cmap`` (None: the kind's default) is not a matplotlib colormap."""
+    if cmap is not None and cmap not in matplotlib.colormaps:
+        raise LandscapeError(f"`cmap` {cmap!r} is not a matplotlib colormap (try viridis, magma, cividis, RdBu_r, ...)")
