@@ -297,9 +297,6 @@ def shared_units(result: Result) -> bool:
 
 
 # ---------------------------------------------------------------------------- whole figures
-KINDS_2D = ("contour", "contourf", "heatmap", "surface3d")
-
-
 def surface_figure(result: Result, kind: str, surface: str | None = None, opts: Options | None = None):
     """One figure of ``kind`` (contour, contourf, heatmap, surface3d, line, volume, curvature), not saved."""
     opts = opts or Options()
