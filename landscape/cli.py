@@ -14,6 +14,7 @@ import time
 import warnings
 
 from . import __version__, parallel
+from .commands.common import flag_table
 from .errors import LandscapeError, with_flags
 
 COMMANDS = ("surface", "interpolate", "hessian", "sharpness", "track", "train", "plot", "report", "info",
@@ -63,23 +64,9 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     return parser
 
 
-def flag_table(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """``{parameter: flag}`` for a (sub)command: each option's destination to its long spelling, so that a
-    library message naming a parameter (```batch_size```) reads as the flag the user typed."""
-    table = {}
-    for action in parser._actions:
-        longs = [o for o in action.option_strings if o.startswith("--")]
-        if longs and action.dest not in ("help", "version"):
-            table[action.dest] = longs[0]
-    return table
-
-
-def _one_line_warnings(flags: dict[str, str]):
-    def fmt(message, category, filename, lineno, line=None) -> str:
-        """Warnings as one line of ours, without the source line Python adds."""
-        return f"landscape: warning: {with_flags(str(message), flags)}\n"
-
-    return fmt
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line of ours, without the source line Python adds, parameters named as flags."""
+    return f"landscape: warning: {parallel.render_message(str(message))}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # reported by the subcommand, so the hint points at its --help
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     flags = flag_table(_subparser(parser, args.command))
-    warnings.formatwarning = _one_line_warnings(flags)
+    warnings.formatwarning = _one_line_warning
     if hasattr(signal, "SIGXFSZ"):
         try:  # over `ulimit -f`, a write fails with EFBIG (one line below) instead of killing the process
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

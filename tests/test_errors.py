@@ -3,6 +3,7 @@
 import pytest
 
 from landscape import cli
+from landscape.commands.common import flag_table
 from landscape.errors import LandscapeError, with_flags
 from landscape.grid import Grid
 
@@ -14,7 +15,7 @@ def test_with_flags_maps_known_names_and_keeps_others():
 
 def test_flag_table_uses_long_spellings_of_a_subcommand():
     parser = cli.build_parser()
-    table = cli.flag_table(cli._subparser(parser, "surface"))
+    table = flag_table(cli._subparser(parser, "surface"))
     assert table["points_per_batch"] == "--points-per-batch"
     assert table["y"] == "--y"
     assert "help" not in table

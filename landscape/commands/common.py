@@ -17,6 +17,17 @@ from ..problem import make_problem
 from ..store import check_output_path, check_writable_folder  # noqa: F401 - the commands' own checks
 
 
+def flag_table(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``{parameter: flag}`` for a (sub)command: each option's destination to its long spelling, so that a
+    library message naming a parameter (```batch_size```) reads as the flag the user typed."""
+    table = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest not in ("help", "version"):
+            table[action.dest] = longs[0]
+    return table
+
+
 def number(flag: str, convert: type = int, *, minimum: float = 0, strict: bool = True):
     """An argparse ``type``: a finite ``convert`` (int or float) above ``minimum`` (``strict``) or from it.
 

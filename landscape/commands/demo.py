@@ -12,10 +12,12 @@ import os
 import sys
 import time
 
-from ..errors import LandscapeError
+from .. import parallel
+from ..errors import LandscapeError, with_flags
 from ..plot.browser import find_browser, missing_reason, screenshot
 from ..store import make_output_folder
 from . import hessian, interpolate, plot, report, sharpness, surface, track, train, view
+from .common import flag_table
 
 #: the subcommands the demo runs
 _STEPS = {m.__name__.rsplit(".", 1)[-1]: m for m in (train, surface, interpolate, plot, hessian, sharpness, report,
@@ -42,12 +44,18 @@ def _call(command: str, *argv) -> None:
     """``landscape COMMAND ARGV...``: the subcommand's own parser, then its ``run`` (not through the CLI's
     entry point, which is the demo's caller)."""
     parser = argparse.ArgumentParser(prog="landscape")
-    _STEPS[command].add_parser(parser.add_subparsers(dest="command"))
+    steps = parser.add_subparsers(dest="command")
+    _STEPS[command].add_parser(steps)
     args = parser.parse_args([command, *map(str, argv)])
+    flags = flag_table(steps.choices[command])  # the step's messages name its flags, as when typed
+    shown = parallel.render_message
+    parallel.render_message = lambda text: with_flags(text, flags)
     try:
         code = args.func(args)
     except LandscapeError as e:
-        raise LandscapeError(f"demo step 'landscape {command}' failed: {e}") from None
+        raise LandscapeError(f"demo step 'landscape {command}' failed: {with_flags(str(e), flags)}") from None
+    finally:
+        parallel.render_message = shown
     if code:
         raise LandscapeError(f"demo step 'landscape {command}' failed (exit {code})")
 
@@ -104,8 +112,8 @@ def run(args) -> int:
         pca = os.path.join(out, "trajectory.h5")
         _call("surface", *model, *data, "--checkpoint", final, "--directions", "pca", "--trajectory",
               # PCA coordinates are in weight-space units (unit directions): the trajectory spans
-              # about x ∈ [-14, 0], y ∈ [-3, 3] for this run, so the grid covers that box
-              os.path.join(out, "ckpt_*.pt"), "--x=-16:4:21" if fast else "--x=-16:4:41",
+              # about x ∈ [-16.5, 0], y ∈ [-4.6, 2.9] for this run, so the grid covers that box
+              os.path.join(out, "ckpt_*.pt"), "--x=-18:4:23" if fast else "--x=-18:4:45",
               "--y=-5:5:11" if fast else "--y=-5:5:21", "--out", pca, "--overwrite", *quiet)
         _call("plot", pca, "--kind", "trajectory")
 
