@@ -12,6 +12,7 @@ from landscape.curvature import HessianOperator
 from landscape.problem import make_problem
 from landscape.train import _evaluate
 from tests.curvature_models import dense_loss_acc_grad
+from tests.user_models import Reg
 
 
 def _problem(seed=0):
@@ -80,3 +81,29 @@ def test_allreduce_named_splits_back_shapes_and_dtypes():
     assert out[0].shape == (2, 3) and out[0].dtype == torch.float32 and float(out[0].sum()) == 12.0
     np.testing.assert_array_equal(out[1].numpy(), [0.0, 2.0, 4.0, 6.0])
     assert extra == [3.0]
+
+
+def test_at_a_regression_minimum_against_dense_float64():
+    """A regression net outside the zoo at an exact minimum (teacher targets: loss 0, gradient 0) and a hair
+    away from it (loss ~1e-6, well under 1e-4): loss and gradient match torch.func in float64."""
+    torch.manual_seed(0)
+    net = Reg().double()
+    X = torch.randn(40, 3, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(X)
+    prob = make_problem(net, data=(X, y), loss="mse", device="cpu", batch_size=16)
+    theta = O.trainable(prob.model)
+    loss, g = O.loss_grad(prob, theta)
+    assert loss == 0.0 and all(float(t.abs().max()) == 0.0 for t in g.values())
+    step = {k: v + 1e-3 * torch.randn_like(v) for k, v in theta.items()}
+    loss, g = O.loss_grad(prob, step)
+
+    def mse(p):
+        out = torch.func.functional_call(prob.model, p, (X,))
+        return ((out - y) ** 2).mean()
+
+    ref_g = torch.func.grad(mse)(step)
+    assert 0 < float(mse(step)) < 1e-4 and loss == pytest.approx(float(mse(step)), rel=1e-10)
+    assert O.loss_at(prob, step) == pytest.approx(float(mse(step)), rel=1e-10)
+    for k in ref_g:
+        torch.testing.assert_close(g[k], ref_g[k], rtol=1e-9, atol=1e-14)
